@@ -1,0 +1,24 @@
+EXTENSION  = bridgecore
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big = bridgecore
+OBJS = src/bridgecore.o src/ratelimit.o src/odoo_time.o
+
+DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+DOCS = README.md
+
+PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+SHLIB_LINK  =
+
+# pg_regress and pg_isolation_regress read test/sql, test/specs and
+# test/expected (a link to the top-level expected/).
+REGRESS      = setup input_validation api ingest cleanup security
+REGRESS_OPTS = --inputdir=test --outputdir=test/results
+ISOLATION      = ordering cleanup_concurrency
+ISOLATION_OPTS = --inputdir=test --outputdir=test/results
+
+EXTRA_CLEAN = test/results test/output_iso
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

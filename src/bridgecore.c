@@ -1,0 +1,79 @@
+/*
+ * bridgecore.c: module entry point.
+ *
+ * _PG_init only defines GUCs and installs the shared-memory hooks; each
+ * concern lives in its own file.
+ */
+#include "bridgecore.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+int			bridgecore_retention_s = 30 * 86400;
+int			bridgecore_cleanup_batch_size = 10000;
+
+#ifdef BRIDGECORE_HAS_SHMEM_REQUEST_HOOK
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Settings read by the SQL functions (cleanup, retention). */
+static void
+define_sql_gucs(void)
+{
+	DefineCustomIntVariable("bridgecore.retention",
+							"Age after which events are removed by cleanup (0 = keep forever).",
+							NULL, &bridgecore_retention_s, 30 * 86400, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.cleanup_batch_size",
+							"Events deleted per batch by cleanup.",
+							NULL, &bridgecore_cleanup_batch_size, 10000, 100, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+}
+
+static void
+bridgecore_shmem_request(void)
+{
+#ifdef BRIDGECORE_HAS_SHMEM_REQUEST_HOOK
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(RateLimitShmemSize());
+	RequestNamedLWLockTranche("bridgecore", 1);
+}
+
+static void
+bridgecore_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	RateLimitShmemInit();
+}
+
+void
+_PG_init(void)
+{
+	/*
+	 * The rate limiter (and, later, the background worker) needs shared
+	 * memory, which only a preloaded library can have.
+	 */
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bridgecore must be loaded via shared_preload_libraries"),
+				 errhint("Add bridgecore to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	define_sql_gucs();
+	RateLimitDefineGucs();
+	MarkGUCPrefixReserved("bridgecore");
+
+#ifdef BRIDGECORE_HAS_SHMEM_REQUEST_HOOK
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = bridgecore_shmem_request;
+#else
+	bridgecore_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = bridgecore_shmem_startup;
+}
