@@ -15,7 +15,7 @@ SHLIB_LINK  =
 REGRESS      = setup input_validation api ingest cleanup security
 REGRESS_OPTS = --inputdir=test --outputdir=test/results
 ISOLATION      = ordering cleanup_concurrency
-ISOLATION_OPTS = --inputdir=test --outputdir=test/results
+ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso
 
 EXTRA_CLEAN = test/results test/output_iso
 

@@ -60,6 +60,24 @@ CREATE TABLE bridgecore.instance (
 );
 COMMENT ON TABLE bridgecore.instance IS 'One row per Odoo instance (tenant). The secret is readable by no role but the owner.';
 
+-- The JSON of one event as sync_pull delivers it. It depends only on the
+-- event's own columns, so it is rendered once, when the event is stored
+-- (event.doc), and a pull concatenates instead of re-rendering: every event
+-- is read by many devices. IMMUTABLE holds: the timestamp format is fixed
+-- and UTC, and every other input is a plain value.
+CREATE FUNCTION bridgecore._event_doc(
+    id bigint, model text, record_id bigint, event bridgecore.event_kind,
+    occurred_at timestamptz, priority bridgecore.priority, category text,
+    payload jsonb, changed_fields text[], odoo_user_id bigint)
+RETURNS json LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.json_build_object(
+        'id', id, 'model', model, 'record_id', record_id, 'event', event,
+        'timestamp', pg_catalog.to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'priority', priority, 'category', category, 'payload', payload,
+        'changed_fields', changed_fields, 'user_id', odoo_user_id)
+$$;
+
 CREATE TABLE bridgecore.event (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     instance_id     integer NOT NULL REFERENCES bridgecore.instance ON DELETE CASCADE,
@@ -75,6 +93,9 @@ CREATE TABLE bridgecore.event (
     odoo_user_name  text,
     occurred_at     timestamptz NOT NULL,
     received_at     timestamptz NOT NULL DEFAULT now(),
+    doc             json NOT NULL GENERATED ALWAYS AS (bridgecore._event_doc(
+                        id, model, record_id, event, occurred_at, priority, category,
+                        payload, changed_fields, odoo_user_id)) STORED,
     UNIQUE (instance_id, odoo_id)
 );
 COMMENT ON TABLE bridgecore.event IS 'Odoo change events; id is the devices'' cursor and follows commit order.';
@@ -132,6 +153,19 @@ COMMENT ON TABLE bridgecore.dead_letter IS 'Odoo records that could not be inges
 CREATE UNIQUE INDEX dead_letter_instance_odoo_id_idx
     ON bridgecore.dead_letter (instance_id, odoo_id) WHERE odoo_id IS NOT NULL;
 
+-- pg_dump keeps user-defined app types; on restore, a dumped override of a
+-- built-in app type replaces the row CREATE EXTENSION inserted.
+CREATE FUNCTION bridgecore._app_type_replace_default() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM bridgecore.app_type a WHERE a.name = NEW.name AND a.is_default;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER app_type_replace_default BEFORE INSERT ON bridgecore.app_type
+    FOR EACH ROW WHEN (NOT NEW.is_default) EXECUTE FUNCTION bridgecore._app_type_replace_default();
+
 -- pg_dump keeps the data of configuration tables.
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.instance', '');
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.event', '');
@@ -171,7 +205,7 @@ COMMENT ON FUNCTION bridgecore._odoo_timestamp(text) IS 'Odoo naive UTC datetime
 
 -- ISO 8601 UTC, as apps parse it today ("2025-11-16T10:30:00Z").
 CREATE FUNCTION bridgecore._iso(ts timestamptz)
-RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT pg_catalog.to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') $$;
 
 -- Resolves an instance name to its id. NULL is allowed only when exactly
@@ -183,7 +217,21 @@ AS $$
 DECLARE
     found_id integer;
     n bigint;
+    claims text := nullif(current_setting('request.jwt.claims', true), '');
+    claimed text;
 BEGIN
+    -- A PostgREST caller whose JWT names an instance is confined to it.
+    IF claims IS NOT NULL THEN
+        claimed := claims::jsonb ->> 'instance';
+        IF claimed IS NOT NULL THEN
+            IF instance IS NOT NULL AND instance IS DISTINCT FROM claimed THEN
+                RAISE EXCEPTION 'instance "%" does not match the authenticated instance', left(instance, 64)
+                    USING ERRCODE = 'insufficient_privilege',
+                          HINT = 'Omit instance, or pass the one your token is for.';
+            END IF;
+            instance := claimed;
+        END IF;
+    END IF;
     IF instance IS NOT NULL THEN
         SELECT i.id INTO found_id FROM bridgecore.instance i WHERE i.name = instance;
         IF NOT FOUND THEN
@@ -248,6 +296,22 @@ $$;
 
 -- Sync tokens: 'bc1:<instance id>:<event id>'. Today's plain decimal event
 -- id is accepted too. Returns the event id.
+-- "Sync state not found": SQLSTATE P0002 (no_data_found) for SQL callers;
+-- through PostgREST (which sets request.method, and answers P0002 with HTTP
+-- 500) it is PT404, which PostgREST answers with HTTP 404 as apps expect.
+CREATE FUNCTION bridgecore._raise_state_not_found(user_id bigint, device_id text)
+RETURNS void LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'Sync state not found'
+        USING ERRCODE = CASE WHEN coalesce(current_setting('request.method', true), '') = ''
+                             THEN 'P0002' ELSE 'PT404' END,
+              DETAIL = format('No sync state for user %s and device "%s".', user_id, device_id),
+              HINT = 'The first bridgecore.sync_pull() of a device creates its state.';
+END
+$$;
+
 CREATE FUNCTION bridgecore._token_position(token text, instance_id integer)
 RETURNS bigint LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -566,7 +630,7 @@ CREATE FUNCTION bridgecore.sync_pull(
     sync_token text DEFAULT NULL,
     device_info jsonb DEFAULT NULL,
     app_version text DEFAULT NULL)
-RETURNS jsonb LANGUAGE plpgsql VOLATILE
+RETURNS json LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
@@ -579,7 +643,7 @@ DECLARE
     pos bigint;
     resync boolean := false;
     lim integer := sync_pull."limit";
-    events_json jsonb;
+    events_json json;
     n integer;
     last_id bigint;
     more boolean;
@@ -604,7 +668,6 @@ BEGIN
 
     inst_id := bridgecore._instance_id(sync_pull.instance);
     PERFORM bridgecore._rate_limit('sync_pull', inst_id, sync_pull.user_id, sync_pull.device_id);
-    SELECT i.purged_through INTO purged FROM bridgecore.instance i WHERE i.id = inst_id;
 
     SELECT s.last_event_id, s.last_sync_time INTO cursor_id, prev_sync
       FROM bridgecore.sync_state s
@@ -632,31 +695,28 @@ BEGIN
         END IF;
     END IF;
 
-    -- Events this device never saw were removed by cleanup: say so, and
-    -- continue from what is left.
+    -- One statement, one snapshot: the page, the cleanup horizon and the
+    -- newest visible id agree. If cleanup removed events this device never
+    -- saw (its position is below the horizon), the page starts at the
+    -- horizon and the answer says resync_required.
+    SELECT coalesce(json_agg(e.doc ORDER BY e.id) FILTER (WHERE e.rn <= lim), '[]'),
+           count(*) FILTER (WHERE e.rn <= lim),
+           max(e.id) FILTER (WHERE e.rn <= lim),
+           count(*) > lim,
+           (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id),
+           (SELECT i.purged_through FROM bridgecore.instance i WHERE i.id = inst_id)
+      INTO events_json, n, last_id, more, newest, purged
+      FROM (SELECT ev.id, ev.doc, row_number() OVER (ORDER BY ev.id) AS rn
+              FROM bridgecore.event ev
+             WHERE ev.instance_id = inst_id
+               AND ev.id > greatest(pos, (SELECT i.purged_through FROM bridgecore.instance i WHERE i.id = inst_id))
+               AND ev.model = ANY (wanted)
+             ORDER BY ev.id
+             LIMIT lim + 1) e;
     IF pos < purged THEN
         resync := true;
         pos := purged;
     END IF;
-
-    -- One statement, one snapshot: the page and the newest visible id agree.
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'id', e.id, 'model', e.model, 'record_id', e.record_id,
-               'event', e.event, 'timestamp', bridgecore._iso(e.occurred_at),
-               'priority', e.priority, 'category', e.category,
-               'payload', e.payload, 'changed_fields', e.changed_fields,
-               'user_id', e.odoo_user_id)
-               ORDER BY e.id) FILTER (WHERE e.rn <= lim), '[]'),
-           count(*) FILTER (WHERE e.rn <= lim),
-           max(e.id) FILTER (WHERE e.rn <= lim),
-           count(*) > lim,
-           (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id)
-      INTO events_json, n, last_id, more, newest
-      FROM (SELECT ev.*, row_number() OVER (ORDER BY ev.id) AS rn
-              FROM bridgecore.event ev
-             WHERE ev.instance_id = inst_id AND ev.id > pos AND ev.model = ANY (wanted)
-             ORDER BY ev.id
-             LIMIT lim + 1) e;
 
     -- With nothing more to send, the cursor moves past the events this
     -- device does not want, so they are not scanned again.
@@ -678,7 +738,7 @@ BEGIN
            app_version = coalesce(sync_pull.app_version, s.app_version)
      WHERE s.instance_id = inst_id AND s.user_id = sync_pull.user_id AND s.device_id = sync_pull.device_id;
 
-    RETURN jsonb_build_object(
+    RETURN json_build_object(
         'status', 'success',
         'has_updates', n > 0,
         'new_events_count', n,
@@ -717,9 +777,7 @@ BEGIN
       FROM bridgecore.sync_state s
      WHERE s.instance_id = inst_id AND s.user_id = sync_state.user_id AND s.device_id = sync_state.device_id;
     IF result IS NULL THEN
-        RAISE EXCEPTION 'Sync state not found' USING ERRCODE = 'no_data_found',
-            DETAIL = format('No sync state for user %s and device "%s".', sync_state.user_id, sync_state.device_id),
-            HINT = 'The first bridgecore.sync_pull() of a device creates its state.';
+        PERFORM bridgecore._raise_state_not_found(sync_state.user_id, sync_state.device_id);
     END IF;
     RETURN result;
 END
@@ -741,9 +799,7 @@ BEGIN
        SET last_event_id = 0, sync_count = 0, last_event_count = 0
      WHERE s.instance_id = inst_id AND s.user_id = sync_reset.user_id AND s.device_id = sync_reset.device_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'Sync state not found' USING ERRCODE = 'no_data_found',
-            DETAIL = format('No sync state for user %s and device "%s".', sync_reset.user_id, sync_reset.device_id),
-            HINT = 'The first bridgecore.sync_pull() of a device creates its state.';
+        PERFORM bridgecore._raise_state_not_found(sync_reset.user_id, sync_reset.device_id);
     END IF;
     RETURN jsonb_build_object('status', 'success', 'message', 'Sync state reset successfully');
 END
@@ -872,9 +928,8 @@ DECLARE
 BEGIN
     IF cutoff IS NULL THEN
         IF retention <= interval '0' THEN
-            RAISE EXCEPTION 'before must be given when bridgecore.retention is 0'
-                USING ERRCODE = 'null_value_not_allowed',
-                      HINT = 'Pass before => a timestamp, or set bridgecore.retention.';
+            RETURN jsonb_build_object('ok', true, 'deleted', 0,
+                'message', 'Retention is disabled (bridgecore.retention = 0); pass before to delete');
         END IF;
         cutoff := now() - retention;
     END IF;

@@ -27,6 +27,7 @@ typedef enum RateLimitKind
 
 typedef struct RateLimitKey
 {
+	Oid			database_id;
 	int32		kind;
 	int32		instance_id;
 	int64		user_id;
@@ -97,7 +98,7 @@ RateLimitShmemInit(void)
 	rate_limit_hash = ShmemInitHash("bridgecore rate limit windows",
 									bridgecore_rate_limit_entries,
 									bridgecore_rate_limit_entries,
-									&info, HASH_ELEM | HASH_BLOBS);
+									&info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -190,6 +191,7 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 
 	device = PG_GETARG_TEXT_PP(3);
 	memset(&key, 0, sizeof(key));
+	key.database_id = MyDatabaseId;
 	key.kind = kind;
 	key.instance_id = PG_GETARG_INT32(1);
 	key.user_id = PG_GETARG_INT64(2);

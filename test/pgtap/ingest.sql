@@ -1,0 +1,240 @@
+-- bridgecore.ingest(): exactly-once storage of update.webhook records,
+-- Odoo-shaped values, dead letters and the returned counts.
+BEGIN;
+SET LOCAL client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+CREATE EXTENSION bridgecore;
+
+SELECT plan(61);
+
+CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
+CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
+-- A minimal valid record (the legacy custom-model-webhook field set).
+CREATE FUNCTION pg_temp.rec(oid_ numeric, model text DEFAULT 'sale.order', extra jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('id', oid_, 'model', model, 'record_id', 7,
+                              'event', 'write', 'timestamp', '2025-11-16 10:30:00') || extra
+$$;
+CREATE FUNCTION pg_temp.nev() RETURNS integer LANGUAGE sql AS $$ SELECT count(*)::int FROM bridgecore.event $$;
+CREATE FUNCTION pg_temp.dl(odoo bigint) RETURNS bridgecore.dead_letter LANGUAGE sql AS $$
+    SELECT * FROM bridgecore.dead_letter WHERE odoo_id = odoo
+$$;
+
+SELECT throws_ok($$ SELECT bridgecore.ingest(NULL, '[]') $$, '55000', NULL,
+                 'ingest without any configured instance');
+
+DO $$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret'); END $$;
+
+-------------------------------------------------------------------------------
+-- Argument checks
+-------------------------------------------------------------------------------
+SELECT throws_ok($$ SELECT bridgecore.ingest('main', NULL) $$, '22004', NULL, 'null events');
+SELECT throws_ok($$ SELECT bridgecore.ingest('main', '{"id": 1}') $$, '22023', NULL, 'events must be an array');
+SELECT throws_ok($$ SELECT bridgecore.ingest('nope', '[]') $$, '22023', NULL, 'unknown instance');
+SELECT is(to_jsonb(bridgecore.ingest('main', '[]')),
+          '{"instance": "main", "inserted": 0, "duplicates": 0, "dead_lettered": 0, "max_odoo_id": null, "notifications": 0}'::jsonb,
+          'empty batch');
+SELECT is(to_jsonb(bridgecore.ingest(NULL, '[]'))->>'instance', 'main', 'instance may be omitted when only one exists');
+
+-------------------------------------------------------------------------------
+-- Exactly once, Odoo id order
+-------------------------------------------------------------------------------
+INSERT INTO r SELECT 'b1', bridgecore.ingest('main', jsonb_build_array(
+    pg_temp.rec(30), pg_temp.rec(10, 'res.partner'), pg_temp.rec(20))::json);
+SELECT is(pg_temp.r('b1'),
+          '{"instance": "main", "inserted": 3, "duplicates": 0, "dead_lettered": 0, "max_odoo_id": 30, "notifications": 2}'::jsonb,
+          'first batch: counts, max_odoo_id, one notification per model');
+SELECT is((SELECT array_agg(odoo_id ORDER BY id) FROM bridgecore.event), ARRAY[10, 20, 30]::bigint[],
+          'local ids follow Odoo id order within a batch');
+
+INSERT INTO r SELECT 'b1again', bridgecore.ingest('main', jsonb_build_array(
+    pg_temp.rec(30), pg_temp.rec(10, 'res.partner'), pg_temp.rec(20))::json);
+SELECT is(pg_temp.r('b1again'),
+          '{"instance": "main", "inserted": 0, "duplicates": 3, "dead_lettered": 0, "max_odoo_id": 30, "notifications": 0}'::jsonb,
+          're-ingesting the same batch counts duplicates only');
+SELECT is(pg_temp.nev(), 3, 're-ingest stores no new rows');
+
+INSERT INTO r SELECT 'b2', bridgecore.ingest('main', jsonb_build_array(
+    pg_temp.rec(40), pg_temp.rec(20), pg_temp.rec(30))::json);
+SELECT is(pg_temp.r('b2')->'inserted', '1'::jsonb, 'overlapping batch: only the new record is inserted');
+SELECT is(pg_temp.r('b2')->'duplicates', '2'::jsonb, 'overlapping batch: two duplicates');
+SELECT cmp_ok((SELECT id FROM bridgecore.event WHERE odoo_id = 40), '>',
+              (SELECT max(id) FROM bridgecore.event WHERE odoo_id < 40), 'a later batch gets higher local ids');
+
+INSERT INTO r SELECT 'b3', bridgecore.ingest('main', jsonb_build_array(pg_temp.rec(50), pg_temp.rec(50))::json);
+SELECT is(pg_temp.r('b3')->'inserted', '1'::jsonb, 'the same Odoo id twice in one batch is stored once');
+SELECT is(pg_temp.r('b3')->'duplicates', '1'::jsonb, '... and counted as a duplicate');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id = 50), 1, 'one row for Odoo id 50');
+
+-------------------------------------------------------------------------------
+-- Odoo-shaped values
+-------------------------------------------------------------------------------
+INSERT INTO r SELECT 'shapes', bridgecore.ingest('main', $j$[
+  {"id": 3000000000.0, "model": "sale.order", "record_id": 2500000000.0, "event": "create",
+   "timestamp": "2025-11-16 10:30:00"},
+  {"id": 60, "model": "res.partner", "record_id": 8, "event": "unlink", "timestamp": "2025-11-16 10:30:00",
+   "priority": false, "category": false, "payload": false, "user_id": false},
+  {"id": 61, "model": "sale.order", "record_id": 9, "event": "write", "timestamp": "2025-11-16T10:30:00.25Z",
+   "priority": "high", "category": "business", "user_id": [7, "Mitchell Admin"],
+   "payload": {"name": "S1", "partner_id": {"id": 3, "name": "Azure"}, "date_order": false,
+               "_changed_fields": ["name", "partner_id"]}},
+  {"id": 62, "model": "sale.order", "record_id": -1, "event": "create", "timestamp": "2024-02-29 23:59:59",
+   "priority": null, "category": null, "payload": null, "user_id": null},
+  {"id": 63, "model": "product.product", "record_id": 4, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "priority": "low", "category": "system", "payload": {"list_price": 10.5},
+   "is_processed": false, "is_archived": false, "config_id": [2, "Products"]}
+]$j$);
+SELECT is(pg_temp.r('shapes')->'inserted', '5'::jsonb, 'all Odoo-shaped records are stored');
+SELECT is(pg_temp.r('shapes')->'dead_lettered', '0'::jsonb, 'none is dead-lettered');
+SELECT is(pg_temp.r('shapes')->'max_odoo_id', '3000000000'::jsonb, 'max_odoo_id with a float id above 2^31');
+
+SELECT results_eq(
+    $$ SELECT odoo_id, record_id, event::text FROM bridgecore.event WHERE odoo_id = 3000000000 $$,
+    $$ VALUES (3000000000::bigint, 2500000000::bigint, 'create') $$,
+    'float id and record_id (integers above 2^31 arrive as floats) become bigints');
+SELECT results_eq(
+    $$ SELECT priority::text, category, payload, changed_fields, odoo_user_id, odoo_user_name
+         FROM bridgecore.event WHERE odoo_id = 60 $$,
+    $$ VALUES (NULL::text, NULL::text, NULL::jsonb, NULL::text[], NULL::bigint, NULL::text) $$,
+    'Odoo false for empty fields becomes NULL');
+SELECT results_eq(
+    $$ SELECT priority::text, category, changed_fields, odoo_user_id, odoo_user_name, occurred_at
+         FROM bridgecore.event WHERE odoo_id = 61 $$,
+    $$ VALUES ('high', 'business', ARRAY['name', 'partner_id'], 7::bigint, 'Mitchell Admin',
+               '2025-11-16 10:30:00.25+00'::timestamptz) $$,
+    'many2one user_id [id, "name"], _changed_fields and a T/Z/fraction timestamp');
+SELECT is((SELECT payload FROM bridgecore.event WHERE odoo_id = 61),
+          '{"name": "S1", "partner_id": {"id": 3, "name": "Azure"}, "date_order": false, "_changed_fields": ["name", "partner_id"]}'::jsonb,
+          'payload stored unchanged');
+SELECT results_eq(
+    $$ SELECT record_id, occurred_at, priority::text, payload FROM bridgecore.event WHERE odoo_id = 62 $$,
+    $$ VALUES (-1::bigint, '2024-02-29 23:59:59+00'::timestamptz, NULL::text, NULL::jsonb) $$,
+    'test event (record_id -1), leap day, explicit nulls');
+SELECT results_eq(
+    $$ SELECT priority::text, category, payload FROM bridgecore.event WHERE odoo_id = 63 $$,
+    $$ VALUES ('low', 'system', '{"list_price": 10.5}'::jsonb) $$,
+    'extra Odoo fields (is_processed, config_id) are ignored');
+SELECT results_eq(
+    $$ SELECT model, record_id, event::text, occurred_at, priority::text, category, payload, odoo_user_id
+         FROM bridgecore.event WHERE odoo_id = 10 $$,
+    $$ VALUES ('res.partner', 7::bigint, 'write', '2025-11-16 10:30:00+00'::timestamptz,
+               NULL::text, NULL::text, NULL::jsonb, NULL::bigint) $$,
+    'legacy field set (id, model, record_id, event, timestamp only) is stored');
+
+-------------------------------------------------------------------------------
+-- Priority ranks
+-------------------------------------------------------------------------------
+DO $$ BEGIN PERFORM bridgecore.ingest('main', jsonb_build_array(
+    pg_temp.rec(70, 'sale.order', '{"priority": "medium"}'))::json); END $$;
+SELECT is((SELECT array_agg(priority::text ORDER BY priority) FROM bridgecore.event WHERE priority IS NOT NULL),
+          ARRAY['low', 'medium', 'high'], 'ORDER BY priority follows the rank low < medium < high');
+SELECT is((SELECT max(priority)::text FROM bridgecore.event), 'high', 'max(priority) is high');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE priority >= 'medium'), 2, 'priority >= medium compares by rank');
+
+-------------------------------------------------------------------------------
+-- Dead letters: one of each malformed kind, with good records around them
+-------------------------------------------------------------------------------
+INSERT INTO r SELECT 'bad', bridgecore.ingest('main', $j$[
+  {"id": 100, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 101, "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 102, "model": "sale.order", "record_id": 1, "event": "delete", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 103, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-02-30 10:30:00"},
+  42,
+  {"id": 104, "model": "sale order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 105, "model": "sale.order", "record_id": 0, "event": "create", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 106, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00",
+   "user_id": 7},
+  {"id": 107, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00",
+   "category": 5},
+  {"id": "108", "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 109, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 110, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00",
+   "priority": "urgent"}
+]$j$);
+SELECT is(pg_temp.r('bad'),
+          '{"instance": "main", "inserted": 2, "duplicates": 0, "dead_lettered": 10, "max_odoo_id": 110, "notifications": 1}'::jsonb,
+          'mixed batch: good records stored, the others dead-lettered, max_odoo_id covers dead letters');
+SELECT is((SELECT array_agg(odoo_id ORDER BY odoo_id) FROM bridgecore.event WHERE odoo_id BETWEEN 100 AND 199),
+          ARRAY[100, 109]::bigint[], 'the rest of the batch is stored');
+SELECT is((pg_temp.dl(101)).reason, 'missing model', 'missing model');
+SELECT is((pg_temp.dl(102)).reason, 'unknown event "delete"', 'unknown event');
+SELECT is((pg_temp.dl(103)).reason, 'invalid timestamp "2025-02-30 10:30:00"', 'impossible date 2025-02-30');
+SELECT is((pg_temp.dl(104)).reason, 'invalid model name', 'invalid model name');
+SELECT is((pg_temp.dl(105)).reason, 'missing or invalid record_id', 'record_id 0');
+SELECT is((pg_temp.dl(106)).reason, 'invalid user_id 7', 'user_id that is not a many2one pair');
+SELECT is((pg_temp.dl(107)).reason, 'invalid category 5', 'category that is not a string');
+SELECT is((pg_temp.dl(110)).reason, 'unknown priority "urgent"', 'unknown priority');
+SELECT results_eq(
+    $$ SELECT reason, record::text FROM bridgecore.dead_letter WHERE odoo_id IS NULL ORDER BY reason $$,
+    $$ VALUES ('missing or invalid id', '{"id": "108", "event": "create", "model": "sale.order", "record_id": 1, "timestamp": "2025-11-16 10:30:00"}'),
+              ('record is not a JSON object', '42') $$,
+    'non-object record and string id are kept without an Odoo id');
+SELECT is((SELECT record::jsonb FROM bridgecore.dead_letter WHERE odoo_id = 110),
+          '{"id": 110, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00", "priority": "urgent"}'::jsonb,
+          'the raw record is kept');
+SELECT results_eq(
+    $$ SELECT attempts, status::text FROM bridgecore.dead_letter WHERE odoo_id = 103 $$,
+    $$ VALUES (1, 'pending') $$, 'new dead letter: one attempt, pending');
+
+-- Re-failure: same batch again (an operator had meanwhile ignored one).
+UPDATE bridgecore.dead_letter SET status = 'ignored' WHERE odoo_id = 102;
+INSERT INTO r SELECT 'bad2', bridgecore.ingest('main', $j$[
+  {"id": 102, "model": "sale.order", "record_id": 1, "event": "remove", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 103, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-02-30 10:30:00"},
+  {"id": 100, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"}
+]$j$);
+SELECT is(pg_temp.r('bad2'),
+          '{"instance": "main", "inserted": 0, "duplicates": 1, "dead_lettered": 2, "max_odoo_id": 103, "notifications": 0}'::jsonb,
+          're-failing batch: counts');
+SELECT is((pg_temp.dl(103)).attempts, 2, 'dead letter attempts increment on re-failure');
+SELECT is((SELECT count(*)::int FROM bridgecore.dead_letter WHERE odoo_id = 103), 1, '... without a second row');
+SELECT is((pg_temp.dl(102)).status::text, 'pending', 're-failure sets the status back to pending');
+SELECT is((pg_temp.dl(102)).reason, 'unknown event "remove"', 're-failure records the latest reason');
+
+-- The same bad id twice in one batch: one dead letter, last record wins.
+INSERT INTO r SELECT 'bad3', bridgecore.ingest('main', $j$[
+  {"id": 120, "model": "sale.order", "record_id": 1, "event": "x1", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 120, "model": "sale.order", "record_id": 1, "event": "x2", "timestamp": "2025-11-16 10:30:00"}
+]$j$);
+SELECT is(pg_temp.r('bad3')->'dead_lettered', '1'::jsonb, 'duplicate bad id in one batch: one dead letter');
+SELECT is((pg_temp.dl(120)).reason, 'unknown event "x2"', '... holding the last occurrence');
+
+-------------------------------------------------------------------------------
+-- Records jsonb cannot hold (\u0000, lone surrogates), through the json parameter
+-------------------------------------------------------------------------------
+INSERT INTO r SELECT 'nul', bridgecore.ingest('main', $j$[
+  {"id": 200, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"note": "back\\slash \\u0000 is text here"}},
+  {"id": 205, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"name": "nul\u0000byte"}},
+  {"id": 201, "model": "res.partner", "record_id": 2, "event": "write", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 3000000001.0, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"name": "lone \ud800 surrogate"}}
+]$j$::json);
+SELECT is(pg_temp.r('nul'),
+          '{"instance": "main", "inserted": 2, "duplicates": 0, "dead_lettered": 2, "max_odoo_id": 3000000001, "notifications": 2}'::jsonb,
+          '\u0000 batch: the storable records are stored, the others dead-lettered, max_odoo_id covers them');
+SELECT is((SELECT payload->>'note' FROM bridgecore.event WHERE odoo_id = 200), 'back\slash \u0000 is text here',
+          'an escaped backslash before u0000 is ordinary text');
+SELECT ok((pg_temp.dl(205)).reason LIKE 'unstorable record: %', '\u0000 record dead-lettered as unstorable');
+SELECT ok(strpos((pg_temp.dl(205)).record::text, '"nul\u0000byte"') > 0, 'the raw \u0000 record is kept verbatim (json)');
+SELECT ok((pg_temp.dl(3000000001)).reason LIKE 'unstorable record: %', 'lone surrogate dead-lettered, float id read');
+
+DO $$ BEGIN PERFORM bridgecore.ingest('main', '[{"id": 205, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00", "payload": {"name": "nul\u0000byte"}}]'::json); END $$;
+SELECT is((pg_temp.dl(205)).attempts, 2, 'unstorable record: attempts increment on re-failure');
+
+-------------------------------------------------------------------------------
+-- Instances
+-------------------------------------------------------------------------------
+DO $$ BEGIN PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x'); END $$;
+SELECT throws_ok($$ SELECT bridgecore.ingest(NULL, '[]') $$, '22004', NULL, 'instance omitted with two instances');
+INSERT INTO r SELECT 'inst2', bridgecore.ingest('second', jsonb_build_array(pg_temp.rec(10), pg_temp.rec(30))::json);
+SELECT is(pg_temp.r('inst2')->'inserted', '2'::jsonb, 'the same Odoo ids are new in another instance');
+SELECT is(pg_temp.r('inst2')->>'instance', 'second', 'result names the instance');
+SELECT is((SELECT count(*)::int FROM bridgecore.event e JOIN bridgecore.instance i ON i.id = e.instance_id
+            WHERE i.name = 'second'), 2, 'events belong to their instance');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE received_at = now()), pg_temp.nev(), 'received_at is the ingest time');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id = 10), 2, 'Odoo id 10 once per instance');
+
+SELECT * FROM finish();
+ROLLBACK;

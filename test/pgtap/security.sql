@@ -1,0 +1,155 @@
+-- Roles, grants, the secret column, SECURITY DEFINER hygiene and the JWT
+-- user check.
+BEGIN;
+SET LOCAL client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+CREATE EXTENSION bridgecore;
+SET LOCAL bridgecore.rate_limit_sync_pull = 0;
+SET LOCAL bridgecore.rate_limit_sync_state = 0;
+SET LOCAL bridgecore.rate_limit_sync_reset = 0;
+
+SELECT plan(52);
+
+DO $$ BEGIN
+    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret');
+    PERFORM bridgecore.ingest('main', '[{"id": 1, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"}]');
+END $$;
+
+-- Names of the bridgecore functions a role may execute.
+CREATE FUNCTION pg_temp.executable(role text) RETURNS text[] LANGUAGE sql AS $$
+    SELECT coalesce(array_agg(DISTINCT p.proname::text ORDER BY p.proname::text), '{}')
+      FROM pg_proc p
+     WHERE p.pronamespace = 'bridgecore'::regnamespace
+       AND has_function_privilege(role, p.oid, 'EXECUTE')
+$$;
+-- "relation:privilege" a role holds on bridgecore relations.
+CREATE FUNCTION pg_temp.table_privs(role text) RETURNS text[] LANGUAGE sql AS $$
+    SELECT coalesce(array_agg(c.relname || ':' || pr ORDER BY c.relname, pr), '{}')
+      FROM pg_class c
+     CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) pr
+     WHERE c.relnamespace = 'bridgecore'::regnamespace AND c.relkind IN ('r', 'v', 'p')
+       AND has_table_privilege(role, c.oid, pr)
+$$;
+
+-------------------------------------------------------------------------------
+-- Roles
+-------------------------------------------------------------------------------
+SELECT has_role('bridgecore_app', 'role bridgecore_app exists');
+SELECT has_role('bridgecore_admin', 'role bridgecore_admin exists');
+SELECT is((SELECT bool_or(rolcanlogin OR rolsuper OR rolcreaterole OR rolbypassrls) FROM pg_roles
+            WHERE rolname IN ('bridgecore_app', 'bridgecore_admin')), false,
+          'both roles are NOLOGIN group roles without special attributes');
+SELECT is_member_of('bridgecore_app', 'bridgecore_admin', 'bridgecore_admin is a member of bridgecore_app');
+
+-------------------------------------------------------------------------------
+-- Function privileges
+-------------------------------------------------------------------------------
+SELECT is(pg_temp.executable('bridgecore_app'),
+          ARRAY['check_updates', 'events', 'sync_pull', 'sync_reset', 'sync_state'],
+          'the app role can execute exactly the sync and query functions');
+SELECT is(pg_temp.executable('bridgecore_admin'),
+          ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup', 'events', 'ingest',
+                'remove_instance', 'set_app_type', 'sync_pull', 'sync_reset', 'sync_state'],
+          'the admin role can execute the API, but no internal helper');
+SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname)
+             FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+            WHERE p.pronamespace = 'bridgecore'::regnamespace AND a.grantee = 0),
+          NULL, 'no bridgecore function is executable by PUBLIC');
+SELECT cmp_ok((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'bridgecore'::regnamespace), '>=', 20,
+              '... checked over every function of the schema');
+SELECT is(pg_temp.executable('public'), '{}', 'has_function_privilege agrees for PUBLIC');
+
+-------------------------------------------------------------------------------
+-- Table privileges and the secret
+-------------------------------------------------------------------------------
+SELECT is((SELECT array_agg(c.relname::text ORDER BY c.relname)
+             FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+            WHERE c.relnamespace = 'bridgecore'::regnamespace AND a.grantee = 0),
+          NULL, 'PUBLIC has no privilege on any bridgecore relation');
+SELECT is(pg_temp.table_privs('bridgecore_app'), '{}', 'the app role has no table privilege (it goes through the functions)');
+SELECT is(pg_temp.table_privs('bridgecore_admin'),
+          ARRAY['app_type:SELECT', 'dead_letter:SELECT', 'event:SELECT', 'instances:SELECT', 'sync_state:SELECT'],
+          'the admin role may only read, and not the instance table');
+SELECT is((SELECT array_agg(r.rolname::text ORDER BY r.rolname) FROM pg_roles r
+            WHERE has_column_privilege(r.oid, 'bridgecore.instance'::regclass, 'secret', 'SELECT')
+              AND NOT r.rolsuper
+              -- Built in: reads every table by definition; granting it is a superuser's decision.
+              AND r.rolname <> 'pg_read_all_data'),
+          NULL, 'no ordinary role can read instance.secret');
+SELECT is((SELECT count(*)::int FROM information_schema.column_privileges
+            WHERE table_schema = 'bridgecore' AND table_name = 'instance' AND column_name = 'secret'
+              AND grantee IN ('bridgecore_app', 'bridgecore_admin', 'PUBLIC')),
+          0, 'no column grant on instance.secret');
+SELECT hasnt_column('bridgecore', 'instances', 'secret', 'the instances view has no secret column');
+SELECT has_column('bridgecore', 'instance', 'secret', '(the table does have one)');
+
+-------------------------------------------------------------------------------
+-- SECURITY DEFINER hygiene
+-------------------------------------------------------------------------------
+SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
+            WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef
+              AND NOT coalesce(proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)),
+          NULL, 'every SECURITY DEFINER function pins search_path = pg_catalog, pg_temp');
+SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
+            WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef),
+          ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup', 'events', 'ingest',
+                'remove_instance', 'set_app_type', 'sync_pull', 'sync_reset', 'sync_state'],
+          'the SECURITY DEFINER functions are exactly the granted API');
+SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
+            WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef
+              AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = proowner)),
+          NULL, 'SECURITY DEFINER functions are owned by the (superuser) extension owner');
+
+-------------------------------------------------------------------------------
+-- Acting as the app role
+-------------------------------------------------------------------------------
+SET LOCAL ROLE bridgecore_app;
+SELECT is(current_user::text, 'bridgecore_app', 'now acting as bridgecore_app');
+SELECT is(to_jsonb(bridgecore.sync_pull(1, 'dev-1', 'sales_app'))->'new_events_count', '1'::jsonb, 'app role: sync_pull works');
+SELECT is(to_jsonb(bridgecore.sync_state(1, 'dev-1'))->'sync_count', '1'::jsonb, 'app role: sync_state works');
+SELECT is(to_jsonb(bridgecore.sync_reset(1, 'dev-1'))->>'status', 'success', 'app role: sync_reset works');
+SELECT is(to_jsonb(bridgecore.events())->'count', '1'::jsonb, 'app role: events works');
+SELECT is(to_jsonb(bridgecore.check_updates())->'has_update', 'true'::jsonb, 'app role: check_updates works');
+SELECT throws_ok($$ SELECT bridgecore.ingest('main', '[]') $$, '42501', NULL, 'app role: ingest denied');
+SELECT throws_ok($$ SELECT bridgecore.cleanup(now()) $$, '42501', NULL, 'app role: cleanup denied');
+SELECT throws_ok($$ SELECT bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's') $$, '42501', NULL,
+                 'app role: add_instance denied');
+SELECT throws_ok($$ SELECT bridgecore.alter_instance('main', enabled => false) $$, '42501', NULL, 'app role: alter_instance denied');
+SELECT throws_ok($$ SELECT bridgecore.remove_instance('main') $$, '42501', NULL, 'app role: remove_instance denied');
+SELECT throws_ok($$ SELECT bridgecore.set_app_type('x', '{sale.order}') $$, '42501', NULL, 'app role: set_app_type denied');
+SELECT throws_ok($$ SELECT bridgecore._rate_limit('sync_pull', 1, 1, 'd') $$, '42501', NULL,
+                 'app role: cannot touch other devices'' rate limits');
+SELECT throws_ok($$ SELECT count(*) FROM bridgecore.event $$, '42501', NULL, 'app role: cannot read event directly');
+SELECT throws_ok($$ SELECT count(*) FROM bridgecore.instances $$, '42501', NULL, 'app role: cannot read instances');
+SELECT throws_ok($$ SET bridgecore.rate_limit_sync_pull = 0 $$, '42501', NULL, 'app role: cannot lift its rate limit');
+SELECT throws_ok($$ SELECT set_config('bridgecore.rate_limit_sync_pull', '0', true) $$, '42501', NULL,
+                 'app role: cannot lift its rate limit through set_config');
+
+-- JWT: a PostgREST caller whose token carries user_id acts only for that user.
+SELECT is(set_config('request.jwt.claims', '{"user_id": 7, "role": "bridgecore_app"}', true) IS NOT NULL, true, 'JWT claims set for user 7');
+SELECT throws_ok($$ SELECT bridgecore.sync_pull(8, 'dev-1', 'sales_app') $$, '42501', NULL, 'JWT user 7: sync_pull for user 8 denied');
+SELECT throws_ok($$ SELECT bridgecore.sync_state(8, 'dev-1') $$, '42501', NULL, 'JWT user 7: sync_state for user 8 denied');
+SELECT throws_ok($$ SELECT bridgecore.sync_reset(8, 'dev-1') $$, '42501', NULL, 'JWT user 7: sync_reset for user 8 denied');
+SELECT is(to_jsonb(bridgecore.sync_pull(7, 'dev-1', 'sales_app'))->>'status', 'success', 'JWT user 7: sync_pull for user 7 works');
+SELECT is(set_config('request.jwt.claims', '{"user_id": "7"}', true) IS NOT NULL, true, 'JWT user_id as a string');
+SELECT is(to_jsonb(bridgecore.sync_state(7, 'dev-1'))->'user_id', '7'::jsonb, 'JWT "7": sync_state for user 7 works');
+SELECT throws_ok($$ SELECT bridgecore.sync_state(77, 'dev-1') $$, '42501', NULL, 'JWT "7": user 77 denied (no prefix match)');
+SELECT is(set_config('request.jwt.claims', '{"role": "bridgecore_app"}', true) IS NOT NULL, true, 'JWT without user_id');
+SELECT is(to_jsonb(bridgecore.sync_pull(8, 'dev-1', 'sales_app'))->>'status', 'success', 'no user_id claim: any user may be named');
+SELECT is(set_config('request.jwt.claims', '', true) IS NOT NULL, true, 'JWT claims cleared');
+SELECT is(to_jsonb(bridgecore.sync_pull(9, 'dev-1', 'sales_app'))->>'status', 'success', 'empty claims: no user check');
+RESET ROLE;
+
+-------------------------------------------------------------------------------
+-- Acting as the admin role
+-------------------------------------------------------------------------------
+SET LOCAL ROLE bridgecore_admin;
+SELECT is(to_jsonb(bridgecore.ingest('main', '[{"id": 2, "model": "sale.order", "record_id": 2, "event": "write", "timestamp": "2025-11-16 10:30:00"}]'))->'inserted',
+          '1'::jsonb, 'admin role: ingest works');
+SELECT is((SELECT url FROM bridgecore.instances WHERE name = 'main'), 'https://erp.example.com', 'admin role: reads the instances view');
+SELECT throws_ok($$ SELECT secret FROM bridgecore.instance $$, '42501', NULL, 'admin role: cannot read instance.secret');
+SELECT throws_ok($$ DELETE FROM bridgecore.event $$, '42501', NULL, 'admin role: cannot delete events directly');
+RESET ROLE;
+
+SELECT * FROM finish();
+ROLLBACK;
