@@ -2,13 +2,14 @@ EXTENSION  = bridgecore
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = bridgecore
-OBJS = src/bridgecore.o src/ratelimit.o src/odoo_time.o
+OBJS = src/bridgecore.o src/ratelimit.o src/odoo_time.o src/launcher.o src/poller.o src/odoo_client.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 DOCS = README.md
 
-PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-SHLIB_LINK  =
+# -Wextra minus the warnings PostgreSQL's own headers and PG_TRY macros trigger.
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-clobbered
+SHLIB_LINK  = -lcurl -ljson-c
 
 # pg_regress and pg_isolation_regress read test/sql, test/specs and
 # test/expected (a link to the top-level expected/).

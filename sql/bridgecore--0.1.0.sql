@@ -56,7 +56,9 @@ CREATE TABLE bridgecore.instance (
     newest_event_at timestamptz,
     -- Highest local event id that cleanup has removed: a device whose
     -- cursor is below it has missed events and must resynchronise.
-    purged_through  bigint NOT NULL DEFAULT 0
+    purged_through  bigint NOT NULL DEFAULT 0,
+    -- Bumped by alter_instance: a running poller restarts with the new settings.
+    config_version  integer NOT NULL DEFAULT 1
 );
 COMMENT ON TABLE bridgecore.instance IS 'One row per Odoo instance (tenant). The secret is readable by no role but the owner.';
 
@@ -101,6 +103,16 @@ CREATE TABLE bridgecore.event (
 COMMENT ON TABLE bridgecore.event IS 'Odoo change events; id is the devices'' cursor and follows commit order.';
 CREATE INDEX event_instance_id_idx ON bridgecore.event (instance_id, id);
 CREATE INDEX event_occurred_at_idx ON bridgecore.event (occurred_at);
+
+-- Ids below an instance's cursor that Odoo did not show yet: an Odoo
+-- transaction that took a lower id may commit after a higher one. The poller
+-- asks for them again until bridgecore.gap_window has passed.
+CREATE TABLE bridgecore.gap (
+    instance_id     integer NOT NULL REFERENCES bridgecore.instance ON DELETE CASCADE,
+    odoo_id         bigint NOT NULL,
+    noticed_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance_id, odoo_id)
+);
 
 CREATE TABLE bridgecore.app_type (
     name            text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,64}$'),
@@ -171,6 +183,7 @@ SELECT pg_catalog.pg_extension_config_dump('bridgecore.instance', '');
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.event', '');
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.sync_state', '');
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('bridgecore.gap', '');
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.app_type', 'WHERE NOT is_default');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('bridgecore.instance', 'id'), '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('bridgecore.event', 'id'), '');
@@ -511,13 +524,13 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION bridgecore.ingest(instance text, events json)
+-- The ingestion path shared by bridgecore.ingest() and the poller.
+CREATE FUNCTION bridgecore._ingest(inst_id integer, events json)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    inst_id integer;
     inst_name text;
     batch jsonb;
     elem json;
@@ -535,7 +548,6 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass a JSON array of update.webhook records as search_read returns them.';
     END IF;
-    inst_id := bridgecore._instance_id(ingest.instance);
     SELECT i.name INTO inst_name FROM bridgecore.instance i WHERE i.id = inst_id;
 
     -- Ordering guarantee: event ids are assigned under this lock, held until
@@ -613,6 +625,14 @@ BEGIN
                'notifications', (SELECT channels FROM notified))
       INTO result;
     RETURN result;
+END
+$$;
+CREATE FUNCTION bridgecore.ingest(instance text, events json)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN bridgecore._ingest(bridgecore._instance_id(instance), events);
 END
 $$;
 COMMENT ON FUNCTION bridgecore.ingest(text, json) IS 'Stores a batch of update.webhook records exactly once; malformed ones go to dead_letter.';
@@ -1034,6 +1054,7 @@ BEGIN
             add_instance.login, add_instance.secret, add_instance.source_model,
             add_instance.poll_interval, add_instance.batch_size, add_instance.enabled,
             add_instance.verify_tls);
+    PERFORM bridgecore._wake_poller();
     RETURN QUERY SELECT * FROM bridgecore.instances v WHERE v.name = add_instance.name;
 END
 $$;
@@ -1082,8 +1103,10 @@ BEGIN
            verify_tls = coalesce(alter_instance.verify_tls, i.verify_tls),
            state = CASE WHEN reconnect THEN 'ok' ELSE i.state END,
            consecutive_failures = CASE WHEN reconnect THEN 0 ELSE i.consecutive_failures END,
-           next_attempt_at = CASE WHEN reconnect THEN NULL ELSE i.next_attempt_at END
+           next_attempt_at = CASE WHEN reconnect THEN NULL ELSE i.next_attempt_at END,
+           config_version = i.config_version + 1
      WHERE i.id = inst_id;
+    PERFORM bridgecore._wake_poller();
     RETURN QUERY SELECT * FROM bridgecore.instances v WHERE v.name = coalesce(alter_instance.new_name, alter_instance.name);
 END
 $$;
@@ -1108,6 +1131,7 @@ BEGIN
     SELECT count(*) INTO n_events FROM bridgecore.event e WHERE e.instance_id = inst_id;
     SELECT count(*) INTO n_states FROM bridgecore.sync_state s WHERE s.instance_id = inst_id;
     DELETE FROM bridgecore.instance i WHERE i.id = inst_id;
+    PERFORM bridgecore._wake_poller();
     RETURN jsonb_build_object('ok', true, 'instance', name,
                               'events_deleted', n_events, 'sync_states_deleted', n_states);
 END
@@ -1143,6 +1167,78 @@ $$;
 COMMENT ON FUNCTION bridgecore.set_app_type(text, text[]) IS 'Creates or replaces an app type and its models.';
 
 -------------------------------------------------------------------------------
+-- Poller (background worker) support
+-------------------------------------------------------------------------------
+-- Wakes the poller when the current transaction commits (a rollback wakes
+-- nobody), so instance changes take effect at once without polling a table.
+CREATE FUNCTION bridgecore._wake_poller()
+RETURNS void LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'bridgecore_wake_poller';
+
+-- Stores one search_read batch and moves the instance's cursor, in the
+-- caller's transaction: a crash at any point neither loses nor duplicates.
+-- Ids between the old cursor and the highest id of the batch that Odoo did
+-- not return become gaps, asked for again until gap_window has passed.
+-- seen lists the batch's ids, which the caller has parsed already.
+-- Returns the new cursor, the open gaps, and the ingest counts.
+CREATE FUNCTION bridgecore._store_batch(inst_id integer, events json, seen bigint[],
+                                        gap_window interval, max_gaps integer DEFAULT 1000,
+                                        OUT cursor bigint, OUT gaps bigint[], OUT result jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    old_cursor bigint;
+    newest timestamptz;
+BEGIN
+    SELECT i.cursor INTO old_cursor FROM bridgecore.instance i WHERE i.id = inst_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'instance % does not exist', inst_id USING ERRCODE = 'undefined_object';
+    END IF;
+    result := bridgecore._ingest(inst_id, events);
+
+    -- seen: every id in the batch, stored or dead-lettered.
+    cursor := greatest(old_cursor, (SELECT max(x) FROM unnest(seen) x));
+    DELETE FROM bridgecore.gap g WHERE g.instance_id = inst_id
+       AND (g.odoo_id = ANY (seen) OR g.noticed_at < now() - gap_window);
+    -- New gaps; on the first batch of an instance only above its lowest id.
+    INSERT INTO bridgecore.gap (instance_id, odoo_id)
+    SELECT inst_id, g
+      FROM generate_series(CASE WHEN old_cursor = 0 THEN (SELECT min(x) FROM unnest(seen) x) ELSE old_cursor + 1 END,
+                           cursor - 1) g
+     WHERE g <> ALL (seen)
+     LIMIT greatest(max_gaps - (SELECT count(*) FROM bridgecore.gap x WHERE x.instance_id = inst_id), 0)
+    ON CONFLICT DO NOTHING;
+    gaps := ARRAY(SELECT g.odoo_id FROM bridgecore.gap g WHERE g.instance_id = inst_id ORDER BY g.odoo_id);
+
+    SELECT max(e.occurred_at) INTO newest FROM bridgecore.event e
+     WHERE e.instance_id = inst_id AND e.odoo_id = ANY (seen);
+    UPDATE bridgecore.instance i
+       SET cursor = _store_batch.cursor,
+           state = 'ok', consecutive_failures = 0, next_attempt_at = NULL,
+           last_success_at = now(),
+           events_ingested = i.events_ingested + (result ->> 'inserted')::bigint,
+           newest_event_at = greatest(i.newest_event_at, newest)
+     WHERE i.id = inst_id;
+END
+$$;
+
+-- Records a failed poll in the instance status (the message is already
+-- free of secrets).
+CREATE FUNCTION bridgecore._record_failure(inst_id integer, new_state text, message text,
+                                           retry_at timestamptz)
+RETURNS integer LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE bridgecore.instance i
+       SET state = new_state, last_error = left(message, 1000), last_error_at = now(),
+           consecutive_failures = i.consecutive_failures + 1, next_attempt_at = retry_at
+     WHERE i.id = inst_id
+    RETURNING i.consecutive_failures
+$$;
+
+-------------------------------------------------------------------------------
 -- Privileges: nothing to PUBLIC; apps sync and query; admins do everything.
 -------------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA bridgecore FROM PUBLIC;
@@ -1168,3 +1264,7 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT SELECT ON bridgecore.instances, bridgecore.event, bridgecore.sync_state,
                 bridgecore.app_type, bridgecore.dead_letter TO bridgecore_admin;
+GRANT SELECT ON bridgecore.gap TO bridgecore_admin;
+
+-- A poller waiting for the extension starts on this commit.
+SELECT bridgecore._wake_poller();

@@ -6,6 +6,8 @@
  */
 #include "bridgecore.h"
 
+#include <curl/curl.h>
+
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
@@ -39,7 +41,7 @@ bridgecore_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(RateLimitShmemSize());
+	RequestAddinShmemSpace(add_size(RateLimitShmemSize(), LauncherShmemSize()));
 	RequestNamedLWLockTranche("bridgecore", 1);
 }
 
@@ -49,6 +51,7 @@ bridgecore_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	RateLimitShmemInit();
+	LauncherShmemInit();
 }
 
 void
@@ -66,7 +69,18 @@ _PG_init(void)
 
 	define_sql_gucs();
 	RateLimitDefineGucs();
+	WorkerDefineGucs();
 	MarkGUCPrefixReserved("bridgecore");
+
+	/* pg_upgrade runs the server with no workers of ours. */
+	if (!IsBinaryUpgrade)
+		LauncherRegister();
+
+	/* Once per process, before any thread could exist. */
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialise libcurl")));
 
 #ifdef BRIDGECORE_HAS_SHMEM_REQUEST_HOOK
 	prev_shmem_request_hook = shmem_request_hook;

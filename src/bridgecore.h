@@ -19,6 +19,15 @@
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
+/*
+ * fmgrprotos.h declares the SQL function json_object(), which clashes with
+ * json-c's json_object type: include it here, renamed, before json-c.
+ */
+#define json_object pg_json_object_sqlfn
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#undef json_object
+
 #if PG_VERSION_NUM < 130000
 #error "BridgeCore needs PostgreSQL 13 or later"
 #endif
@@ -38,6 +47,13 @@
 
 #define BRIDGECORE_VERSION "0.1.0"
 
+/* PostgreSQL 17 replaced MyProc->pgprocno by MyProcNumber. */
+#if PG_VERSION_NUM >= 170000
+#define BRIDGECORE_MY_PROC_NUMBER MyProcNumber
+#else
+#define BRIDGECORE_MY_PROC_NUMBER (MyProc->pgprocno)
+#endif
+
 /* ratelimit.c */
 extern int	bridgecore_rate_limit_sync_pull;
 extern int	bridgecore_rate_limit_sync_state;
@@ -46,6 +62,20 @@ extern int	bridgecore_rate_limit_entries;
 extern void RateLimitDefineGucs(void);
 extern Size RateLimitShmemSize(void);
 extern void RateLimitShmemInit(void);
+
+/* poller.c, launcher.c: the background workers */
+extern char *bridgecore_database;
+extern int	bridgecore_gap_window_s;
+extern int	bridgecore_connect_timeout_ms;
+extern int	bridgecore_request_timeout_ms;
+extern int	bridgecore_max_response_kb;
+extern int	bridgecore_max_backoff_s;
+extern void WorkerDefineGucs(void);
+extern void LauncherRegister(void);
+extern Size LauncherShmemSize(void);
+extern void LauncherShmemInit(void);
+extern PGDLLEXPORT void bridgecore_launcher_main(Datum arg);
+extern PGDLLEXPORT void bridgecore_poller_main(Datum arg);
 
 /* odoo_time.c */
 extern bool parse_odoo_timestamp(const char *s, size_t len, TimestampTz *result);

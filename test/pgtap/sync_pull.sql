@@ -8,7 +8,7 @@ SET LOCAL bridgecore.rate_limit_sync_pull = 0;
 SET LOCAL bridgecore.rate_limit_sync_state = 0;
 SET LOCAL bridgecore.rate_limit_sync_reset = 0;
 
-SELECT plan(75);
+SELECT plan(79);
 
 -------------------------------------------------------------------------------
 -- Fixtures. Identity sequences are not rolled back, so local event ids and
@@ -178,6 +178,13 @@ SELECT lives_ok($$ SELECT bridgecore.sync_pull(1, 'dev-v', 'sales_app', "limit" 
 SELECT throws_ok($$ SELECT bridgecore.sync_pull(0, 'dev-v', 'sales_app') $$, '22023', NULL, 'user_id 0');
 SELECT throws_ok($$ SELECT bridgecore.sync_pull(1, '', 'sales_app') $$, '22023', NULL, 'empty device_id');
 SELECT throws_ok($$ SELECT bridgecore.sync_pull(1, NULL, 'sales_app') $$, '22004', NULL, 'null device_id');
+SELECT throws_ok($$ SELECT bridgecore.sync_pull(NULL, 'dev-v', 'sales_app') $$, '22004', NULL, 'null user_id');
+SELECT throws_ok(format($$ SELECT bridgecore.sync_pull(1, %L, 'sales_app') $$, repeat('x', 256)), '22023', NULL,
+                 'device_id longer than 255 characters');
+SELECT lives_ok(format($$ SELECT bridgecore.sync_pull(1, %L, 'sales_app') $$, repeat('x', 255)),
+                'device_id of 255 characters is allowed');
+SELECT throws_ok($$ SELECT bridgecore.sync_pull(1, E'dev\n1', 'sales_app') $$, '22023', NULL,
+                 'device_id with a control character');
 
 -------------------------------------------------------------------------------
 -- Sync tokens

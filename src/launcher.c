@@ -1,0 +1,353 @@
+/*
+ * launcher.c: the "bridgecore launcher" background worker.
+ *
+ * Started by the postmaster (shared_preload_libraries), connected to
+ * bridgecore.database.  It keeps one "bridgecore poller" per enabled Odoo
+ * instance running: starts missing ones, restarts those whose settings
+ * changed or that died, stops those of disabled or removed instances.  It
+ * sleeps on its latch; admin functions wake it when their transaction
+ * commits (bridgecore._wake_poller), and the pollers it started wake it when
+ * they exit.  Until CREATE EXTENSION runs it does nothing, quietly.
+ */
+#include "bridgecore.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+/* A poller is not restarted sooner than this after it last started. */
+#define RESTART_DELAY_MS 1000
+
+typedef struct LauncherShared
+{
+	/* Proc number of the running launcher, plus one; 0 when none runs. */
+	pg_atomic_uint32 launcher_procno;
+} LauncherShared;
+
+typedef struct PollerSlot
+{
+	int32		instance_id;
+	int32		config_version;
+	TimestampTz started_at;
+	BackgroundWorkerHandle *handle;
+	bool		wanted;
+} PollerSlot;
+
+typedef struct WantedInstance
+{
+	int32		instance_id;
+	int32		config_version;
+	char		name[NAMEDATALEN];
+} WantedInstance;
+
+static LauncherShared *launcher_shared = NULL;
+static bool wake_registered = false;
+
+PG_FUNCTION_INFO_V1(bridgecore_wake_poller);
+
+Size
+LauncherShmemSize(void)
+{
+	return MAXALIGN(sizeof(LauncherShared));
+}
+
+void
+LauncherShmemInit(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	launcher_shared = ShmemInitStruct("bridgecore launcher", sizeof(LauncherShared), &found);
+	if (!found)
+		pg_atomic_init_u32(&launcher_shared->launcher_procno, 0);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+LauncherRegister(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "bridgecore");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "bridgecore_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "bridgecore launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "bridgecore launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+wake_launcher(void)
+{
+	uint32		procno;
+
+	if (launcher_shared == NULL)
+		return;
+	procno = pg_atomic_read_u32(&launcher_shared->launcher_procno);
+	if (procno > 0)
+		SetLatch(&GetPGProcByNumber(procno - 1)->procLatch);
+}
+
+static void
+wake_at_commit(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			wake_launcher();
+			wake_registered = false;
+			UnregisterXactCallback(wake_at_commit, NULL);
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_registered = false;
+			UnregisterXactCallback(wake_at_commit, NULL);
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * bridgecore._wake_poller() returns void: wake the launcher when the current
+ * transaction commits; a rollback wakes nobody.
+ */
+Datum
+bridgecore_wake_poller(PG_FUNCTION_ARGS)
+{
+	if (!wake_registered)
+	{
+		RegisterXactCallback(wake_at_commit, NULL);
+		wake_registered = true;
+	}
+	PG_RETURN_VOID();
+}
+
+static void
+clear_launcher_procno(int code, Datum arg)
+{
+	pg_atomic_write_u32(&launcher_shared->launcher_procno, 0);
+}
+
+/*
+ * Reads the enabled instances, or none when the extension is not installed
+ * (or is being created or dropped).  Runs in its own short transaction.
+ */
+static List *
+read_wanted_instances(void)
+{
+	List	   *wanted = NIL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "bridgecore launcher: reading instances");
+
+	if (OidIsValid(get_extension_oid("bridgecore", true)) &&
+		OidIsValid(get_relname_relid("instance", get_namespace_oid("bridgecore", true))))
+	{
+		SPI_connect();
+		if (SPI_execute("SELECT id, config_version, name FROM bridgecore.instance"
+						" WHERE enabled ORDER BY id", true, 0) == SPI_OK_SELECT)
+		{
+			for (uint64 i = 0; i < SPI_processed; i++)
+			{
+				HeapTuple	tup = SPI_tuptable->vals[i];
+				TupleDesc	desc = SPI_tuptable->tupdesc;
+				bool		isnull;
+				MemoryContext old = MemoryContextSwitchTo(caller);
+				WantedInstance *w = palloc0(sizeof(WantedInstance));
+
+				w->instance_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+				w->config_version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+				strlcpy(w->name, TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)), NAMEDATALEN);
+				wanted = lappend(wanted, w);
+				MemoryContextSwitchTo(old);
+			}
+		}
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return wanted;
+}
+
+static bool
+start_poller(PollerSlot *slot, WantedInstance *w)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	MemoryContext old;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher restarts it */
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "bridgecore");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "bridgecore_poller_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "bridgecore poller %s", w->name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "bridgecore poller");
+	worker.bgw_main_arg = Int32GetDatum(w->instance_id);
+	worker.bgw_notify_pid = MyProcPid;
+
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		MemoryContextSwitchTo(old);
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("bridgecore could not start a poller for instance \"%s\"", w->name),
+				 errhint("Raise max_worker_processes: BridgeCore needs one background worker per enabled instance plus its launcher.")));
+		return false;
+	}
+	MemoryContextSwitchTo(old);
+	slot->instance_id = w->instance_id;
+	slot->config_version = w->config_version;
+	slot->started_at = GetCurrentTimestamp();
+	slot->handle = handle;
+	return true;
+}
+
+/*
+ * Makes the running pollers match the wanted instances.  Returns how long
+ * to sleep before a pending restart is due, or -1 to sleep until woken.
+ */
+static long
+reconcile(PollerSlot **slots, int *nslots)
+{
+	List	   *wanted = read_wanted_instances();
+	ListCell   *lc;
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout = -1;
+	int			kept = 0;
+
+	/* Drop stopped pollers; stop those not wanted or with old settings. */
+	for (int i = 0; i < *nslots; i++)
+	{
+		PollerSlot *slot = &(*slots)[i];
+		pid_t		pid;
+		bool		still_wanted = false;
+
+		foreach(lc, wanted)
+		{
+			WantedInstance *w = lfirst(lc);
+
+			if (w->instance_id == slot->instance_id && w->config_version == slot->config_version)
+				still_wanted = true;
+		}
+		if (GetBackgroundWorkerPid(slot->handle, &pid) == BGWH_STOPPED)
+		{
+			/* Keep a recently started slot a moment, to pace restarts. */
+			if (still_wanted &&
+				!TimestampDifferenceExceeds(slot->started_at, now, RESTART_DELAY_MS))
+			{
+				long		wait_ms = RESTART_DELAY_MS -
+					(long) ((now - slot->started_at) / 1000);
+
+				timeout = (timeout < 0) ? wait_ms : Min(timeout, wait_ms);
+				(*slots)[kept++] = *slot;
+				continue;
+			}
+			pfree(slot->handle);
+			continue;
+		}
+		if (!still_wanted)
+			TerminateBackgroundWorker(slot->handle);	/* reaped once stopped */
+		(*slots)[kept++] = *slot;
+	}
+	*nslots = kept;
+
+	/* Start pollers for wanted instances that have none. */
+	foreach(lc, wanted)
+	{
+		WantedInstance *w = lfirst(lc);
+		bool		running = false;
+
+		for (int i = 0; i < *nslots; i++)
+			if ((*slots)[i].instance_id == w->instance_id &&
+				(*slots)[i].config_version == w->config_version)
+				running = true;
+		if (running)
+			continue;
+		*slots = repalloc(*slots, sizeof(PollerSlot) * (*nslots + 1));
+		if (start_poller(&(*slots)[*nslots], w))
+			(*nslots)++;
+		else
+			timeout = (timeout < 0) ? 5000 : Min(timeout, 5000);
+	}
+	list_free_deep(wanted);
+	return timeout;
+}
+
+/*
+ * Pollers left by a previous launcher (one that was terminated) would run
+ * beside the new ones with stale settings: stop them.
+ */
+static void
+stop_orphan_pollers(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	SPI_execute("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
+				" WHERE backend_type = 'bridgecore poller' AND datname = pg_catalog.current_database()",
+				false, 0);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+void
+bridgecore_launcher_main(Datum arg)
+{
+	PollerSlot *slots;
+	int			nslots = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(bridgecore_database, NULL, 0);
+
+	pg_atomic_write_u32(&launcher_shared->launcher_procno, BRIDGECORE_MY_PROC_NUMBER + 1);
+	before_shmem_exit(clear_launcher_procno, 0);
+
+	slots = MemoryContextAllocZero(TopMemoryContext, sizeof(PollerSlot));
+	stop_orphan_pollers();
+
+	for (;;)
+	{
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		timeout = reconcile(&slots, &nslots);
+		pgstat_report_stat(true);
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout >= 0 ? WL_TIMEOUT : 0),
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

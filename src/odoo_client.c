@@ -1,0 +1,425 @@
+/*
+ * odoo_client.c: Odoo's JSON-RPC API (POST <url>/jsonrpc) over libcurl.
+ *
+ * One easy handle per client keeps the connection alive between calls.  A
+ * transfer is driven through a multi handle in steps of at most 100 ms, so
+ * interrupts (SIGTERM, query cancel, procsignal barriers) are served while a
+ * request is in flight.  Responses are parsed with json-c; every json-c
+ * object and curl list is released on every path, including errors thrown
+ * by CHECK_FOR_INTERRUPTS.
+ */
+#include "odoo_client.h"
+
+#include "lib/stringinfo.h"
+#include "utils/memutils.h"
+
+#include <ctype.h>
+
+/* Longest slice of a bad body quoted in an error message. */
+#define BODY_EXCERPT 80
+
+typedef struct TransferState
+{
+	StringInfo	body;
+	size_t		max_size;
+	bool		too_large;
+	int			retry_after_s;
+} TransferState;
+
+const char *
+odoo_error_kind_name(OdooErrorKind kind)
+{
+	switch (kind)
+	{
+		case ODOO_OK:
+			return "ok";
+		case ODOO_ERR_TRANSPORT:
+			return "transport";
+		case ODOO_ERR_TOO_LARGE:
+			return "too_large";
+		case ODOO_ERR_HTTP:
+			return "http";
+		case ODOO_ERR_BAD_RESPONSE:
+			return "bad_response";
+		case ODOO_ERR_RPC:
+			return "rpc";
+		case ODOO_ERR_ACCESS_DENIED:
+			return "access_denied";
+		case ODOO_ERR_SESSION_EXPIRED:
+			return "session_expired";
+		case ODOO_ERR_AUTH_FAILED:
+			return "auth_failed";
+	}
+	return "unknown";
+}
+
+static void
+set_error(OdooError *err, OdooErrorKind kind, const char *fmt,...)
+pg_attribute_printf(3, 4);
+
+static void
+set_error(OdooError *err, OdooErrorKind kind, const char *fmt,...)
+{
+	va_list		ap;
+
+	err->kind = kind;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+}
+
+/* A printable excerpt of a body, for error messages. */
+static void
+body_excerpt(const char *data, size_t len, char *out, size_t outlen)
+{
+	size_t		n = Min(len, Min((size_t) BODY_EXCERPT, outlen - 1));
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = isprint((unsigned char) data[i]) ? data[i] : ' ';
+	out[n] = '\0';
+}
+
+static size_t
+write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	TransferState *ts = (TransferState *) userdata;
+	size_t		n = size * nmemb;
+
+	if ((size_t) ts->body->len + n > ts->max_size)
+	{
+		ts->too_large = true;
+		return 0;				/* makes curl abort with CURLE_WRITE_ERROR */
+	}
+	appendBinaryStringInfo(ts->body, ptr, (int) n);
+	return n;
+}
+
+static size_t
+read_header(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	TransferState *ts = (TransferState *) userdata;
+	size_t		n = size * nitems;
+	static const char name[] = "retry-after:";
+
+	if (n > sizeof(name) - 1 && pg_strncasecmp(buffer, name, sizeof(name) - 1) == 0)
+	{
+		const char *p = buffer + sizeof(name) - 1;
+		long		v;
+
+		while (p < buffer + n && (*p == ' ' || *p == '\t'))
+			p++;
+		/* Only the delay-seconds form; an HTTP date falls back to backoff. */
+		if (p < buffer + n && isdigit((unsigned char) *p))
+		{
+			v = strtol(p, NULL, 10);
+			ts->retry_after_s = (int) Min(v, 86400L);
+		}
+	}
+	return n;
+}
+
+OdooClient *
+odoo_client_create(const char *url, const char *database, const char *login,
+				   const char *secret, bool verify_tls)
+{
+	OdooClient *client;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	client = palloc0(sizeof(OdooClient));
+	client->endpoint = psprintf("%s/jsonrpc", url);
+	client->database = pstrdup(database);
+	client->login = pstrdup(login);
+	client->secret = pstrdup(secret);
+	client->verify_tls = verify_tls;
+	MemoryContextSwitchTo(old);
+
+	client->easy = curl_easy_init();
+	client->multi = curl_multi_init();
+	if (client->easy == NULL || client->multi == NULL)
+	{
+		odoo_client_destroy(client);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not initialise libcurl")));
+	}
+	return client;
+}
+
+void
+odoo_client_destroy(OdooClient *client)
+{
+	if (client == NULL)
+		return;
+	if (client->multi)
+		curl_multi_cleanup(client->multi);
+	if (client->easy)
+		curl_easy_cleanup(client->easy);
+	/* Do not leave the secret in freed memory. */
+	if (client->secret)
+		explicit_bzero(client->secret, strlen(client->secret));
+	pfree(client->endpoint);
+	pfree(client->database);
+	pfree(client->login);
+	pfree(client->secret);
+	pfree(client);
+}
+
+static void
+configure_request(OdooClient *client, TransferState *ts, struct curl_slist *headers,
+				  const char *body, size_t body_len)
+{
+	CURL	   *h = client->easy;
+
+	curl_easy_reset(h);
+	curl_easy_setopt(h, CURLOPT_URL, client->endpoint);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+	curl_easy_setopt(h, CURLOPT_POST, 1L);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "bridgecore/" BRIDGECORE_VERSION);
+	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");	/* gzip, deflate, ... */
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) bridgecore_connect_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) bridgecore_request_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) ts->max_size);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, client->verify_tls ? 1L : 0L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, client->verify_tls ? 2L : 0L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, ts);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, read_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, ts);
+	if (message_level_is_interesting(DEBUG2))
+		curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
+}
+
+/*
+ * Runs the configured transfer to completion, serving interrupts every
+ * 100 ms.  Returns curl's result code.
+ */
+static CURLcode
+run_transfer(OdooClient *client)
+{
+	volatile CURLcode result = CURLE_OK;
+	volatile bool added = false;
+
+	PG_TRY();
+	{
+		int			running = 1;
+
+		if (curl_multi_add_handle(client->multi, client->easy) != CURLM_OK)
+			result = CURLE_FAILED_INIT;
+		else
+		{
+			added = true;
+			while (running)
+			{
+				CURLMsg    *msg;
+				int			queued;
+
+				if (curl_multi_perform(client->multi, &running) != CURLM_OK)
+				{
+					result = CURLE_RECV_ERROR;
+					break;
+				}
+				while ((msg = curl_multi_info_read(client->multi, &queued)) != NULL)
+				{
+					if (msg->msg == CURLMSG_DONE)
+						result = msg->data.result;
+				}
+				if (!running)
+					break;
+				curl_multi_poll(client->multi, NULL, 0, 100, NULL);
+				CHECK_FOR_INTERRUPTS();
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		if (added)
+			curl_multi_remove_handle(client->multi, client->easy);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * Posts one JSON-RPC call and returns the "result" member of the answer
+ * (a new reference the caller releases with json_object_put), or NULL with
+ * err set.  A call whose method returns None yields a JSON null object.
+ */
+static json_object *
+rpc_call(OdooClient *client, const char *service, const char *method,
+		 json_object *args, OdooError *err)
+{
+	json_object *request = json_object_new_object();
+	json_object *params = json_object_new_object();
+	/* volatile: assigned in PG_TRY and released in PG_FINALLY */
+	json_object *volatile response = NULL;
+	json_object *volatile result = NULL;
+	json_object *member;
+	struct curl_slist *volatile headers = NULL;
+	json_tokener *volatile tok = NULL;
+	TransferState ts;
+	const char *body;
+	size_t		body_len;
+	CURLcode	rc;
+	long		status = 0;
+
+	memset(err, 0, sizeof(*err));
+	err->retry_after_s = -1;
+
+	json_object_object_add(params, "service", json_object_new_string(service));
+	json_object_object_add(params, "method", json_object_new_string(method));
+	json_object_object_add(params, "args", args);	/* takes ownership */
+	json_object_object_add(request, "jsonrpc", json_object_new_string("2.0"));
+	json_object_object_add(request, "method", json_object_new_string("call"));
+	json_object_object_add(request, "params", params);
+	json_object_object_add(request, "id", json_object_new_int64(++client->request_id));
+	body = json_object_to_json_string_length(request, JSON_C_TO_STRING_PLAIN, &body_len);
+
+	ts.body = makeStringInfo();
+	ts.max_size = (size_t) bridgecore_max_response_kb * 1024;
+	ts.too_large = false;
+	ts.retry_after_s = -1;
+
+	PG_TRY();
+	{
+		headers = curl_slist_append(headers, "Content-Type: application/json");
+		headers = curl_slist_append(headers, "Accept: application/json");
+		configure_request(client, &ts, headers, body, body_len);
+		rc = run_transfer(client);
+		curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &status);
+		client->bytes_received += ts.body->len;
+		err->http_status = status;
+		err->retry_after_s = ts.retry_after_s;
+
+		if (ts.too_large || rc == CURLE_FILESIZE_EXCEEDED)
+			set_error(err, ODOO_ERR_TOO_LARGE,
+					  "response larger than bridgecore.max_response_size (%d kB)",
+					  bridgecore_max_response_kb);
+		else if (rc != CURLE_OK)
+			set_error(err, ODOO_ERR_TRANSPORT, "%s", curl_easy_strerror(rc));
+		else if (status != 200)
+		{
+			char		excerpt[BODY_EXCERPT + 1];
+
+			body_excerpt(ts.body->data, ts.body->len, excerpt, sizeof(excerpt));
+			set_error(err, ODOO_ERR_HTTP, "HTTP %ld: %s", status, excerpt);
+		}
+		else
+		{
+			enum json_tokener_error jerr;
+
+			tok = json_tokener_new_ex(64);
+			response = json_tokener_parse_ex(tok, ts.body->data, ts.body->len);
+			jerr = json_tokener_get_error(tok);
+			if (response == NULL || jerr != json_tokener_success ||
+				json_tokener_get_parse_end(tok) != (size_t) ts.body->len)
+			{
+				char		excerpt[BODY_EXCERPT + 1];
+
+				body_excerpt(ts.body->data, ts.body->len, excerpt, sizeof(excerpt));
+				set_error(err, ODOO_ERR_BAD_RESPONSE, "invalid JSON (%s): %s",
+						  jerr == json_tokener_continue ? "truncated" : json_tokener_error_desc(jerr),
+						  excerpt);
+			}
+			else if (!json_object_is_type(response, json_type_object))
+				set_error(err, ODOO_ERR_BAD_RESPONSE, "JSON-RPC answer is not an object");
+			else if (json_object_object_get_ex(response, "error", &member) && member != NULL)
+			{
+				json_object *data = NULL;
+				json_object *name = NULL;
+				json_object *msg = NULL;
+				const char *name_s = "";
+
+				/* Odoo: branch on error.data.name, not on error.code. */
+				if (json_object_object_get_ex(member, "data", &data) && data != NULL)
+				{
+					if (json_object_object_get_ex(data, "name", &name) && json_object_is_type(name, json_type_string))
+						name_s = json_object_get_string(name);
+					json_object_object_get_ex(data, "message", &msg);
+				}
+				if (msg == NULL || !json_object_is_type(msg, json_type_string))
+					json_object_object_get_ex(member, "message", &msg);
+				set_error(err,
+						  strcmp(name_s, "odoo.exceptions.AccessDenied") == 0 ? ODOO_ERR_ACCESS_DENIED :
+						  strcmp(name_s, "odoo.http.SessionExpiredException") == 0 ? ODOO_ERR_SESSION_EXPIRED :
+						  ODOO_ERR_RPC,
+						  "%s%s%s", name_s, *name_s ? ": " : "",
+						  msg && json_object_is_type(msg, json_type_string) ? json_object_get_string(msg) : "error without message");
+			}
+			else if (json_object_object_get_ex(response, "result", &member))
+				result = member ? json_object_get(member) : json_object_new_null();
+			else if (json_object_object_get_ex(response, "jsonrpc", &member))
+				result = json_object_new_null();	/* a method that returned None */
+			else
+				set_error(err, ODOO_ERR_BAD_RESPONSE, "not a JSON-RPC answer");
+		}
+	}
+	PG_FINALLY();
+	{
+		curl_slist_free_all(headers);
+		if (tok)
+			json_tokener_free(tok);
+		json_object_put(response);
+		json_object_put(request);	/* also frees args */
+		pfree(ts.body->data);
+		pfree(ts.body);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+bool
+odoo_login(OdooClient *client, OdooError *err)
+{
+	json_object *args = json_object_new_array();
+	json_object *result;
+
+	json_object_array_add(args, json_object_new_string(client->database));
+	json_object_array_add(args, json_object_new_string(client->login));
+	json_object_array_add(args, json_object_new_string(client->secret));
+	json_object_array_add(args, json_object_new_object());
+	result = rpc_call(client, "common", "authenticate", args, err);
+	if (result == NULL)
+		return false;
+
+	if (json_object_is_type(result, json_type_int) && json_object_get_int64(result) > 0)
+		client->uid = json_object_get_int64(result);
+	else if (json_object_is_type(result, json_type_boolean) && !json_object_get_boolean(result))
+		set_error(err, ODOO_ERR_AUTH_FAILED,
+				  "login refused for user \"%s\" on database \"%s\" (wrong login or secret, or too many failed attempts)",
+				  client->login, client->database);
+	else
+		set_error(err, ODOO_ERR_BAD_RESPONSE, "login answered neither a user id nor false");
+	json_object_put(result);
+	return client->uid > 0;
+}
+
+/*
+ * object.execute_kw(db, uid, secret, model, method, args, kwargs).  Takes
+ * ownership of args and kwargs.  Returns the result (the caller releases
+ * it) or NULL with err set.
+ */
+json_object *
+odoo_execute_kw(OdooClient *client, const char *model, const char *method,
+				json_object *args, json_object *kwargs, OdooError *err)
+{
+	json_object *call = json_object_new_array();
+
+	json_object_array_add(call, json_object_new_string(client->database));
+	json_object_array_add(call, json_object_new_int64(client->uid));
+	json_object_array_add(call, json_object_new_string(client->secret));
+	json_object_array_add(call, json_object_new_string(model));
+	json_object_array_add(call, json_object_new_string(method));
+	json_object_array_add(call, args);
+	json_object_array_add(call, kwargs);
+	return rpc_call(client, "object", "execute_kw", call, err);
+}

@@ -1,0 +1,61 @@
+/*
+ * odoo_client.h: Odoo's JSON-RPC API over libcurl and json-c.
+ *
+ * Knows nothing about tables.  Every call reports failures in an OdooError
+ * that says what kind of failure it was, so callers can decide between
+ * retrying, logging in again and backing off.
+ */
+#ifndef BRIDGECORE_ODOO_CLIENT_H
+#define BRIDGECORE_ODOO_CLIENT_H
+
+#include "bridgecore.h"
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+
+typedef enum OdooErrorKind
+{
+	ODOO_OK = 0,
+	ODOO_ERR_TRANSPORT,			/* connect failure, timeout, reset, TLS */
+	ODOO_ERR_TOO_LARGE,			/* response above bridgecore.max_response_size */
+	ODOO_ERR_HTTP,				/* HTTP status other than 200 */
+	ODOO_ERR_BAD_RESPONSE,		/* not JSON, truncated, not a JSON-RPC answer */
+	ODOO_ERR_RPC,				/* JSON-RPC error envelope */
+	ODOO_ERR_ACCESS_DENIED,		/* odoo.exceptions.AccessDenied */
+	ODOO_ERR_SESSION_EXPIRED,	/* odoo.http.SessionExpiredException */
+	ODOO_ERR_AUTH_FAILED		/* login answered false: wrong credentials */
+} OdooErrorKind;
+
+typedef struct OdooError
+{
+	OdooErrorKind kind;
+	long		http_status;
+	int			retry_after_s;	/* from Retry-After, or -1 */
+	char		message[512];
+} OdooError;
+
+typedef struct OdooClient
+{
+	CURL	   *easy;			/* kept between calls, so connections are reused */
+	CURLM	   *multi;			/* drives one transfer while checking interrupts */
+	char	   *endpoint;		/* <url>/jsonrpc */
+	char	   *database;
+	char	   *login;
+	char	   *secret;
+	bool		verify_tls;
+	int64		uid;			/* 0 until logged in */
+	int64		request_id;
+	uint64		bytes_received;
+} OdooClient;
+
+extern const char *odoo_error_kind_name(OdooErrorKind kind);
+extern OdooClient *odoo_client_create(const char *url, const char *database,
+									  const char *login, const char *secret,
+									  bool verify_tls);
+extern void odoo_client_destroy(OdooClient *client);
+extern bool odoo_login(OdooClient *client, OdooError *err);
+extern json_object *odoo_execute_kw(OdooClient *client, const char *model,
+									const char *method, json_object *args,
+									json_object *kwargs, OdooError *err);
+
+#endif

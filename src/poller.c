@@ -1,0 +1,569 @@
+/*
+ * poller.c: the "bridgecore poller" background worker, one per enabled Odoo
+ * instance (started by the launcher).
+ *
+ * Loop: log in, learn the source model's fields, search_read the rows above
+ * the cursor (plus the gaps still open), store them and move the cursor in
+ * one short transaction.  A full batch is followed at once by the next;
+ * otherwise the poller sleeps the instance's poll interval.  Failures are
+ * recorded in the instance status and retried with exponential backoff and
+ * jitter.  HTTP never runs inside a transaction, and a poller only ever
+ * talks to its own instance, so a slow Odoo delays nobody else.
+ */
+#include "bridgecore.h"
+#include "odoo_client.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+char	   *bridgecore_database = NULL;
+int			bridgecore_gap_window_s = 120;
+int			bridgecore_connect_timeout_ms = 5000;
+int			bridgecore_request_timeout_ms = 30000;
+int			bridgecore_max_response_kb = 64 * 1024;
+int			bridgecore_max_backoff_s = 300;
+
+/* Odoo locks an address out for 60 s after 5 failed logins. */
+#define AUTH_FAILED_MIN_DELAY_MS 60000
+
+/* Fields BridgeCore reads from the source model, if the model has them. */
+static const char *const wanted_fields[] = {
+	"id", "model", "record_id", "event", "timestamp",
+	"priority", "category", "payload", "user_id"
+};
+static const char *const required_fields[] = {"model", "record_id", "event", "timestamp"};
+
+typedef struct Instance
+{
+	int32		id;
+	char	   *name;
+	char	   *url;
+	char	   *database;
+	char	   *login;
+	char	   *secret;
+	char	   *source_model;
+	int			poll_interval_ms;
+	int			batch_size;
+	bool		verify_tls;
+	int64		cursor;
+	ArrayType  *gaps;			/* bigint[] of ids still to ask for */
+	TimestampTz next_attempt;
+	json_object *fields;		/* array of field names to request, or NULL */
+} Instance;
+
+typedef enum PollOutcome
+{
+	POLL_FULL_BATCH,
+	POLL_CAUGHT_UP,
+	POLL_FAILED,
+	POLL_GONE					/* instance removed or extension dropped */
+} PollOutcome;
+
+void
+WorkerDefineGucs(void)
+{
+	DefineCustomStringVariable("bridgecore.database",
+							   "Database in which the BridgeCore workers run.",
+							   NULL, &bridgecore_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.gap_window",
+							"How long ids skipped by Odoo are asked for again before they count as rolled back.",
+							NULL, &bridgecore_gap_window_s, 120, 0, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.connect_timeout",
+							"Timeout for connecting to Odoo.",
+							NULL, &bridgecore_connect_timeout_ms, 5000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.request_timeout",
+							"Timeout for a whole request to Odoo.",
+							NULL, &bridgecore_request_timeout_ms, 30000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.max_response_size",
+							"Largest Odoo response accepted; larger ones are refused, not buffered.",
+							NULL, &bridgecore_max_response_kb, 64 * 1024, 64, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.max_backoff",
+							"Longest wait between retries of a failing Odoo instance.",
+							NULL, &bridgecore_max_backoff_s, 300, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
+/* ---- transactions ------------------------------------------------------ */
+
+static void
+begin_work(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static bool
+extension_present(void)
+{
+	return OidIsValid(get_extension_oid("bridgecore", true));
+}
+
+static char *
+copy_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	char	   *s;
+	MemoryContext old;
+
+	if (isnull)
+		return NULL;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	s = TextDatumGetCString(d);
+	MemoryContextSwitchTo(old);
+	return s;
+}
+
+/*
+ * Loads the instance's settings and position.  Also takes a session-level
+ * advisory lock on the instance, so that two pollers never run for one
+ * instance (a replacement waits for its predecessor to exit).
+ */
+static bool
+load_instance(int32 instance_id, Instance *inst)
+{
+	Datum		arg = Int32GetDatum(instance_id);
+	Oid			argtype = INT4OID;
+	bool		found = false;
+
+	begin_work("bridgecore poller: loading instance");
+	if (extension_present())
+	{
+		SPI_execute_with_args("SELECT pg_catalog.pg_advisory_lock(1112425298, $1)",
+							  1, &argtype, &arg, NULL, false, 0);
+		if (SPI_execute_with_args("SELECT name, url, database, login, secret, source_model,"
+								  " (extract(epoch FROM poll_interval) * 1000)::integer,"
+								  " batch_size, verify_tls, cursor,"
+								  " ARRAY(SELECT g.odoo_id FROM bridgecore.gap g"
+								  "        WHERE g.instance_id = i.id ORDER BY g.odoo_id),"
+								  " coalesce(next_attempt_at, '-infinity')"
+								  " FROM bridgecore.instance i WHERE id = $1 AND enabled",
+								  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			MemoryContext old;
+
+			inst->id = instance_id;
+			inst->name = copy_text(tup, desc, 1);
+			inst->url = copy_text(tup, desc, 2);
+			inst->database = copy_text(tup, desc, 3);
+			inst->login = copy_text(tup, desc, 4);
+			inst->secret = copy_text(tup, desc, 5);
+			inst->source_model = copy_text(tup, desc, 6);
+			inst->poll_interval_ms = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+			inst->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+			inst->verify_tls = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+			inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 11, &isnull));
+			MemoryContextSwitchTo(old);
+			inst->next_attempt = DatumGetTimestampTz(SPI_getbinval(tup, desc, 12, &isnull));
+			found = true;
+		}
+	}
+	end_work();
+	return found;
+}
+
+/* ---- failures ---------------------------------------------------------- */
+
+/* Replaces every occurrence of the secret in msg with "***". */
+static void
+scrub_secret(char *msg, size_t size, const char *secret)
+{
+	size_t		slen = strlen(secret);
+	char	   *p;
+
+	if (slen == 0)
+		return;
+	while ((p = strstr(msg, secret)) != NULL)
+	{
+		memmove(p + 3, p + slen, strlen(p + slen) + 1);
+		memcpy(p, "***", 3);
+		if (strlen(msg) + 1 > size)
+			break;
+	}
+}
+
+/*
+ * Records a failure and schedules the next attempt: exponential backoff
+ * from 1 s up to bridgecore.max_backoff, with jitter, never sooner than a
+ * Retry-After, and at least a minute after a refused login.
+ */
+static PollOutcome
+record_failure(Instance *inst, OdooError *err, const char *phase)
+{
+	char		message[700];
+	const char *state = err->kind == ODOO_ERR_AUTH_FAILED ? "auth_failed" : "backoff";
+	int			failures = 1;
+	int64		delay_ms;
+	int64		cap_ms = (int64) bridgecore_max_backoff_s * 1000;
+	Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		args[4];
+
+	snprintf(message, sizeof(message), "%s: %s: %s", phase,
+			 odoo_error_kind_name(err->kind), err->message);
+	scrub_secret(message, sizeof(message), inst->secret);
+
+	begin_work("bridgecore poller: recording failure");
+	if (extension_present())
+	{
+		args[0] = Int32GetDatum(inst->id);
+		args[1] = CStringGetTextDatum(state);
+		args[2] = CStringGetTextDatum(message);
+		args[3] = TimestampTzGetDatum(GetCurrentTimestamp());	/* replaced below */
+		/* Count the failure first, to size the backoff from it. */
+		if (SPI_execute_with_args("SELECT bridgecore._record_failure($1, $2, $3, $4)",
+								  4, argtypes, args, NULL, false, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				failures = DatumGetInt32(d);
+		}
+		delay_ms = 1000;
+		for (int i = 1; i < failures && delay_ms < cap_ms; i++)
+			delay_ms *= 2;
+		delay_ms = Min(delay_ms, cap_ms);
+		/* Jitter: somewhere in the upper half of the window. */
+		delay_ms = delay_ms / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay_ms / 2 + 1));
+		if (err->kind == ODOO_ERR_AUTH_FAILED)
+			delay_ms = Max(delay_ms, AUTH_FAILED_MIN_DELAY_MS);
+		if (err->retry_after_s > 0)
+			delay_ms = Max(delay_ms, (int64) err->retry_after_s * 1000);
+		inst->next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+		args[3] = TimestampTzGetDatum(inst->next_attempt);
+		SPI_execute_with_args("UPDATE bridgecore.instance SET next_attempt_at = $4"
+							  " WHERE id = $1 AND $2 IS NOT NULL AND $3 IS NOT NULL",
+							  4, argtypes, args, NULL, false, 0);
+	}
+	end_work();
+	ereport(LOG,
+			(errmsg("bridgecore poller for instance \"%s\": %s; next attempt in %.1f s",
+					inst->name, message,
+					(double) (inst->next_attempt - GetCurrentTimestamp()) / USECS_PER_SEC)));
+	return POLL_FAILED;
+}
+
+/* ---- one poll ---------------------------------------------------------- */
+
+/*
+ * Asks fields_get which of the wanted fields the source model has (an older
+ * addon has only model, record_id, event and timestamp).
+ */
+static bool
+learn_fields(OdooClient *client, Instance *inst, OdooError *err)
+{
+	json_object *kwargs = json_object_new_object();
+	json_object *attributes = json_object_new_array();
+	json_object *result;
+	json_object *fields;
+
+	json_object_array_add(attributes, json_object_new_string("type"));
+	json_object_object_add(kwargs, "attributes", attributes);
+	result = odoo_execute_kw(client, inst->source_model, "fields_get",
+							 json_object_new_array(), kwargs, err);
+	if (result == NULL)
+		return false;
+	if (!json_object_is_type(result, json_type_object))
+	{
+		snprintf(err->message, sizeof(err->message), "fields_get did not answer an object");
+		err->kind = ODOO_ERR_BAD_RESPONSE;
+		json_object_put(result);
+		return false;
+	}
+	for (size_t i = 0; i < lengthof(required_fields); i++)
+	{
+		if (!json_object_object_get_ex(result, required_fields[i], NULL))
+		{
+			snprintf(err->message, sizeof(err->message),
+					 "model %s has no field \"%s\"; is bridgecore pointed at update.webhook?",
+					 inst->source_model, required_fields[i]);
+			err->kind = ODOO_ERR_RPC;
+			json_object_put(result);
+			return false;
+		}
+	}
+	fields = json_object_new_array();
+	for (size_t i = 0; i < lengthof(wanted_fields); i++)
+		if (strcmp(wanted_fields[i], "id") == 0 ||
+			json_object_object_get_ex(result, wanted_fields[i], NULL))
+			json_object_array_add(fields, json_object_new_string(wanted_fields[i]));
+	json_object_put(result);
+	json_object_put(inst->fields);
+	inst->fields = fields;
+	return true;
+}
+
+/* Domain: id > cursor, or one of the open gaps. */
+static json_object *
+build_domain(Instance *inst)
+{
+	json_object *domain = json_object_new_array();
+	json_object *above = json_object_new_array();
+	Datum	   *gap_ids;
+	int			ngaps;
+
+	json_object_array_add(above, json_object_new_string("id"));
+	json_object_array_add(above, json_object_new_string(">"));
+	json_object_array_add(above, json_object_new_int64(inst->cursor));
+
+	deconstruct_array(inst->gaps, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &gap_ids, NULL, &ngaps);
+	if (ngaps > 0)
+	{
+		json_object *in = json_object_new_array();
+		json_object *ids = json_object_new_array();
+
+		for (int i = 0; i < ngaps; i++)
+			json_object_array_add(ids, json_object_new_int64(DatumGetInt64(gap_ids[i])));
+		json_object_array_add(in, json_object_new_string("id"));
+		json_object_array_add(in, json_object_new_string("in"));
+		json_object_array_add(in, ids);
+		json_object_array_add(domain, json_object_new_string("|"));
+		json_object_array_add(domain, above);
+		json_object_array_add(domain, in);
+	}
+	else
+		json_object_array_add(domain, above);
+	pfree(gap_ids);
+	return domain;
+}
+
+/* The record's Odoo id, if it is a positive integer (or integral float). */
+static bool
+record_id_of(json_object *rec, int64 *id)
+{
+	json_object *v;
+
+	if (!json_object_is_type(rec, json_type_object) ||
+		!json_object_object_get_ex(rec, "id", &v))
+		return false;
+	if (json_object_is_type(v, json_type_int))
+		*id = json_object_get_int64(v);
+	else if (json_object_is_type(v, json_type_double))
+	{
+		double		d = json_object_get_double(v);
+
+		if (d != (double) (int64) d)
+			return false;
+		*id = (int64) d;
+	}
+	else
+		return false;
+	return *id > 0;
+}
+
+/* Stores the batch and moves the cursor, in one transaction. */
+static PollOutcome
+store_batch(Instance *inst, json_object *records)
+{
+	size_t		n = json_object_array_length(records);
+	Datum	   *seen = palloc(sizeof(Datum) * Max(n, 1));
+	int			nseen = 0;
+	size_t		len;
+	const char *text;
+	Oid			argtypes[4] = {INT4OID, JSONOID, INT8ARRAYOID, INTERVALOID};
+	Datum		args[4];
+	PollOutcome outcome = POLL_GONE;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		int64		id;
+
+		if (record_id_of(json_object_array_get_idx(records, i), &id))
+			seen[nseen++] = Int64GetDatum(id);
+	}
+	text = json_object_to_json_string_length(records, JSON_C_TO_STRING_PLAIN, &len);
+
+	begin_work("bridgecore poller: storing events");
+	if (extension_present())
+	{
+		args[0] = Int32GetDatum(inst->id);
+		args[1] = PointerGetDatum(cstring_to_text_with_len(text, (int) len));
+		args[2] = PointerGetDatum(construct_array(seen, nseen, INT8OID, 8,
+												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[3] = DirectFunctionCall3(interval_in,
+									  CStringGetDatum(psprintf("%d seconds", bridgecore_gap_window_s)),
+									  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._store_batch($1, $2, $3, $4)",
+								  4, argtypes, args, NULL, false, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			MemoryContext old;
+
+			inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			pfree(inst->gaps);
+			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 2, &isnull));
+			MemoryContextSwitchTo(old);
+			outcome = (int) n >= inst->batch_size ? POLL_FULL_BATCH : POLL_CAUGHT_UP;
+		}
+	}
+	end_work();
+	return outcome;
+}
+
+static PollOutcome
+poll_once(OdooClient *client, Instance *inst)
+{
+	OdooError	err;
+	json_object *records = NULL;
+	json_object *kwargs;
+	json_object *args;
+	PollOutcome outcome;
+
+	for (int attempt = 0;; attempt++)
+	{
+		if (client->uid == 0 && !odoo_login(client, &err))
+			return record_failure(inst, &err, "login");
+		if (inst->fields == NULL && !learn_fields(client, inst, &err))
+		{
+			if ((err.kind == ODOO_ERR_ACCESS_DENIED || err.kind == ODOO_ERR_SESSION_EXPIRED) && attempt == 0)
+			{
+				client->uid = 0;	/* log in again, once */
+				continue;
+			}
+			return record_failure(inst, &err, "fields_get");
+		}
+
+		args = json_object_new_array();
+		json_object_array_add(args, build_domain(inst));
+		kwargs = json_object_new_object();
+		json_object_object_add(kwargs, "fields", json_object_get(inst->fields));
+		json_object_object_add(kwargs, "limit", json_object_new_int(inst->batch_size));
+		json_object_object_add(kwargs, "order", json_object_new_string("id asc"));
+		records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &err);
+		if (records != NULL)
+			break;
+		if ((err.kind == ODOO_ERR_ACCESS_DENIED || err.kind == ODOO_ERR_SESSION_EXPIRED) && attempt == 0)
+		{
+			client->uid = 0;
+			continue;
+		}
+		return record_failure(inst, &err, "search_read");
+	}
+
+	if (!json_object_is_type(records, json_type_array))
+	{
+		json_object_put(records);
+		err.kind = ODOO_ERR_BAD_RESPONSE;
+		err.retry_after_s = -1;
+		snprintf(err.message, sizeof(err.message), "search_read did not answer a list");
+		return record_failure(inst, &err, "search_read");
+	}
+	PG_TRY();
+	{
+		outcome = store_batch(inst, records);
+	}
+	PG_FINALLY();
+	{
+		json_object_put(records);
+	}
+	PG_END_TRY();
+	return outcome;
+}
+
+static void
+wait_ms(long timeout_ms)
+{
+	if (timeout_ms <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+void
+bridgecore_poller_main(Datum arg)
+{
+	int32		instance_id = DatumGetInt32(arg);
+	Instance	inst;
+	OdooClient *client;
+	MemoryContext poll_context;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(bridgecore_database, NULL, 0);
+
+	memset(&inst, 0, sizeof(inst));
+	if (!load_instance(instance_id, &inst))
+		proc_exit(0);			/* removed or disabled meanwhile */
+
+	client = odoo_client_create(inst.url, inst.database, inst.login, inst.secret,
+								inst.verify_tls);
+	poll_context = AllocSetContextCreate(TopMemoryContext, "bridgecore poll",
+										 ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG, (errmsg("bridgecore poller for instance \"%s\" started at cursor " INT64_FORMAT,
+						 inst.name, inst.cursor)));
+
+	for (;;)
+	{
+		TimestampTz now;
+		PollOutcome outcome;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		now = GetCurrentTimestamp();
+		if (inst.next_attempt > now)
+		{
+			wait_ms((long) Min((inst.next_attempt - now) / 1000, 1000L));
+			continue;
+		}
+
+		MemoryContextSwitchTo(poll_context);
+		outcome = poll_once(client, &inst);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(poll_context);
+
+		if (outcome == POLL_GONE)
+			proc_exit(0);
+		if (outcome == POLL_CAUGHT_UP)
+			inst.next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															inst.poll_interval_ms);
+	}
+}

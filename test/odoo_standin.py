@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""A stand-in for an Odoo server with the auto_webhook addon.
+
+Speaks Odoo's JSON-RPC protocol (POST /jsonrpc: common.version,
+common.login, common.authenticate, object.execute_kw with search_read,
+search, search_count, fields_get on update.webhook and ir.model), with
+Odoo's exact error envelopes, and keeps the update.webhook rows in memory.
+
+A control API (POST /control, JSON {"op": ...}) lets tests add events,
+reserve ids that become visible later (out-of-order commits), skip ids
+(rolled-back transactions), switch to the legacy field set and queue
+faults for the next requests: HTTP 500/502/429, HTML bodies, truncated
+bodies, connection resets, hangs, error envelopes, session expiry, wrong
+credentials.  Python standard library only.
+
+    test/odoo_standin.py --port 8069 [--generate 5]   # 5 random events/s
+"""
+import argparse
+import gzip
+import json
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ALL_FIELDS = {
+    "id": "integer", "model": "char", "record_id": "integer", "event": "selection",
+    "payload": "json", "timestamp": "datetime", "user_id": "many2one",
+    "priority": "selection", "category": "selection", "is_processed": "boolean",
+    "processed_at": "datetime", "is_archived": "boolean", "archived_at": "datetime",
+    "config_id": "many2one",
+}
+LEGACY_FIELDS = ("id", "model", "record_id", "event", "timestamp")
+# The fields BridgeCore asks for; bulk rows are pre-rendered with these.
+RENDERED_FIELDS = ("id", "model", "record_id", "event", "timestamp", "priority", "category",
+                   "payload", "user_id")
+MODELS = ["sale.order", "sale.order.line", "res.partner", "product.product",
+          "stock.picking", "account.move", "mail.message", "purchase.order"]
+USERS = [[2, "Mitchell Admin"], [6, "Marc Demo"], [7, "Joel Willis"]]
+PRIORITY = {"sale.order": "high", "account.move": "high", "stock.picking": "high",
+            "res.partner": "medium", "purchase.order": "high"}
+IR_MODELS = [
+    {"id": 1, "model": "sale.order", "name": "Sales Order", "state": "base", "transient": False},
+    {"id": 2, "model": "res.partner", "name": "Contact", "state": "base", "transient": False},
+    {"id": 3, "model": "stock.move", "name": "Stock Move", "state": "base", "transient": False},
+    {"id": 4, "model": "mail.message", "name": "Message", "state": "base", "transient": False},
+    {"id": 5, "model": "sale.advance.payment.inv", "name": "Invoice wizard", "state": "base", "transient": True},
+    {"id": 6, "model": "x_custom.thing", "name": "Custom", "state": "manual", "transient": False},
+]
+
+
+def odoo_now():
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class OdooError(Exception):
+    def __init__(self, name, message, code=200):
+        super().__init__(message)
+        self.name, self.message, self.code = name, message, code
+
+
+class State:
+    def __init__(self, db, login, password):
+        self.lock = threading.Lock()
+        self.db, self.login, self.password = db, login, password
+        self.uid = 2
+        self.rows = {}            # id -> row (visible)
+        self.reserved = {}        # id -> row (not yet visible)
+        self.next_id = 1
+        self.legacy = False
+        self.faults = []          # queue of fault dicts, applied to /jsonrpc requests
+        self.failed_logins = 0
+        self.lockout_until = 0.0
+        self.requests = 0
+        self.search_reads = 0
+        self.session_valid = True
+        self.rendered = {}        # id -> pre-rendered JSON text (bulk rows)
+
+    def make_row(self, model=None, payload_size=0, unicode=False, event=None):
+        rid = self.next_id
+        self.next_id += 1
+        model = model or random.choice(MODELS)
+        record_id = random.randint(1, 5000)
+        event = event or random.choice(["create", "write", "write", "unlink"])
+        name = "Record %d" % record_id
+        if unicode:
+            name += " caf\u00e9 \u4e2d\u6587 \U0001F600 \u0645\u0631\u062d\u0628\u0627"
+        payload = {"name": name, "_metadata": {"model": model, "id": record_id, "display_name": name}}
+        if payload_size:
+            payload["note"] = "x" * payload_size
+        if event == "write":
+            payload["_changed_fields"] = ["name"]
+        row = {"id": rid, "model": model, "record_id": record_id, "event": event,
+               "payload": payload, "timestamp": odoo_now(), "user_id": random.choice(USERS + [False]),
+               "priority": PRIORITY.get(model, "low"), "category": "business",
+               "is_processed": False, "processed_at": False, "is_archived": False,
+               "archived_at": False, "config_id": False}
+        return row
+
+
+STATE = None
+
+
+def match(row, domain):
+    """Evaluates an Odoo domain (Polish notation, implicit AND)."""
+    def term(t):
+        field, op, value = t
+        v = row.get(field)
+        if op == "=":
+            return v == value
+        if op == "!=":
+            return v != value
+        if op == ">":
+            return v > value
+        if op == ">=":
+            return v >= value
+        if op == "<":
+            return v < value
+        if op == "<=":
+            return v <= value
+        if op == "in":
+            return v in value
+        if op == "not in":
+            return v not in value
+        raise OdooError("builtins.ValueError", "Invalid leaf %r" % (t,))
+
+    def parse(i):
+        tok = domain[i]
+        if tok == "!":
+            val, j = parse(i + 1)
+            return (not val), j
+        if tok in ("&", "|"):
+            a, j = parse(i + 1)
+            b, k = parse(j)
+            return (a and b) if tok == "&" else (a or b), k
+        if not isinstance(tok, list) or len(tok) != 3:
+            raise OdooError("builtins.ValueError", "Invalid domain term %r" % (tok,))
+        return term(tok), i + 1
+
+    i, result = 0, True
+    while i < len(domain):
+        val, i = parse(i)
+        result = result and val
+    return result
+
+
+def search(model_rows, domain, order, limit, offset):
+    rows = [r for r in model_rows if match(r, domain)]
+    desc = "desc" in (order or "id desc").lower()
+    rows.sort(key=lambda r: r["id"], reverse=desc)
+    rows = rows[offset or 0:]
+    if limit:
+        rows = rows[:limit]
+    return rows
+
+
+def execute_kw(params):
+    st = STATE
+    args = params.get("args", [])
+    if len(args) < 5:
+        raise OdooError("builtins.TypeError", "execute_kw() missing required positional arguments")
+    db, uid, password, model, method = args[:5]
+    margs = args[5] if len(args) > 5 else []
+    kwargs = args[6] if len(args) > 6 else {}
+    if not st.session_valid:
+        st.session_valid = True
+        raise OdooError("odoo.http.SessionExpiredException", "Session expired", code=100)
+    if db != st.db or uid != st.uid or password != st.password:
+        raise OdooError("odoo.exceptions.AccessDenied", "Access Denied")
+    if model == "ir.model":
+        if method == "search_read":
+            return [dict(m) for m in IR_MODELS]
+        raise OdooError("builtins.AttributeError", "The method '%s' does not exist on the model 'ir.model'" % method)
+    if model != "update.webhook":
+        raise OdooError("odoo.exceptions.UserError", "Object %s doesn't exist" % model)
+    fields = LEGACY_FIELDS if st.legacy else tuple(ALL_FIELDS)
+    if method == "fields_get":
+        return {f: {"type": ALL_FIELDS[f], "string": f} for f in fields}
+    if method in ("search_read", "search", "search_count"):
+        domain = margs[0] if margs else kwargs.get("domain", [])
+        wanted = kwargs.get("fields") or (margs[1] if len(margs) > 1 else None) or list(fields)
+        for f in wanted:
+            if f not in fields:
+                raise OdooError("builtins.ValueError", "Invalid field %r on model 'update.webhook'" % f)
+        with st.lock:
+            rows = search(list(st.rows.values()), domain, kwargs.get("order"),
+                          kwargs.get("limit"), kwargs.get("offset"))
+            st.search_reads += method == "search_read"
+            if method == "search_count":
+                return len(rows)
+            if method == "search":
+                return [r["id"] for r in rows]
+            if set(wanted) == set(RENDERED_FIELDS) and rows and all(r["id"] in st.rendered for r in rows):
+                return RawRows([st.rendered[r["id"]] for r in rows])
+            return [{f: r[f] for f in ["id"] + [w for w in wanted if w != "id"]} for r in rows]
+    raise OdooError("builtins.AttributeError",
+                    "The method '%s' does not exist on the model 'update.webhook'" % method)
+
+
+class RawRows(list):
+    """Pre-rendered rows, joined as text (the benchmark's fast path)."""
+
+
+def common(params):
+    st = STATE
+    method, args = params.get("method"), params.get("args", [])
+    if method == "version":
+        return {"server_version": "17.0", "server_version_info": [17, 0, 0, "final", 0, ""],
+                "server_serie": "17.0", "protocol_version": 1}
+    if method in ("login", "authenticate"):
+        db, login, password = (args + [None, None, None])[:3]
+        if time.time() < st.lockout_until:
+            return False
+        if db == st.db and login == st.login and password == st.password:
+            st.failed_logins = 0
+            return st.uid
+        st.failed_logins += 1
+        if st.failed_logins >= 5:
+            st.lockout_until = time.time() + 60
+        return False
+    raise OdooError("builtins.AttributeError", "The method '%s' does not exist" % method)
+
+
+def error_envelope(req_id, err):
+    return {"jsonrpc": "2.0", "id": req_id,
+            "error": {"code": err.code, "message": "Odoo Session Expired" if err.code == 100 else "Odoo Server Error",
+                      "data": {"name": err.name, "debug": "Traceback (most recent call last):\n...",
+                               "message": err.message, "arguments": [err.message], "context": {}}}}
+
+
+HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+MAINTENANCE = b"<!DOCTYPE html><html><body><h1>Odoo is under maintenance</h1></body></html>"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Werkzeug/2.0.2 Python/3.10"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def send_body(self, status, body, ctype="application/json; charset=utf-8", headers=None):
+        if "gzip" in (self.headers.get("Accept-Encoding") or "") and len(body) > 1024:
+            body = gzip.compress(body, 1)
+            headers = dict(headers or {}, **{"Content-Encoding": "gzip"})
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n)
+
+    def do_POST(self):
+        raw = self.read_body()
+        if self.path == "/control":
+            return self.control(raw)
+        if self.path != "/jsonrpc":
+            return self.send_body(404, b"<html><body>404 Not Found</body></html>", "text/html")
+        st = STATE
+        with st.lock:
+            st.requests += 1
+            fault = st.faults.pop(0) if st.faults else None
+        if fault and self.apply_fault(fault):
+            return
+        try:
+            req = json.loads(raw)
+        except ValueError:
+            return self.send_body(400, b"Invalid JSON data", "text/plain")
+        req_id, params = req.get("id"), req.get("params") or {}
+        try:
+            if fault and fault["kind"] == "rpc_error":
+                raise OdooError(fault.get("name", "psycopg2.OperationalError"), fault.get("message", "database trouble"))
+            if fault and fault["kind"] == "access_denied":
+                raise OdooError("odoo.exceptions.AccessDenied", "Access Denied")
+            if fault and fault["kind"] == "session_expired":
+                raise OdooError("odoo.http.SessionExpiredException", "Session expired", code=100)
+            service = params.get("service")
+            if service == "common":
+                result = common(params)
+            elif service == "object":
+                result = execute_kw(params)
+            else:
+                raise OdooError("builtins.KeyError", "No such service %r" % service)
+        except OdooError as e:
+            return self.send_body(200, json.dumps(error_envelope(req_id, e)).encode())
+        if isinstance(result, RawRows):
+            body = ('{"jsonrpc": "2.0", "id": %s, "result": [%s]}' % (json.dumps(req_id), ",".join(result))).encode()
+        else:
+            body = json.dumps({"jsonrpc": "2.0", "id": req_id, "result": result}, ensure_ascii=False).encode()
+        self.send_body(200, body)
+
+    def apply_fault(self, f):
+        """Returns True when the fault answered the request itself."""
+        kind = f["kind"]
+        if kind in ("http500", "http503"):
+            self.send_body(int(kind[4:]), b"<html><body><h1>Internal Server Error</h1></body></html>", "text/html")
+        elif kind == "http502":
+            self.send_body(502, HTML_PAGE, "text/html")
+        elif kind == "http429":
+            self.send_body(429, b"Too Many Requests", "text/plain", {"Retry-After": str(f.get("retry_after", 2))})
+        elif kind == "html":
+            self.send_body(200, MAINTENANCE, "text/html")
+        elif kind == "garbage":
+            self.send_body(200, b'{"jsonrpc": "2.0", "id": 1, "result": [{"id": 1,, }]}')
+        elif kind == "truncated":
+            body = b'{"jsonrpc": "2.0", "id": 1, "result": [{"id": 999999, "model": "sale.order", "rec'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body) * 3))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_hard()
+        elif kind == "reset":
+            self.close_hard()
+        elif kind == "hang":
+            time.sleep(f.get("seconds", 60))
+            self.close_hard()
+        elif kind == "huge":
+            self.send_body(200, b'{"jsonrpc": "2.0", "id": 1, "result": "' + b"x" * f.get("bytes", 1 << 20) + b'"}')
+        elif kind == "not_rpc":
+            self.send_body(200, b'{"hello": "world"}')
+        else:
+            return False
+        return True
+
+    def close_hard(self):
+        """Closes with a TCP reset."""
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def control(self, raw):
+        st = STATE
+        cmd = json.loads(raw or b"{}")
+        op = cmd.get("op")
+        out = {"ok": True}
+        with st.lock:
+            if op == "add_events":
+                ids = []
+                for _ in range(cmd.get("count", 1)):
+                    row = st.make_row(cmd.get("model"), cmd.get("payload_size", 0), cmd.get("unicode", False),
+                                      cmd.get("event"))
+                    if cmd.get("payload") is not None:
+                        row["payload"] = cmd["payload"]
+                    st.rows[row["id"]] = row
+                    ids.append(row["id"])
+                out["ids"] = ids
+            elif op == "add_raw":
+                # A record exactly as given (for malformed-record tests); id assigned.
+                rid = st.next_id
+                st.next_id += 1
+                row = dict(cmd["row"], id=rid)
+                st.rows[rid] = row
+                out["ids"] = [rid]
+            elif op == "bulk":
+                # Many rows, pre-rendered once so that search_read answers fast.
+                ids = []
+                for _ in range(cmd["count"]):
+                    row = st.make_row(cmd.get("model"))
+                    st.rows[row["id"]] = row
+                    st.rendered[row["id"]] = json.dumps({f: row[f] for f in RENDERED_FIELDS},
+                                                        ensure_ascii=False)
+                    ids.append(row["id"])
+                out["first"], out["last"] = ids[0], ids[-1]
+            elif op == "reserve":
+                ids = []
+                for _ in range(cmd.get("count", 1)):
+                    row = st.make_row(cmd.get("model"))
+                    st.reserved[row["id"]] = row
+                    ids.append(row["id"])
+                out["ids"] = ids
+            elif op == "publish":
+                for rid in cmd["ids"]:
+                    st.rows[rid] = st.reserved.pop(rid)
+            elif op == "skip":
+                out["ids"] = list(range(st.next_id, st.next_id + cmd.get("count", 1)))
+                st.next_id += cmd.get("count", 1)
+            elif op == "delete":
+                for rid in cmd["ids"]:
+                    st.rows.pop(rid, None)
+            elif op == "fault":
+                for _ in range(cmd.get("count", 1)):
+                    st.faults.append(dict(cmd))
+            elif op == "clear_faults":
+                st.faults = []
+            elif op == "set":
+                if "legacy" in cmd:
+                    st.legacy = bool(cmd["legacy"])
+                if "password" in cmd:
+                    st.password = cmd["password"]
+                if "session_valid" in cmd:
+                    st.session_valid = bool(cmd["session_valid"])
+                if "reset_lockout" in cmd:
+                    st.failed_logins, st.lockout_until = 0, 0
+            elif op == "stats":
+                out.update(requests=st.requests, search_reads=st.search_reads, rows=len(st.rows),
+                           max_id=st.next_id - 1, faults_pending=len(st.faults),
+                           failed_logins=st.failed_logins)
+            else:
+                out = {"ok": False, "error": "unknown op %r" % op}
+        self.send_body(200 if out.get("ok") else 400, json.dumps(out).encode())
+
+
+def generator(rate):
+    while True:
+        time.sleep(random.expovariate(rate))
+        with STATE.lock:
+            row = STATE.make_row()
+            STATE.rows[row["id"]] = row
+
+
+def main():
+    global STATE
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=8069)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--db", default="odoo")
+    ap.add_argument("--login", default="bridgecore")
+    ap.add_argument("--password", default="bc-api-key")
+    ap.add_argument("--generate", type=float, default=0, help="random events per second")
+    opts = ap.parse_args()
+    STATE = State(opts.db, opts.login, opts.password)
+    server = ThreadingHTTPServer((opts.host, opts.port), Handler)
+    server.daemon_threads = True
+    if opts.generate > 0:
+        threading.Thread(target=generator, args=(opts.generate,), daemon=True).start()
+    print("odoo stand-in listening on %s:%d" % (opts.host, server.server_address[1]), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
