@@ -32,7 +32,7 @@ CREATE TABLE bridgecore.instance (
     id              integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name            text NOT NULL UNIQUE
                     CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
-    url             text NOT NULL CHECK (url ~* '^https?://[^[:space:]/?#]+'),
+    url             text NOT NULL CHECK (url ~* '^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[^[:space:]?#]*)?$'),
     database        text NOT NULL CHECK (database <> ''),
     login           text NOT NULL CHECK (login <> ''),
     secret          text NOT NULL CHECK (secret <> ''),
@@ -953,7 +953,9 @@ BEGIN
         END IF;
         cutoff := now() - retention;
     END IF;
-    IF cleanup.instance IS NOT NULL THEN
+    -- Omitted instance: every instance, unless a JWT confines the caller.
+    IF cleanup.instance IS NOT NULL
+       OR nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance' THEN
         inst_id := bridgecore._instance_id(cleanup.instance);
     END IF;
 
@@ -999,7 +1001,7 @@ BEGIN
     IF name IS NOT NULL AND name !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
         RAISE EXCEPTION 'invalid instance name "%"', left(name, 64) USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Use 1 to 63 letters, digits, "_", "." or "-", starting with a letter or digit.';
-    ELSIF url IS NOT NULL AND url !~* '^https?://[^[:space:]/?#]+' THEN
+    ELSIF url IS NOT NULL AND url !~* '^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[^[:space:]?#]*)?$' THEN
         RAISE EXCEPTION 'invalid url "%"', left(url, 200) USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Use the Odoo base URL, http:// or https://, such as https://erp.example.com.';
     ELSIF database = '' THEN

@@ -61,6 +61,8 @@ SELECT try($$ SELECT bridgecore.cleanup(now(), 'nope') $$);
 SELECT try($$ SELECT bridgecore.add_instance('main', 'https://x.example', 'db', 'u', 'k') $$);
 SELECT try($$ SELECT bridgecore.add_instance('bad name', 'https://x.example', 'db', 'u', 'k') $$);
 SELECT try($$ SELECT bridgecore.add_instance('x', 'ftp://x.example', 'db', 'u', 'k') $$);
+SELECT try($$ SELECT bridgecore.add_instance('x', 'https://erp example.com', 'db', 'u', 'k') $$);
+SELECT try($$ SELECT bridgecore.add_instance('x', 'https://erp.example.com/odoo?db=x', 'db', 'u', 'k') $$);
 SELECT try($$ SELECT bridgecore.add_instance('x', 'https://x.example', '', 'u', 'k') $$);
 SELECT try($$ SELECT bridgecore.add_instance('x', 'https://x.example', 'db', 'u', '') $$);
 SELECT try($$ SELECT bridgecore.add_instance('x', 'https://x.example', 'db', 'u', 'k', poll_interval => '0') $$);
