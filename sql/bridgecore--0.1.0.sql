@@ -391,116 +391,59 @@ $$;
 -- Ingestion
 -------------------------------------------------------------------------------
 -- Decodes one record as Odoo's search_read returns it. problem is NULL for a
--- storable record, else the reason it goes to dead_letter.
-CREATE FUNCTION bridgecore._decode(r jsonb,
-    OUT odoo_id bigint, OUT model text, OUT record_id bigint,
-    OUT event bridgecore.event_kind, OUT priority bridgecore.priority,
-    OUT category text, OUT payload jsonb, OUT changed_fields text[],
-    OUT odoo_user_id bigint, OUT odoo_user_name text,
-    OUT occurred_at timestamptz, OUT problem text)
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
+-- storable record, else the reason it goes to dead_letter. A single SQL
+-- SELECT, so the planner inlines it into ingestion's set-based INSERT
+-- (one row in, one row out) instead of calling it per record.
+CREATE FUNCTION bridgecore._decode(r jsonb)
+RETURNS TABLE (odoo_id bigint, model text, record_id bigint, event bridgecore.event_kind,
+               priority bridgecore.priority, category text, payload jsonb,
+               changed_fields text[], odoo_user_id bigint, odoo_user_name text,
+               occurred_at timestamptz, problem text)
+LANGUAGE sql STABLE
 AS $$
-DECLARE
-    v jsonb;
-    n numeric;
-BEGIN
-    IF jsonb_typeof(r) IS DISTINCT FROM 'object' THEN
-        problem := 'record is not a JSON object';
-        RETURN;
-    END IF;
-
-    v := r -> 'id';
-    IF jsonb_typeof(v) = 'number' THEN
-        n := v::text::numeric;
-        IF n = trunc(n) AND n BETWEEN 1 AND 9223372036854775807 THEN
-            odoo_id := n::bigint;
-        END IF;
-    END IF;
-    IF odoo_id IS NULL THEN
-        problem := 'missing or invalid id';
-        RETURN;
-    END IF;
-
-    v := r -> 'model';
-    IF jsonb_typeof(v) IS DISTINCT FROM 'string' OR v #>> '{}' = '' THEN
-        problem := 'missing model';
-        RETURN;
-    END IF;
-    model := v #>> '{}';
-    IF length(model) > 128 OR model !~ '^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$' THEN
-        problem := 'invalid model name';
-        RETURN;
-    END IF;
-
-    v := r -> 'record_id';
-    IF jsonb_typeof(v) = 'number' THEN
-        n := v::text::numeric;
-        IF n = trunc(n) AND n <> 0 AND n BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
-            record_id := n::bigint;
-        END IF;
-    END IF;
-    IF record_id IS NULL THEN
-        problem := 'missing or invalid record_id';
-        RETURN;
-    END IF;
-
-    v := r -> 'event';
-    IF jsonb_typeof(v) = 'string' AND v #>> '{}' IN ('create', 'write', 'unlink') THEN
-        event := (v #>> '{}')::bridgecore.event_kind;
-    ELSE
-        problem := 'unknown event ' || coalesce(left(v::text, 64), 'null');
-        RETURN;
-    END IF;
-
-    v := r -> 'timestamp';
-    IF jsonb_typeof(v) = 'string' THEN
-        occurred_at := bridgecore._odoo_timestamp(v #>> '{}');
-    END IF;
-    IF occurred_at IS NULL THEN
-        problem := 'invalid timestamp ' || coalesce(left(v::text, 64), 'null');
-        RETURN;
-    END IF;
-
-    -- Optional fields: missing, null and Odoo's false all mean "empty".
-    v := r -> 'priority';
-    IF jsonb_typeof(v) = 'string' AND v #>> '{}' IN ('low', 'medium', 'high') THEN
-        priority := (v #>> '{}')::bridgecore.priority;
-    ELSIF v IS NOT NULL AND v NOT IN ('null', 'false') THEN
-        problem := 'unknown priority ' || left(v::text, 64);
-        RETURN;
-    END IF;
-
-    v := r -> 'category';
-    IF jsonb_typeof(v) = 'string' AND length(v #>> '{}') BETWEEN 1 AND 64 THEN
-        category := v #>> '{}';
-    ELSIF v IS NOT NULL AND v NOT IN ('null', 'false') THEN
-        problem := 'invalid category ' || left(v::text, 64);
-        RETURN;
-    END IF;
-
-    v := r -> 'payload';
-    IF v IS NOT NULL AND v NOT IN ('null', 'false') THEN
-        payload := v;
-        IF jsonb_typeof(v -> '_changed_fields') = 'array' THEN
-            changed_fields := ARRAY(SELECT jsonb_array_elements_text(v -> '_changed_fields'));
-        END IF;
-    END IF;
-
-    v := r -> 'user_id';
-    IF jsonb_typeof(v) = 'array' AND jsonb_array_length(v) = 2
-       AND jsonb_typeof(v -> 0) = 'number' AND jsonb_typeof(v -> 1) = 'string' THEN
-        n := (v -> 0)::text::numeric;
-        IF n = trunc(n) AND n BETWEEN 1 AND 9223372036854775807 THEN
-            odoo_user_id := n::bigint;
-            odoo_user_name := v ->> 1;
-        END IF;
-    END IF;
-    IF odoo_user_id IS NULL AND v IS NOT NULL AND v NOT IN ('null', 'false') THEN
-        problem := 'invalid user_id ' || left(v::text, 64);
-        RETURN;
-    END IF;
-END
+SELECT v.odoo_id, v.model, v.record_id, v.event, v.priority, v.category, v.payload,
+       v.changed_fields, v.odoo_user_id, v.odoo_user_name, v.occurred_at,
+       CASE
+           WHEN jsonb_typeof(r) IS DISTINCT FROM 'object' THEN 'record is not a JSON object'
+           WHEN v.odoo_id IS NULL THEN 'missing or invalid id'
+           WHEN v.model IS NULL THEN 'missing model'
+           WHEN length(v.model) > 128 OR v.model !~ '^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$' THEN 'invalid model name'
+           WHEN v.record_id IS NULL THEN 'missing or invalid record_id'
+           WHEN v.event IS NULL THEN 'unknown event ' || coalesce(left((r -> 'event')::text, 64), 'null')
+           WHEN v.occurred_at IS NULL THEN 'invalid timestamp ' || coalesce(left((r -> 'timestamp')::text, 64), 'null')
+           -- Optional fields: missing, null and Odoo's false all mean "empty".
+           WHEN v.priority IS NULL AND coalesce(r -> 'priority', 'null') NOT IN ('null', 'false')
+               THEN 'unknown priority ' || left((r -> 'priority')::text, 64)
+           WHEN v.category IS NULL AND coalesce(r -> 'category', 'null') NOT IN ('null', 'false')
+               THEN 'invalid category ' || left((r -> 'category')::text, 64)
+           WHEN v.odoo_user_id IS NULL AND coalesce(r -> 'user_id', 'null') NOT IN ('null', 'false')
+               THEN 'invalid user_id ' || left((r -> 'user_id')::text, 64)
+       END
+  FROM (SELECT
+            CASE WHEN n.id = trunc(n.id) AND n.id BETWEEN 1 AND 9223372036854775807 THEN n.id::bigint END AS odoo_id,
+            CASE WHEN jsonb_typeof(r -> 'model') = 'string' AND r ->> 'model' <> '' THEN r ->> 'model' END AS model,
+            CASE WHEN n.rec = trunc(n.rec) AND n.rec <> 0
+                      AND n.rec BETWEEN -9223372036854775808 AND 9223372036854775807 THEN n.rec::bigint END AS record_id,
+            CASE WHEN jsonb_typeof(r -> 'event') = 'string' AND r ->> 'event' IN ('create', 'write', 'unlink')
+                 THEN (r ->> 'event')::bridgecore.event_kind END AS event,
+            CASE WHEN jsonb_typeof(r -> 'timestamp') = 'string'
+                 THEN bridgecore._odoo_timestamp(r ->> 'timestamp') END AS occurred_at,
+            CASE WHEN jsonb_typeof(r -> 'priority') = 'string' AND r ->> 'priority' IN ('low', 'medium', 'high')
+                 THEN (r ->> 'priority')::bridgecore.priority END AS priority,
+            CASE WHEN jsonb_typeof(r -> 'category') = 'string' AND length(r ->> 'category') BETWEEN 1 AND 64
+                 THEN r ->> 'category' END AS category,
+            CASE WHEN coalesce(r -> 'payload', 'null') NOT IN ('null', 'false') THEN r -> 'payload' END AS payload,
+            CASE WHEN jsonb_typeof(r -> 'payload' -> '_changed_fields') = 'array'
+                 THEN ARRAY(SELECT jsonb_array_elements_text(r -> 'payload' -> '_changed_fields')) END AS changed_fields,
+            CASE WHEN n.uid = trunc(n.uid) AND n.uid BETWEEN 1 AND 9223372036854775807 THEN n.uid::bigint END AS odoo_user_id,
+            CASE WHEN n.uid IS NOT NULL THEN r -> 'user_id' ->> 1 END AS odoo_user_name
+          FROM (SELECT
+                    CASE WHEN jsonb_typeof(r -> 'id') = 'number' THEN (r ->> 'id')::numeric END AS id,
+                    CASE WHEN jsonb_typeof(r -> 'record_id') = 'number' THEN (r ->> 'record_id')::numeric END AS rec,
+                    CASE WHEN jsonb_typeof(r -> 'user_id') = 'array' AND jsonb_array_length(r -> 'user_id') = 2
+                              AND jsonb_typeof(r -> 'user_id' -> 0) = 'number'
+                              AND jsonb_typeof(r -> 'user_id' -> 1) = 'string'
+                         THEN (r -> 'user_id' ->> 0)::numeric END AS uid) n) v
 $$;
 
 -- The top-level "id" of a record that jsonb cannot hold. Reading a json
@@ -622,6 +565,7 @@ BEGIN
                'duplicates', (SELECT count(*) FROM decoded WHERE problem IS NULL) - (SELECT count(*) FROM inserted),
                'dead_lettered', (SELECT count(*) FROM dead) + unstorable,
                'max_odoo_id', greatest((SELECT max(odoo_id) FROM decoded), unstorable_max),
+               'newest_occurred_at', bridgecore._iso((SELECT max(occurred_at) FROM decoded WHERE problem IS NULL)),
                'notifications', (SELECT channels FROM notified))
       INTO result;
     RETURN result;
@@ -1192,6 +1136,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     old_cursor bigint;
+    lowest bigint;
     newest timestamptz;
 BEGIN
     SELECT i.cursor INTO old_cursor FROM bridgecore.instance i WHERE i.id = inst_id FOR UPDATE;
@@ -1204,18 +1149,19 @@ BEGIN
     cursor := greatest(old_cursor, (SELECT max(x) FROM unnest(seen) x));
     DELETE FROM bridgecore.gap g WHERE g.instance_id = inst_id
        AND (g.odoo_id = ANY (seen) OR g.noticed_at < now() - gap_window);
-    -- New gaps; on the first batch of an instance only above its lowest id.
-    INSERT INTO bridgecore.gap (instance_id, odoo_id)
-    SELECT inst_id, g
-      FROM generate_series(CASE WHEN old_cursor = 0 THEN (SELECT min(x) FROM unnest(seen) x) ELSE old_cursor + 1 END,
-                           cursor - 1) g
-     WHERE g <> ALL (seen)
-     LIMIT greatest(max_gaps - (SELECT count(*) FROM bridgecore.gap x WHERE x.instance_id = inst_id), 0)
-    ON CONFLICT DO NOTHING;
+    -- New gaps, unless the ids above the old cursor came without holes
+    -- (the usual case); on an instance's first batch only above its lowest id.
+    lowest := CASE WHEN old_cursor = 0 THEN (SELECT min(x) FROM unnest(seen) x) ELSE old_cursor + 1 END;
+    IF cursor - lowest + 1 > (SELECT count(DISTINCT x) FROM unnest(seen) x WHERE x >= lowest) THEN
+        INSERT INTO bridgecore.gap (instance_id, odoo_id)
+        SELECT inst_id, g
+          FROM generate_series(lowest, cursor - 1) g
+         WHERE NOT EXISTS (SELECT 1 FROM unnest(seen) x WHERE x = g)
+         LIMIT greatest(max_gaps - (SELECT count(*) FROM bridgecore.gap x WHERE x.instance_id = inst_id), 0)
+        ON CONFLICT DO NOTHING;
+    END IF;
     gaps := ARRAY(SELECT g.odoo_id FROM bridgecore.gap g WHERE g.instance_id = inst_id ORDER BY g.odoo_id);
-
-    SELECT max(e.occurred_at) INTO newest FROM bridgecore.event e
-     WHERE e.instance_id = inst_id AND e.odoo_id = ANY (seen);
+    newest := (result ->> 'newest_occurred_at')::timestamptz;
     UPDATE bridgecore.instance i
        SET cursor = _store_batch.cursor,
            state = 'ok', consecutive_failures = 0, next_attempt_at = NULL,

@@ -148,8 +148,36 @@ def match(row, domain):
     return result
 
 
-def search(model_rows, domain, order, limit, offset):
-    rows = [r for r in model_rows if match(r, domain)]
+def id_candidates(rows, domain, limit, max_id):
+    """The rows a cursor domain can match, found by id instead of a scan:
+    [("id", ">", c)] or ["|", ("id", ">", c), ("id", "in", ids)], ascending,
+    at most limit of them above c.  None when the domain has another shape
+    (then every row is a candidate)."""
+    def above(t):
+        return isinstance(t, list) and len(t) == 3 and t[0] == "id" and t[1] == ">"
+    if len(domain) == 1 and above(domain[0]):
+        start, extra = domain[0][2], []
+    elif (len(domain) == 3 and domain[0] == "|" and above(domain[1]) and isinstance(domain[2], list)
+          and domain[2][:2] == ["id", "in"]):
+        start, extra = domain[1][2], domain[2][2]
+    else:
+        return None
+    found = [rows[i] for i in sorted(extra) if i in rows and i <= start]
+    i = start + 1
+    while i <= max_id and (not limit or len(found) < limit):
+        if i in rows:
+            found.append(rows[i])
+        i += 1
+    return found
+
+
+def search(all_rows, domain, order, limit, offset, max_id):
+    candidates = None
+    if "desc" not in (order or "id desc").lower() and not offset:
+        candidates = id_candidates(all_rows, domain, limit, max_id)
+    if candidates is None:
+        candidates = list(all_rows.values())
+    rows = [r for r in candidates if match(r, domain)]
     desc = "desc" in (order or "id desc").lower()
     rows.sort(key=lambda r: r["id"], reverse=desc)
     rows = rows[offset or 0:]
@@ -187,8 +215,8 @@ def execute_kw(params):
             if f not in fields:
                 raise OdooError("builtins.ValueError", "Invalid field %r on model 'update.webhook'" % f)
         with st.lock:
-            rows = search(list(st.rows.values()), domain, kwargs.get("order"),
-                          kwargs.get("limit"), kwargs.get("offset"))
+            rows = search(st.rows, domain, kwargs.get("order"),
+                          kwargs.get("limit"), kwargs.get("offset"), st.next_id - 1)
             st.search_reads += method == "search_read"
             if method == "search_count":
                 return len(rows)
