@@ -69,7 +69,7 @@ extern int	bridgecore_gap_window_s;
 extern int	bridgecore_connect_timeout_ms;
 extern int	bridgecore_request_timeout_ms;
 extern int	bridgecore_max_response_kb;
-extern int	bridgecore_max_backoff_s;
+extern int	bridgecore_max_backoff_ms;
 extern void WorkerDefineGucs(void);
 extern void LauncherRegister(void);
 extern Size LauncherShmemSize(void);

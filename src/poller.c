@@ -33,7 +33,7 @@ int			bridgecore_gap_window_s = 120;
 int			bridgecore_connect_timeout_ms = 5000;
 int			bridgecore_request_timeout_ms = 30000;
 int			bridgecore_max_response_kb = 64 * 1024;
-int			bridgecore_max_backoff_s = 300;
+int			bridgecore_max_backoff_ms = 300000;
 
 /* Odoo locks an address out for 60 s after 5 failed logins. */
 #define AUTH_FAILED_MIN_DELAY_MS 60000
@@ -96,8 +96,8 @@ WorkerDefineGucs(void)
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("bridgecore.max_backoff",
 							"Longest wait between retries of a failing Odoo instance.",
-							NULL, &bridgecore_max_backoff_s, 300, 1, 86400,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+							NULL, &bridgecore_max_backoff_ms, 300000, 10, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 }
 
 /* ---- transactions ------------------------------------------------------ */
@@ -230,7 +230,7 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 	const char *state = err->kind == ODOO_ERR_AUTH_FAILED ? "auth_failed" : "backoff";
 	int			failures = 1;
 	int64		delay_ms;
-	int64		cap_ms = (int64) bridgecore_max_backoff_s * 1000;
+	int64		cap_ms = bridgecore_max_backoff_ms;
 	Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		args[4];
 
@@ -256,7 +256,7 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 			if (!isnull)
 				failures = DatumGetInt32(d);
 		}
-		delay_ms = 1000;
+		delay_ms = Min(1000, cap_ms);
 		for (int i = 1; i < failures && delay_ms < cap_ms; i++)
 			delay_ms *= 2;
 		delay_ms = Min(delay_ms, cap_ms);
