@@ -1121,15 +1121,16 @@ CREATE FUNCTION bridgecore._wake_poller()
 RETURNS void LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'bridgecore_wake_poller';
 
--- Stores one search_read batch and moves the instance's cursor, in the
--- caller's transaction: a crash at any point neither loses nor duplicates.
--- Ids between the old cursor and the highest id of the batch that Odoo did
--- not return become gaps, asked for again until gap_window has passed.
--- seen lists the batch's ids, which the caller has parsed already.
--- Returns the new cursor, the open gaps, and the ingest counts.
-CREATE FUNCTION bridgecore._store_batch(inst_id integer, events json, seen bigint[],
-                                        gap_window interval, max_gaps integer DEFAULT 1000,
-                                        OUT cursor bigint, OUT gaps bigint[], OUT result jsonb)
+-- Moves an instance's cursor past a stored batch, in the transaction that
+-- stored it (so a crash at any point neither loses nor duplicates events).
+-- seen lists every Odoo id of the batch, stored or dead-lettered. Ids
+-- between the old cursor and the new one that Odoo did not return become
+-- gaps, asked for again until gap_window has passed. Returns the new cursor
+-- and the gaps still open.
+CREATE FUNCTION bridgecore._advance_cursor(inst_id integer, seen bigint[], gap_window interval,
+                                           inserted bigint, newest timestamptz,
+                                           max_gaps integer DEFAULT 1000,
+                                           OUT cursor bigint, OUT gaps bigint[])
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1137,15 +1138,11 @@ AS $$
 DECLARE
     old_cursor bigint;
     lowest bigint;
-    newest timestamptz;
 BEGIN
     SELECT i.cursor INTO old_cursor FROM bridgecore.instance i WHERE i.id = inst_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'instance % does not exist', inst_id USING ERRCODE = 'undefined_object';
     END IF;
-    result := bridgecore._ingest(inst_id, events);
-
-    -- seen: every id in the batch, stored or dead-lettered.
     cursor := greatest(old_cursor, (SELECT max(x) FROM unnest(seen) x));
     DELETE FROM bridgecore.gap g WHERE g.instance_id = inst_id
        AND (g.odoo_id = ANY (seen) OR g.noticed_at < now() - gap_window);
@@ -1161,12 +1158,12 @@ BEGIN
         ON CONFLICT DO NOTHING;
     END IF;
     gaps := ARRAY(SELECT g.odoo_id FROM bridgecore.gap g WHERE g.instance_id = inst_id ORDER BY g.odoo_id);
-    newest := (result ->> 'newest_occurred_at')::timestamptz;
+
     UPDATE bridgecore.instance i
-       SET cursor = _store_batch.cursor,
+       SET cursor = _advance_cursor.cursor,
            state = 'ok', consecutive_failures = 0, next_attempt_at = NULL,
            last_success_at = now(),
-           events_ingested = i.events_ingested + (result ->> 'inserted')::bigint,
+           events_ingested = i.events_ingested + inserted,
            newest_event_at = greatest(i.newest_event_at, newest)
      WHERE i.id = inst_id;
 END

@@ -11,6 +11,7 @@
  * talks to its own instance, so a slow Odoo delays nobody else.
  */
 #include "bridgecore.h"
+#include "ingest.h"
 #include "odoo_client.h"
 
 #include "access/xact.h"
@@ -365,64 +366,41 @@ build_domain(Instance *inst)
 	return domain;
 }
 
-/* The record's Odoo id, if it is a positive integer (or integral float). */
-static bool
-record_id_of(json_object *rec, int64 *id)
-{
-	json_object *v;
-
-	if (!json_object_is_type(rec, json_type_object) ||
-		!json_object_object_get_ex(rec, "id", &v))
-		return false;
-	if (json_object_is_type(v, json_type_int))
-		*id = json_object_get_int64(v);
-	else if (json_object_is_type(v, json_type_double))
-	{
-		double		d = json_object_get_double(v);
-
-		if (d != (double) (int64) d)
-			return false;
-		*id = (int64) d;
-	}
-	else
-		return false;
-	return *id > 0;
-}
-
-/* Stores the batch and moves the cursor, in one transaction. */
+/*
+ * Stores the batch and moves the cursor past it, in one transaction: a crash
+ * at any point neither loses nor duplicates an event.
+ */
 static PollOutcome
 store_batch(Instance *inst, json_object *records)
 {
 	size_t		n = json_object_array_length(records);
-	Datum	   *seen = palloc(sizeof(Datum) * Max(n, 1));
-	int			nseen = 0;
-	size_t		len;
-	const char *text;
-	Oid			argtypes[4] = {INT4OID, JSONOID, INT8ARRAYOID, INTERVALOID};
-	Datum		args[4];
+	Oid			argtypes[5] = {INT4OID, INT8ARRAYOID, INTERVALOID, INT8OID, TIMESTAMPTZOID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	PollOutcome outcome = POLL_GONE;
-
-	for (size_t i = 0; i < n; i++)
-	{
-		int64		id;
-
-		if (record_id_of(json_object_array_get_idx(records, i), &id))
-			seen[nseen++] = Int64GetDatum(id);
-	}
-	text = json_object_to_json_string_length(records, JSON_C_TO_STRING_PLAIN, &len);
+	IngestSummary summary;
 
 	begin_work("bridgecore poller: storing events");
 	if (extension_present())
 	{
+		Datum	   *seen;
+
+		ingest_batch(inst->id, inst->name, records, &summary);
+		seen = palloc(sizeof(Datum) * Max(summary.nseen, 1));
+		for (int i = 0; i < summary.nseen; i++)
+			seen[i] = Int64GetDatum(summary.seen[i]);
 		args[0] = Int32GetDatum(inst->id);
-		args[1] = PointerGetDatum(cstring_to_text_with_len(text, (int) len));
-		args[2] = PointerGetDatum(construct_array(seen, nseen, INT8OID, 8,
+		args[1] = PointerGetDatum(construct_array(seen, summary.nseen, INT8OID, 8,
 												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[3] = DirectFunctionCall3(interval_in,
+		args[2] = DirectFunctionCall3(interval_in,
 									  CStringGetDatum(psprintf("%d seconds", bridgecore_gap_window_s)),
 									  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-		if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._store_batch($1, $2, $3, $4)",
-								  4, argtypes, args, NULL, false, 1) == SPI_OK_SELECT &&
+		args[3] = Int64GetDatum(summary.inserted);
+		args[4] = TimestampTzGetDatum(summary.newest);
+		if (!summary.has_newest)
+			nulls[4] = 'n';
+		if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, $4, $5)",
+								  5, argtypes, args, nulls, false, 1) == SPI_OK_SELECT &&
 			SPI_processed == 1)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[0];

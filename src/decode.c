@@ -1,0 +1,267 @@
+/*
+ * decode.c: one update.webhook record, as Odoo's search_read returns it
+ * (false for empty values, [id, "name"] many2ones, naive UTC timestamps,
+ * integers above 2^31 as floats, fields missing on older addons), to a
+ * validated event or the reason it is a dead letter.
+ *
+ * Mirrors bridgecore._decode() in the install script: the same checks in
+ * the same order, with the same reasons.
+ */
+#include "decode.h"
+
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+
+#include <ctype.h>
+#include <math.h>
+
+#define EXCERPT_CHARS 64
+
+/* Odoo's false (and JSON null, and a missing key) mean "empty". */
+static bool
+is_empty(json_object *v)
+{
+	return v == NULL || (json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v));
+}
+
+static json_object *
+field(json_object *rec, const char *key)
+{
+	json_object *v = NULL;
+
+	json_object_object_get_ex(rec, key, &v);
+	return v;
+}
+
+/* An integral JSON number (an int, or a float without fraction) in range. */
+static bool
+integral(json_object *v, int64 *out)
+{
+	if (json_object_is_type(v, json_type_int))
+	{
+		/* json-c saturates what does not fit in 64 bits */
+		errno = 0;
+		*out = json_object_get_int64(v);
+		return errno == 0 && *out != PG_INT64_MAX;
+	}
+	if (json_object_is_type(v, json_type_double))
+	{
+		double		d = json_object_get_double(v);
+
+		if (!isfinite(d) || d != floor(d) || d < -9.2233720368547758e18 || d >= 9.2233720368547758e18)
+			return false;
+		*out = (int64) d;
+		return true;
+	}
+	return false;
+}
+
+/* JSON text of a value for a reason, at most 64 characters, or "null". */
+static char *
+excerpt(json_object *v)
+{
+	const char *s;
+	int			len;
+
+	if (v == NULL)
+		return pstrdup("null");
+	s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	len = pg_mbcharcliplen(s, strlen(s), EXCERPT_CHARS);
+	return pnstrdup(s, len);
+}
+
+static bool
+valid_model_name(const char *s)
+{
+	bool		need_word = true;
+
+	if (strlen(s) > 128)
+		return false;
+	for (; *s; s++)
+	{
+		if (isalnum((unsigned char) *s) || *s == '_')
+			need_word = false;
+		else if (*s == '.' && !need_word)
+			need_word = true;
+		else
+			return false;
+	}
+	return !need_word;
+}
+
+/* True when a string anywhere in v holds a NUL, which PostgreSQL cannot store. */
+static bool
+holds_nul(json_object *v)
+{
+	switch (json_object_get_type(v))
+	{
+		case json_type_string:
+			return (size_t) json_object_get_string_len(v) != strlen(json_object_get_string(v));
+		case json_type_array:
+			for (size_t i = 0; i < json_object_array_length(v); i++)
+				if (holds_nul(json_object_array_get_idx(v, i)))
+					return true;
+			return false;
+		case json_type_object:
+			{
+				json_object_object_foreach(v, key, val)
+				{
+					(void) key;
+					if (val && holds_nul(val))
+						return true;
+				}
+				return false;
+			}
+		default:
+			return false;
+	}
+}
+
+/* '{"a","b"}': a text[] literal of the elements as jsonb_array_elements_text gives them. */
+static char *
+text_array_literal(json_object *arr)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (size_t i = 0; i < json_object_array_length(arr); i++)
+	{
+		json_object *e = json_object_array_get_idx(arr, i);
+		const char *s;
+
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		if (e == NULL)
+		{
+			appendStringInfoString(&buf, "NULL");
+			continue;
+		}
+		s = json_object_is_type(e, json_type_string) ? json_object_get_string(e) :
+			json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+		appendStringInfoChar(&buf, '"');
+		for (; *s; s++)
+		{
+			if (*s == '"' || *s == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, *s);
+		}
+		appendStringInfoChar(&buf, '"');
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+void
+decode_record(json_object *rec, DecodedEvent *out)
+{
+	json_object *v;
+	int64		n;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_object_is_type(rec, json_type_object))
+	{
+		out->problem = pstrdup("record is not a JSON object");
+		return;
+	}
+	out->has_odoo_id = integral(field(rec, "id"), &out->odoo_id) && out->odoo_id >= 1;
+	if (holds_nul(rec))
+	{
+		out->problem = pstrdup("unstorable record: unsupported Unicode escape sequence");
+		return;
+	}
+	if (!out->has_odoo_id)
+	{
+		out->problem = pstrdup("missing or invalid id");
+		return;
+	}
+
+	v = field(rec, "model");
+	if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0)
+	{
+		out->problem = pstrdup("missing model");
+		return;
+	}
+	out->model = json_object_get_string(v);
+	if (!valid_model_name(out->model))
+	{
+		out->problem = pstrdup("invalid model name");
+		return;
+	}
+
+	if (!integral(field(rec, "record_id"), &out->record_id) || out->record_id == 0)
+	{
+		out->problem = pstrdup("missing or invalid record_id");
+		return;
+	}
+
+	v = field(rec, "event");
+	if (json_object_is_type(v, json_type_string) &&
+		(strcmp(json_object_get_string(v), "create") == 0 ||
+		 strcmp(json_object_get_string(v), "write") == 0 ||
+		 strcmp(json_object_get_string(v), "unlink") == 0))
+		out->event = json_object_get_string(v);
+	else
+	{
+		out->problem = psprintf("unknown event %s", excerpt(v));
+		return;
+	}
+
+	v = field(rec, "timestamp");
+	if (!json_object_is_type(v, json_type_string) ||
+		!parse_odoo_timestamp(json_object_get_string(v), json_object_get_string_len(v), &out->occurred_at))
+	{
+		out->problem = psprintf("invalid timestamp %s", excerpt(v));
+		return;
+	}
+
+	v = field(rec, "priority");
+	if (json_object_is_type(v, json_type_string) &&
+		(strcmp(json_object_get_string(v), "low") == 0 ||
+		 strcmp(json_object_get_string(v), "medium") == 0 ||
+		 strcmp(json_object_get_string(v), "high") == 0))
+		out->priority = json_object_get_string(v);
+	else if (!is_empty(v))
+	{
+		out->problem = psprintf("unknown priority %s", excerpt(v));
+		return;
+	}
+
+	v = field(rec, "category");
+	if (json_object_is_type(v, json_type_string) && json_object_get_string_len(v) > 0 &&
+		pg_mbstrlen_with_len(json_object_get_string(v), json_object_get_string_len(v)) <= 64)
+		out->category = json_object_get_string(v);
+	else if (!is_empty(v))
+	{
+		out->problem = psprintf("invalid category %s", excerpt(v));
+		return;
+	}
+
+	v = field(rec, "payload");
+	if (!is_empty(v))
+	{
+		json_object *changed = NULL;
+
+		out->payload = pstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+															  JSON_C_TO_STRING_NOSLASHESCAPE));
+		if (json_object_is_type(v, json_type_object) &&
+			json_object_object_get_ex(v, "_changed_fields", &changed) &&
+			json_object_is_type(changed, json_type_array))
+			out->changed_fields = text_array_literal(changed);
+	}
+
+	v = field(rec, "user_id");
+	if (json_object_is_type(v, json_type_array) && json_object_array_length(v) == 2 &&
+		integral(json_object_array_get_idx(v, 0), &n) && n >= 1 &&
+		json_object_is_type(json_object_array_get_idx(v, 1), json_type_string))
+	{
+		out->has_user = true;
+		out->odoo_user_id = n;
+		out->odoo_user_name = json_object_get_string(json_object_array_get_idx(v, 1));
+	}
+	else if (!is_empty(v))
+	{
+		out->problem = psprintf("invalid user_id %s", excerpt(v));
+		return;
+	}
+}

@@ -1,0 +1,25 @@
+/*
+ * ingest.h: storing a batch of update.webhook records (the worker's path).
+ */
+#ifndef BRIDGECORE_INGEST_H
+#define BRIDGECORE_INGEST_H
+
+#include "bridgecore.h"
+
+#include <json-c/json.h>
+
+typedef struct IngestSummary
+{
+	int64		inserted;
+	int64		duplicates;
+	int64		dead_lettered;
+	bool		has_newest;
+	TimestampTz newest;			/* latest Odoo timestamp among valid records */
+	int64	   *seen;			/* every valid Odoo id in the batch */
+	int			nseen;
+} IngestSummary;
+
+extern void ingest_batch(int32 instance_id, const char *instance_name,
+						 json_object *records, IngestSummary *summary);
+
+#endif
