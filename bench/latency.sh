@@ -16,6 +16,7 @@ cluster_start "bridgecore.database = 'postgres'"
 PORT=$(free_port)
 python3 test/odoo_standin.py --port "$PORT" >/dev/null &
 STANDIN_PID=$!
+until curl -s -o /dev/null -XPOST "http://127.0.0.1:$PORT/control" -d '{"op":"stats"}'; do sleep 0.1; done
 psql -q -c "CREATE EXTENSION bridgecore"
 psql -q -c "SELECT count(*) FROM bridgecore.add_instance('lat', 'http://127.0.0.1:$PORT', 'odoo',
             'bridgecore', 'bc-api-key', poll_interval => '$POLL_MS milliseconds')" >/dev/null
