@@ -565,7 +565,6 @@ BEGIN
                'duplicates', (SELECT count(*) FROM decoded WHERE problem IS NULL) - (SELECT count(*) FROM inserted),
                'dead_lettered', (SELECT count(*) FROM dead) + unstorable,
                'max_odoo_id', greatest((SELECT max(odoo_id) FROM decoded), unstorable_max),
-               'newest_occurred_at', bridgecore._iso((SELECT max(occurred_at) FROM decoded WHERE problem IS NULL)),
                'notifications', (SELECT channels FROM notified))
       INTO result;
     RETURN result;

@@ -1,11 +1,5 @@
 -- Administration: instances, app types, cleanup, sync_state / sync_reset.
-BEGIN;
-SET LOCAL client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION bridgecore;
-SET LOCAL bridgecore.rate_limit_sync_pull = 0;
-SET LOCAL bridgecore.rate_limit_sync_state = 0;
-SET LOCAL bridgecore.rate_limit_sync_reset = 0;
+\ir setup.psql
 
 SELECT plan(91);
 

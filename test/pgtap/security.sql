@@ -1,12 +1,6 @@
 -- Roles, grants, the secret column, SECURITY DEFINER hygiene and the JWT
 -- user check.
-BEGIN;
-SET LOCAL client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION bridgecore;
-SET LOCAL bridgecore.rate_limit_sync_pull = 0;
-SET LOCAL bridgecore.rate_limit_sync_state = 0;
-SET LOCAL bridgecore.rate_limit_sync_reset = 0;
+\ir setup.psql
 
 SELECT plan(65);
 

@@ -1,12 +1,6 @@
 -- bridgecore.sync_pull(): per-device cursors, paging, filters, sync tokens,
 -- resync after cleanup and per-instance isolation.
-BEGIN;
-SET LOCAL client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION bridgecore;
-SET LOCAL bridgecore.rate_limit_sync_pull = 0;
-SET LOCAL bridgecore.rate_limit_sync_state = 0;
-SET LOCAL bridgecore.rate_limit_sync_reset = 0;
+\ir setup.psql
 
 SELECT plan(79);
 
