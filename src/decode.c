@@ -11,6 +11,7 @@
 
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/json.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -56,18 +57,81 @@ integral(json_object *v, int64 *out)
 	return false;
 }
 
+/* jsonb orders object keys: shorter first, then bytewise. */
+static int
+jsonb_key_cmp(const void *a, const void *b)
+{
+	const char *ka = *(const char *const *) a;
+	const char *kb = *(const char *const *) b;
+	size_t		la = strlen(ka);
+	size_t		lb = strlen(kb);
+
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	return memcmp(ka, kb, la);
+}
+
+/* Appends v as jsonb's text output writes it, so reasons match the SQL path. */
+static void
+append_jsonb_style(StringInfo buf, json_object *v)
+{
+	switch (json_object_get_type(v))
+	{
+		case json_type_array:
+			appendStringInfoChar(buf, '[');
+			for (size_t i = 0; i < json_object_array_length(v); i++)
+			{
+				if (i > 0)
+					appendStringInfoString(buf, ", ");
+				append_jsonb_style(buf, json_object_array_get_idx(v, i));
+			}
+			appendStringInfoChar(buf, ']');
+			break;
+		case json_type_object:
+			{
+				int			nkeys = json_object_object_length(v);
+				const char **keys = palloc(sizeof(char *) * Max(nkeys, 1));
+				int			k = 0;
+
+				json_object_object_foreach(v, key, val)
+				{
+					(void) val;
+					keys[k++] = key;
+				}
+				qsort(keys, nkeys, sizeof(char *), jsonb_key_cmp);
+				appendStringInfoChar(buf, '{');
+				for (k = 0; k < nkeys; k++)
+				{
+					if (k > 0)
+						appendStringInfoString(buf, ", ");
+					escape_json(buf, keys[k]);
+					appendStringInfoString(buf, ": ");
+					append_jsonb_style(buf, json_object_object_get(v, keys[k]));
+				}
+				appendStringInfoChar(buf, '}');
+				pfree(keys);
+				break;
+			}
+		case json_type_string:
+			escape_json(buf, json_object_get_string(v));
+			break;
+		default:				/* null, boolean, number */
+			appendStringInfoString(buf, v ? json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN) : "null");
+			break;
+	}
+}
+
 /* JSON text of a value for a reason, at most 64 characters, or "null". */
 static char *
 excerpt(json_object *v)
 {
-	const char *s;
-	int			len;
+	StringInfoData buf;
 
 	if (v == NULL)
 		return pstrdup("null");
-	s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	len = pg_mbcharcliplen(s, strlen(s), EXCERPT_CHARS);
-	return pnstrdup(s, len);
+	initStringInfo(&buf);
+	append_jsonb_style(&buf, v);
+	return pnstrdup(buf.data, pg_mbcharcliplen(buf.data, buf.len, EXCERPT_CHARS));
 }
 
 static bool

@@ -123,10 +123,32 @@ end_work(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * The extension this poller started under.  Once it is dropped, or dropped
+ * and created again (its instance with our id is then another instance),
+ * the poller stops; the launcher starts whatever the new one needs.
+ */
+static Oid	started_extension = InvalidOid;
+static TimestampTz extension_checked_at = 0;
+
 static bool
 extension_present(void)
 {
-	return OidIsValid(get_extension_oid("bridgecore", true));
+	extension_checked_at = GetCurrentTimestamp();
+	return OidIsValid(started_extension) &&
+		get_extension_oid("bridgecore", true) == started_extension;
+}
+
+/* Checks, in a transaction of its own, that the extension is still there. */
+static bool
+extension_still_present(void)
+{
+	bool		present;
+
+	begin_work("bridgecore poller: checking the extension");
+	present = extension_present();
+	end_work();
+	return present;
 }
 
 static char *
@@ -158,6 +180,7 @@ load_instance(int32 instance_id, Instance *inst)
 	bool		found = false;
 
 	begin_work("bridgecore poller: loading instance");
+	started_extension = get_extension_oid("bridgecore", true);
 	if (extension_present())
 	{
 		SPI_execute_with_args("SELECT pg_catalog.pg_advisory_lock(1112425298, $1)",
@@ -201,21 +224,36 @@ load_instance(int32 instance_id, Instance *inst)
 
 /* ---- failures ---------------------------------------------------------- */
 
-/* Replaces every occurrence of the secret in msg with "***". */
+/*
+ * Replaces every occurrence of the secret in msg (a buffer of size bytes)
+ * with "***".  The search goes on after each mask, which may itself contain
+ * a short secret; a secret shorter than the mask lengthens the message, and
+ * what no longer fits is cut off.
+ */
 static void
 scrub_secret(char *msg, size_t size, const char *secret)
 {
 	size_t		slen = strlen(secret);
-	char	   *p;
+	char	   *p = msg;
 
 	if (slen == 0)
 		return;
-	while ((p = strstr(msg, secret)) != NULL)
+	while ((p = strstr(p, secret)) != NULL)
 	{
-		memmove(p + 3, p + slen, strlen(p + slen) + 1);
-		memcpy(p, "***", 3);
-		if (strlen(msg) + 1 > size)
+		size_t		pos = p - msg;
+		size_t		tail = strlen(p + slen) + 1;
+
+		if (pos + 3 >= size)
+		{
+			*p = '\0';
 			break;
+		}
+		if (pos + 3 + tail > size)
+			tail = size - pos - 3;
+		memmove(p + 3, p + slen, tail);
+		memcpy(p, "***", 3);
+		msg[size - 1] = '\0';
+		p += 3;
 	}
 }
 
@@ -234,13 +272,15 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 	int64		cap_ms = bridgecore_max_backoff_ms;
 	Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		args[4];
+	bool		present;
 
 	snprintf(message, sizeof(message), "%s: %s: %s", phase,
 			 odoo_error_kind_name(err->kind), err->message);
 	scrub_secret(message, sizeof(message), inst->secret);
 
 	begin_work("bridgecore poller: recording failure");
-	if (extension_present())
+	present = extension_present();
+	if (present)
 	{
 		args[0] = Int32GetDatum(inst->id);
 		args[1] = CStringGetTextDatum(state);
@@ -274,6 +314,8 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 							  4, argtypes, args, NULL, false, 0);
 	}
 	end_work();
+	if (!present)
+		return POLL_GONE;
 	ereport(LOG,
 			(errmsg("bridgecore poller for instance \"%s\": %s; next attempt in %.1f s",
 					inst->name, message,
@@ -457,6 +499,12 @@ poll_once(OdooClient *client, Instance *inst)
 			client->uid = 0;
 			continue;
 		}
+		/* The model may have lost a field we ask for: ask fields_get again. */
+		if (err.kind == ODOO_ERR_RPC)
+		{
+			json_object_put(inst->fields);
+			inst->fields = NULL;
+		}
 		return record_failure(inst, &err, "search_read");
 	}
 
@@ -529,6 +577,10 @@ bridgecore_poller_main(Datum arg)
 		now = GetCurrentTimestamp();
 		if (inst.next_attempt > now)
 		{
+			/* A long wait notices a dropped extension within a second. */
+			if (TimestampDifferenceExceeds(extension_checked_at, now, 1000) &&
+				!extension_still_present())
+				proc_exit(0);
 			wait_ms((long) Min((inst.next_attempt - now) / 1000, 1000L));
 			continue;
 		}
