@@ -201,8 +201,16 @@ text_array_literal(json_object *arr)
 			appendStringInfoString(&buf, "NULL");
 			continue;
 		}
-		s = json_object_is_type(e, json_type_string) ? json_object_get_string(e) :
-			json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+		if (json_object_is_type(e, json_type_string))
+			s = json_object_get_string(e);
+		else
+		{
+			StringInfoData elem;
+
+			initStringInfo(&elem);
+			append_jsonb_style(&elem, e);
+			s = elem.data;
+		}
 		appendStringInfoChar(&buf, '"');
 		for (; *s; s++)
 		{

@@ -224,7 +224,8 @@ def execute_kw(params):
                 return [r["id"] for r in rows]
             if set(wanted) == set(RENDERED_FIELDS) and rows and all(r["id"] in st.rendered for r in rows):
                 return RawRows([st.rendered[r["id"]] for r in rows])
-            return [{f: r[f] for f in ["id"] + [w for w in wanted if w != "id"]} for r in rows]
+            # Odoo answers every requested field; an empty one is false.
+            return [{f: r.get(f, False) for f in ["id"] + [w for w in wanted if w != "id"]} for r in rows]
     raise OdooError("builtins.AttributeError",
                     "The method '%s' does not exist on the model 'update.webhook'" % method)
 

@@ -960,6 +960,69 @@ def test_lifecycle():
     sd.stop()
 
 
+def test_decode_parity():
+    """The worker (C decoder, array INSERT) and bridgecore.ingest() (SQL)
+    store the same records the same way and dead-letter the others with
+    the same reasons."""
+    ts = "2025-11-16 10:30:00"
+    base = {"model": "sale.order", "record_id": 7, "event": "write", "timestamp": ts}
+    variants = [
+        {},                                                     # legacy field set
+        {"priority": "high", "category": "business", "user_id": [2, "Mitchell Admin"],
+         "payload": {"name": "S\u00e9 \"q\" \\ /", "_changed_fields": ["name", 1, None, {"b": 1, "a": [2, 3]}]}},
+        {"priority": False, "category": False, "user_id": False, "payload": False},
+        {"timestamp": "2025-11-16T10:30:00.250Z", "record_id": -1, "event": "unlink"},
+        {"record_id": 3000000000.0, "payload": {"n": 0.1, "big": 1e300, "neg": -0.0}},
+        {"model": None}, {"model": ""}, {"model": "Sale Order"}, {"model": 5},
+        {"record_id": 0}, {"record_id": "5"}, {"record_id": 1.5}, {"record_id": None},
+        {"event": "archive"}, {"event": None}, {"event": 5}, {"event": {"b": 1, "a": [2, 3]}},
+        {"timestamp": "2025-02-30 10:00:00"}, {"timestamp": False}, {"timestamp": "yesterday"},
+        {"priority": "urgent"}, {"priority": 3},
+        {"category": ""}, {"category": "c" * 65}, {"category": ["x"]},
+        {"user_id": "bob"}, {"user_id": [0, "x"]}, {"user_id": [2]}, {"user_id": [2, 3]},
+        {"payload": {"body": "a\u0000b"}},
+    ]
+    sd = Standin()
+    for v in variants:
+        row = dict(base)
+        for k, val in v.items():
+            if val is None:
+                row.pop(k, None)
+            else:
+                row[k] = val
+        sd.control("add_raw", row=row)
+    # Both paths get exactly what search_read serves (false for what is missing).
+    records = sd.rows()
+    worker = add_instance("parity_c", sd)
+    DB.all("SELECT count(*) FROM bridgecore.add_instance('parity_sql', 'http://127.0.0.1:9',"
+           " 'odoo', 'x', 'x', enabled => false)")
+    sql_inst = DB.val("SELECT id FROM bridgecore.instance WHERE name = 'parity_sql'")
+    DB.all("SELECT bridgecore.ingest('parity_sql', %s::json)", (json.dumps(records),))
+    T.wait(lambda: DB.val("SELECT cursor FROM bridgecore.instance WHERE id = %s", (worker,))
+           >= records[-1]["id"], 10, "parity: the worker passed every record")
+
+    def stored(inst):
+        return DB.all("SELECT odoo_id, model, record_id, event::text, priority::text, category,"
+                      " payload, changed_fields, odoo_user_id, odoo_user_name, occurred_at,"
+                      " regexp_replace(doc::text, '^[{]\"id\" : [0-9]+, ', '{')"
+                      " FROM bridgecore.event WHERE instance_id = %s ORDER BY odoo_id", (inst,))
+
+    def dead(inst):
+        return DB.all("SELECT odoo_id, reason FROM bridgecore.dead_letter"
+                      " WHERE instance_id = %s ORDER BY odoo_id", (inst,))
+    c_rows, sql_rows = stored(worker), stored(sql_inst)
+    T.ok(len(c_rows) == 5 and c_rows == sql_rows,
+         "parity: the same %d events, field by field" % len(c_rows),
+         "C:   %r" % (c_rows,), "SQL: %r" % (sql_rows,))
+    c_dead, sql_dead = dead(worker), dead(sql_inst)
+    T.ok(len(c_dead) == len(variants) - 5 and c_dead == sql_dead,
+         "parity: the same %d dead letters with the same reasons" % len(c_dead),
+         *["%s | C: %r | SQL: %r" % (a[0], a[1], b[1]) for a, b in zip(c_dead, sql_dead) if a != b])
+    remove_instance("parity_c")
+    remove_instance("parity_sql")
+    sd.stop()
+
+
 TESTS = [
     test_order_and_full_batches,
     test_notify,
@@ -967,6 +1030,7 @@ TESTS = [
     test_unicode_and_large,
     test_legacy_fields,
     test_dead_letter,
+    test_decode_parity,
     test_credentials_and_session,
     test_faults,
     test_hung_instance,
