@@ -6,6 +6,8 @@
  */
 #include "bridgecore.h"
 
+#include "stats.h"
+
 #include <curl/curl.h>
 
 PG_MODULE_MAGIC;
@@ -41,8 +43,10 @@ bridgecore_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(RateLimitShmemSize(), LauncherShmemSize()));
-	RequestNamedLWLockTranche("bridgecore", 1);
+	RequestAddinShmemSpace(add_size(add_size(RateLimitShmemSize(), LauncherShmemSize()),
+									StatsShmemSize()));
+	/* Lock 0: the rate limiter; lock 1: statistics. */
+	RequestNamedLWLockTranche("bridgecore", 2);
 }
 
 static void
@@ -52,6 +56,7 @@ bridgecore_shmem_startup(void)
 		prev_shmem_startup_hook();
 	RateLimitShmemInit();
 	LauncherShmemInit();
+	StatsShmemInit();
 }
 
 void
@@ -70,6 +75,7 @@ _PG_init(void)
 	define_sql_gucs();
 	RateLimitDefineGucs();
 	WorkerDefineGucs();
+	StatsDefineGucs();
 	MarkGUCPrefixReserved("bridgecore");
 
 	/* pg_upgrade runs the server with no workers of ours. */

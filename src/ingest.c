@@ -10,6 +10,7 @@
  */
 #include "ingest.h"
 #include "decode.h"
+#include "stats.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -58,7 +59,7 @@ prepare_plans(void)
 			"  ORDER BY u.odoo_id"
 			" ON CONFLICT (instance_id, odoo_id) DO NOTHING"
 			" RETURNING id, model, priority)"
-			" SELECT g.n, pg_catalog.pg_notify('bridgecore_events', pg_catalog.json_build_object("
+			" SELECT g.n, g.model, pg_catalog.pg_notify('bridgecore_events', pg_catalog.json_build_object("
 			"   'instance', $13, 'model', g.model, 'count', g.n, 'max_id', g.max_id, 'high', g.high)::text)"
 			"  FROM (SELECT model, count(*) AS n, max(id) AS max_id,"
 			"               count(*) FILTER (WHERE priority = 'high') AS high"
@@ -116,6 +117,7 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 	bool	   *nulls[NCOLS];
 	Datum		args[NCOLS + 2];
 	int			nvalid = 0;
+	TimestampTz started = GetCurrentTimestamp();
 
 	memset(summary, 0, sizeof(*summary));
 	summary->seen = palloc(sizeof(int64) * Max(n, 1));
@@ -170,9 +172,14 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
 			bool		isnull;
+			int64		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+															SPI_tuptable->tupdesc, 1, &isnull));
+			char	   *model = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
 
-			summary->inserted += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-															 SPI_tuptable->tupdesc, 1, &isnull));
+			summary->inserted += count;
+			summary->notifications++;
+			stats_count_model(instance_id, model, count,
+							  (double) (GetCurrentTimestamp() - started) / USECS_PER_SEC);
 		}
 	}
 	summary->duplicates = nvalid - summary->inserted;

@@ -13,6 +13,7 @@ typedef struct IngestSummary
 	int64		inserted;
 	int64		duplicates;
 	int64		dead_lettered;
+	int64		notifications;	/* one per model with new events */
 	bool		has_newest;
 	TimestampTz newest;			/* latest Odoo timestamp among valid records */
 	int64	   *seen;			/* every valid Odoo id in the batch */

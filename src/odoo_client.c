@@ -49,6 +49,8 @@ odoo_error_kind_name(OdooErrorKind kind)
 			return "session_expired";
 		case ODOO_ERR_AUTH_FAILED:
 			return "auth_failed";
+		case ODOO_ERR_STORE:
+			return "store";
 	}
 	return "unknown";
 }

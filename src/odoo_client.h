@@ -23,7 +23,8 @@ typedef enum OdooErrorKind
 	ODOO_ERR_RPC,				/* JSON-RPC error envelope */
 	ODOO_ERR_ACCESS_DENIED,		/* odoo.exceptions.AccessDenied */
 	ODOO_ERR_SESSION_EXPIRED,	/* odoo.http.SessionExpiredException */
-	ODOO_ERR_AUTH_FAILED		/* login answered false: wrong credentials */
+	ODOO_ERR_AUTH_FAILED,		/* login answered false: wrong credentials */
+	ODOO_ERR_STORE				/* storing the batch failed in the database */
 } OdooErrorKind;
 
 typedef struct OdooError

@@ -13,6 +13,7 @@
 #include "bridgecore.h"
 #include "ingest.h"
 #include "odoo_client.h"
+#include "stats.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -23,6 +24,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -37,6 +39,8 @@ int			bridgecore_max_response_kb = 64 * 1024;
 int			bridgecore_max_backoff_ms = 300000;
 
 /* Odoo locks an address out for 60 s after 5 failed logins. */
+#define FIELDS_RELEARN_MS (10 * 60 * 1000)
+
 #define AUTH_FAILED_MIN_DELAY_MS 60000
 
 /* Fields BridgeCore reads from the source model, if the model has them. */
@@ -62,6 +66,8 @@ typedef struct Instance
 	ArrayType  *gaps;			/* bigint[] of ids still to ask for */
 	TimestampTz next_attempt;
 	json_object *fields;		/* array of field names to request, or NULL */
+	TimestampTz fields_learned_at;
+	OdooErrorKind last_error_kind;	/* of the last failed poll */
 } Instance;
 
 typedef enum PollOutcome
@@ -274,6 +280,7 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 	Datum		args[4];
 	bool		present;
 
+	inst->last_error_kind = err->kind;
 	snprintf(message, sizeof(message), "%s: %s: %s", phase,
 			 odoo_error_kind_name(err->kind), err->message);
 	scrub_secret(message, sizeof(message), inst->secret);
@@ -370,6 +377,7 @@ learn_fields(OdooClient *client, Instance *inst, OdooError *err)
 	json_object_put(result);
 	json_object_put(inst->fields);
 	inst->fields = fields;
+	inst->fields_learned_at = GetCurrentTimestamp();
 	return true;
 }
 
@@ -413,7 +421,7 @@ build_domain(Instance *inst)
  * at any point neither loses nor duplicates an event.
  */
 static PollOutcome
-store_batch(Instance *inst, json_object *records)
+store_batch_in_transaction(Instance *inst, json_object *records)
 {
 	size_t		n = json_object_array_length(records);
 	Oid			argtypes[5] = {INT4OID, INT8ARRAYOID, INTERVALOID, INT8OID, TIMESTAMPTZOID};
@@ -421,9 +429,20 @@ store_batch(Instance *inst, json_object *records)
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	PollOutcome outcome = POLL_GONE;
 	IngestSummary summary;
+	TimestampTz started = GetCurrentTimestamp();
+	Datum		id = Int32GetDatum(inst->id);
+	Oid			idtype = INT4OID;
 
 	begin_work("bridgecore poller: storing events");
-	if (extension_present())
+	/*
+	 * Lock our instance row before checking that the extension is the one
+	 * we started under: a DROP and CREATE EXTENSION committing meanwhile
+	 * would otherwise let this batch land in a new instance with our id.
+	 */
+	if (extension_present() &&
+		SPI_execute_with_args("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
+							  1, &idtype, &id, NULL, false, 0) == SPI_OK_SELECT &&
+		SPI_processed == 1 && extension_present())
 	{
 		Datum	   *seen;
 
@@ -459,11 +478,51 @@ store_batch(Instance *inst, json_object *records)
 		}
 	}
 	end_work();
+	if (outcome != POLL_GONE)
+		stats_count_ingest(inst->id, summary.inserted, summary.duplicates,
+						   summary.dead_lettered, summary.notifications,
+						   (double) (GetCurrentTimestamp() - started) / USECS_PER_SEC);
+	return outcome;
+}
+
+/*
+ * store_batch_in_transaction(), with a database error (a batch PostgreSQL
+ * refuses, a lock timeout, ...) recorded in the instance status and retried
+ * with backoff, like an Odoo failure, instead of ending the poller.
+ */
+static PollOutcome
+store_batch(Instance *inst, json_object *records)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile PollOutcome outcome = POLL_FAILED;
+	OdooError	err;
+
+	memset(&err, 0, sizeof(err));
+	PG_TRY();
+	{
+		outcome = store_batch_in_transaction(inst, records);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		err.kind = ODOO_ERR_STORE;
+		err.retry_after_s = -1;
+		snprintf(err.message, sizeof(err.message), "%s", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	if (err.kind == ODOO_ERR_STORE)
+		return record_failure(inst, &err, "store");
 	return outcome;
 }
 
 static PollOutcome
-poll_once(OdooClient *client, Instance *inst)
+fetch_and_store(OdooClient *client, Instance *inst)
 {
 	OdooError	err;
 	json_object *records = NULL;
@@ -528,6 +587,21 @@ poll_once(OdooClient *client, Instance *inst)
 	return outcome;
 }
 
+/* One poll, counted in the statistics. */
+static PollOutcome
+poll_once(OdooClient *client, Instance *inst)
+{
+	TimestampTz started = GetCurrentTimestamp();
+	uint64		bytes_before = client->bytes_received;
+	PollOutcome outcome = fetch_and_store(client, inst);
+
+	if (outcome != POLL_GONE)
+		stats_count_poll(inst->id, outcome == POLL_FAILED ? (int) inst->last_error_kind : 0,
+						 client->bytes_received - bytes_before,
+						 (double) (GetCurrentTimestamp() - started) / USECS_PER_SEC);
+	return outcome;
+}
+
 static void
 wait_ms(long timeout_ms)
 {
@@ -568,6 +642,8 @@ bridgecore_poller_main(Datum arg)
 		PollOutcome outcome;
 
 		CHECK_FOR_INTERRUPTS();
+		if (!PostmasterIsAlive())
+			proc_exit(1);		/* also while draining a backlog, which never waits */
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -575,6 +651,13 @@ bridgecore_poller_main(Datum arg)
 		}
 
 		now = GetCurrentTimestamp();
+		/* Ask fields_get again now and then: an upgraded addon may have more. */
+		if (inst.fields != NULL &&
+			TimestampDifferenceExceeds(inst.fields_learned_at, now, FIELDS_RELEARN_MS))
+		{
+			json_object_put(inst.fields);
+			inst.fields = NULL;
+		}
 		if (inst.next_attempt > now)
 		{
 			/* A long wait notices a dropped extension within a second. */

@@ -1,0 +1,472 @@
+/*
+ * stats.c: BridgeCore's counters and histograms in shared memory.
+ *
+ * One slot per Odoo instance (claimed on first use) and one hash entry per
+ * (instance, model).  Writers use atomics only; a lock is taken only to
+ * claim a slot or add a model.  The SQL views bridgecore.stats and
+ * bridgecore.stats_models, and bridgecore.metrics(), read them.
+ */
+#include "stats.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/tuplestore.h"
+
+int			bridgecore_max_instances = 64;
+int			bridgecore_max_stat_models = 1024;
+
+/* Upper bounds of the histogram buckets, in seconds; a last one is +Inf. */
+static const double bucket_bounds[STATS_BUCKETS] = {
+	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
+};
+
+/* Events per second over the last minute: one slot per second. */
+#define RATE_SLOTS 60
+
+typedef struct Histogram
+{
+	pg_atomic_uint64 buckets[STATS_BUCKETS + 1];
+	pg_atomic_uint64 sum_us;
+} Histogram;
+
+typedef struct InstanceStats
+{
+	pg_atomic_uint32 instance_id;	/* 0: free */
+	pg_atomic_uint64 polls;
+	pg_atomic_uint64 failed_polls;
+	pg_atomic_uint64 events_ingested;
+	pg_atomic_uint64 duplicates;
+	pg_atomic_uint64 dead_letters;
+	pg_atomic_uint64 bytes_received;
+	pg_atomic_uint64 sync_pulls;
+	pg_atomic_uint64 events_delivered;
+	pg_atomic_uint64 notifications;
+	pg_atomic_uint64 errors[STATS_ERROR_KINDS];
+	Histogram	poll_seconds;
+	Histogram	ingest_seconds;
+	pg_atomic_uint64 rate_events[RATE_SLOTS];
+	pg_atomic_uint64 rate_second[RATE_SLOTS];
+} InstanceStats;
+
+typedef struct ModelKey
+{
+	int32		instance_id;
+	char		model[128];
+} ModelKey;
+
+typedef struct ModelStats
+{
+	ModelKey	key;			/* must be first */
+	pg_atomic_uint64 events;
+	Histogram	processing;
+} ModelStats;
+
+typedef struct StatsShared
+{
+	LWLock	   *lock;
+	pg_atomic_uint64 since;		/* TimestampTz of the last reset */
+	InstanceStats instances[FLEXIBLE_ARRAY_MEMBER];
+} StatsShared;
+
+static StatsShared *stats = NULL;
+static HTAB *model_stats = NULL;
+
+PG_FUNCTION_INFO_V1(bridgecore_stats_instances);
+PG_FUNCTION_INFO_V1(bridgecore_stats_models);
+PG_FUNCTION_INFO_V1(bridgecore_stats_reset);
+PG_FUNCTION_INFO_V1(bridgecore_count_sync_pull);
+PG_FUNCTION_INFO_V1(bridgecore_count_ingest);
+
+void
+StatsDefineGucs(void)
+{
+	DefineCustomIntVariable("bridgecore.max_instances",
+							"Odoo instances whose statistics shared memory has room for.",
+							NULL, &bridgecore_max_instances, 64, 1, 10000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.max_stat_models",
+							"(instance, model) pairs whose statistics shared memory has room for.",
+							NULL, &bridgecore_max_stat_models, 1024, 16, 1000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+Size
+StatsShmemSize(void)
+{
+	Size		size = offsetof(StatsShared, instances);
+
+	size = add_size(size, mul_size(bridgecore_max_instances, sizeof(InstanceStats)));
+	return add_size(MAXALIGN(size),
+					hash_estimate_size(bridgecore_max_stat_models, sizeof(ModelStats)));
+}
+
+static void
+histogram_init(Histogram *h)
+{
+	for (int b = 0; b <= STATS_BUCKETS; b++)
+		pg_atomic_init_u64(&h->buckets[b], 0);
+	pg_atomic_init_u64(&h->sum_us, 0);
+}
+
+static void
+histogram_clear(Histogram *h)
+{
+	for (int b = 0; b <= STATS_BUCKETS; b++)
+		pg_atomic_write_u64(&h->buckets[b], 0);
+	pg_atomic_write_u64(&h->sum_us, 0);
+}
+
+/* Zeroes a slot in use (or about to be), then gives it to instance_id. */
+static void
+instance_stats_clear(InstanceStats *s, uint32 instance_id)
+{
+	pg_atomic_write_u64(&s->polls, 0);
+	pg_atomic_write_u64(&s->failed_polls, 0);
+	pg_atomic_write_u64(&s->events_ingested, 0);
+	pg_atomic_write_u64(&s->duplicates, 0);
+	pg_atomic_write_u64(&s->dead_letters, 0);
+	pg_atomic_write_u64(&s->bytes_received, 0);
+	pg_atomic_write_u64(&s->sync_pulls, 0);
+	pg_atomic_write_u64(&s->events_delivered, 0);
+	pg_atomic_write_u64(&s->notifications, 0);
+	for (int k = 0; k < STATS_ERROR_KINDS; k++)
+		pg_atomic_write_u64(&s->errors[k], 0);
+	histogram_clear(&s->poll_seconds);
+	histogram_clear(&s->ingest_seconds);
+	for (int i = 0; i < RATE_SLOTS; i++)
+	{
+		pg_atomic_write_u64(&s->rate_events[i], 0);
+		pg_atomic_write_u64(&s->rate_second[i], 0);
+	}
+	pg_atomic_write_u32(&s->instance_id, instance_id);
+}
+
+static void
+instance_stats_init(InstanceStats *s, uint32 instance_id)
+{
+	pg_atomic_init_u32(&s->instance_id, instance_id);
+	pg_atomic_init_u64(&s->polls, 0);
+	pg_atomic_init_u64(&s->failed_polls, 0);
+	pg_atomic_init_u64(&s->events_ingested, 0);
+	pg_atomic_init_u64(&s->duplicates, 0);
+	pg_atomic_init_u64(&s->dead_letters, 0);
+	pg_atomic_init_u64(&s->bytes_received, 0);
+	pg_atomic_init_u64(&s->sync_pulls, 0);
+	pg_atomic_init_u64(&s->events_delivered, 0);
+	pg_atomic_init_u64(&s->notifications, 0);
+	for (int k = 0; k < STATS_ERROR_KINDS; k++)
+		pg_atomic_init_u64(&s->errors[k], 0);
+	histogram_init(&s->poll_seconds);
+	histogram_init(&s->ingest_seconds);
+	for (int i = 0; i < RATE_SLOTS; i++)
+	{
+		pg_atomic_init_u64(&s->rate_events[i], 0);
+		pg_atomic_init_u64(&s->rate_second[i], 0);
+	}
+}
+
+void
+StatsShmemInit(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	stats = ShmemInitStruct("bridgecore stats",
+							offsetof(StatsShared, instances) +
+							sizeof(InstanceStats) * bridgecore_max_instances, &found);
+	if (!found)
+	{
+		stats->lock = &(GetNamedLWLockTranche("bridgecore"))[1].lock;
+		pg_atomic_init_u64(&stats->since, (uint64) GetCurrentTimestamp());
+		for (int i = 0; i < bridgecore_max_instances; i++)
+			instance_stats_init(&stats->instances[i], 0);
+	}
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(ModelKey);
+	info.entrysize = sizeof(ModelStats);
+	model_stats = ShmemInitHash("bridgecore model stats", bridgecore_max_stat_models,
+								bridgecore_max_stat_models, &info,
+								HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The instance's slot, claimed on first use; NULL when all are taken. */
+static InstanceStats *
+instance_slot(int32 instance_id)
+{
+	InstanceStats *free_slot = NULL;
+
+	if (stats == NULL || instance_id <= 0)
+		return NULL;
+	for (int i = 0; i < bridgecore_max_instances; i++)
+		if (pg_atomic_read_u32(&stats->instances[i].instance_id) == (uint32) instance_id)
+			return &stats->instances[i];
+
+	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < bridgecore_max_instances; i++)
+	{
+		uint32		id = pg_atomic_read_u32(&stats->instances[i].instance_id);
+
+		if (id == (uint32) instance_id)
+		{
+			free_slot = &stats->instances[i];
+			break;
+		}
+		if (id == 0 && free_slot == NULL)
+			free_slot = &stats->instances[i];
+	}
+	if (free_slot != NULL && pg_atomic_read_u32(&free_slot->instance_id) == 0)
+		instance_stats_clear(free_slot, (uint32) instance_id);
+	LWLockRelease(stats->lock);
+	return free_slot;
+}
+
+static void
+observe(Histogram *h, double seconds)
+{
+	int			b = 0;
+
+	while (b < STATS_BUCKETS && seconds > bucket_bounds[b])
+		b++;
+	pg_atomic_fetch_add_u64(&h->buckets[b], 1);
+	pg_atomic_fetch_add_u64(&h->sum_us, (uint64) (seconds * 1000000.0));
+}
+
+void
+stats_count_poll(int32 instance_id, int error_kind, uint64 bytes, double seconds)
+{
+	InstanceStats *s = instance_slot(instance_id);
+
+	if (s == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&s->polls, 1);
+	pg_atomic_fetch_add_u64(&s->bytes_received, bytes);
+	observe(&s->poll_seconds, seconds);
+	if (error_kind > 0 && error_kind <= STATS_ERROR_KINDS)
+	{
+		pg_atomic_fetch_add_u64(&s->failed_polls, 1);
+		pg_atomic_fetch_add_u64(&s->errors[error_kind - 1], 1);
+	}
+}
+
+void
+stats_count_ingest(int32 instance_id, int64 inserted, int64 duplicates,
+				   int64 dead_letters, int64 notifications, double seconds)
+{
+	InstanceStats *s = instance_slot(instance_id);
+	uint64		second = (uint64) (GetCurrentTimestamp() / USECS_PER_SEC);
+	int			slot = (int) (second % RATE_SLOTS);
+
+	if (s == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&s->events_ingested, inserted);
+	pg_atomic_fetch_add_u64(&s->duplicates, duplicates);
+	pg_atomic_fetch_add_u64(&s->dead_letters, dead_letters);
+	pg_atomic_fetch_add_u64(&s->notifications, notifications);
+	if (seconds >= 0)
+		observe(&s->ingest_seconds, seconds);
+	/* A slot last used a minute or more ago starts over (racing writers may lose a few). */
+	if (pg_atomic_exchange_u64(&s->rate_second[slot], second) != second)
+		pg_atomic_write_u64(&s->rate_events[slot], 0);
+	pg_atomic_fetch_add_u64(&s->rate_events[slot], inserted);
+}
+
+void
+stats_count_model(int32 instance_id, const char *model, int64 events, double seconds)
+{
+	ModelKey	key;
+	ModelStats *m;
+	bool		found;
+
+	if (model_stats == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.instance_id = instance_id;
+	strlcpy(key.model, model, sizeof(key.model));
+
+	LWLockAcquire(stats->lock, LW_SHARED);
+	m = hash_search(model_stats, &key, HASH_FIND, NULL);
+	LWLockRelease(stats->lock);
+	if (m == NULL)
+	{
+		LWLockAcquire(stats->lock, LW_EXCLUSIVE);
+		m = hash_search(model_stats, &key, HASH_ENTER_NULL, &found);
+		if (m != NULL && !found)
+		{
+			pg_atomic_init_u64(&m->events, 0);
+			histogram_init(&m->processing);
+		}
+		LWLockRelease(stats->lock);
+		if (m == NULL)
+			return;				/* full: bridgecore.max_stat_models */
+	}
+	pg_atomic_fetch_add_u64(&m->events, events);
+	observe(&m->processing, seconds);
+}
+
+/* ---- SQL interface ------------------------------------------------------ */
+
+/* Sets up a materialized set-returning function; returns its tuplestore. */
+static Tuplestorestate *
+begin_srf(FunctionCallInfo fcinfo, TupleDesc *desc)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext old;
+	Tuplestorestate *store;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (get_call_result_type(fcinfo, NULL, desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	*desc = CreateTupleDescCopy(*desc);
+	store = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = *desc;
+	MemoryContextSwitchTo(old);
+	return store;
+}
+
+static Datum
+int8_array(pg_atomic_uint64 *values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * n);
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum((int64) pg_atomic_read_u64(&values[i]));
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+#define READ(x) Int64GetDatum((int64) pg_atomic_read_u64(&(x)))
+
+/*
+ * bridgecore._stats_instances(): one row per instance with statistics.
+ * Histogram buckets are per bucket (not cumulative), +Inf last.
+ */
+Datum
+bridgecore_stats_instances(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Tuplestorestate *store = begin_srf(fcinfo, &desc);
+	uint64		now_second = (uint64) (GetCurrentTimestamp() / USECS_PER_SEC);
+
+	for (int i = 0; stats && i < bridgecore_max_instances; i++)
+	{
+		InstanceStats *s = &stats->instances[i];
+		Datum		values[18];
+		bool		nulls[18] = {0};
+		uint64		last_minute = 0;
+		uint32		id = pg_atomic_read_u32(&s->instance_id);
+
+		if (id == 0)
+			continue;
+		for (int r = 0; r < RATE_SLOTS; r++)
+		{
+			uint64		sec = pg_atomic_read_u64(&s->rate_second[r]);
+
+			if (sec + RATE_SLOTS > now_second && sec <= now_second)
+				last_minute += pg_atomic_read_u64(&s->rate_events[r]);
+		}
+		values[0] = Int32GetDatum((int32) id);
+		values[1] = READ(s->polls);
+		values[2] = READ(s->failed_polls);
+		values[3] = READ(s->events_ingested);
+		values[4] = READ(s->duplicates);
+		values[5] = READ(s->dead_letters);
+		values[6] = READ(s->bytes_received);
+		values[7] = READ(s->sync_pulls);
+		values[8] = READ(s->events_delivered);
+		values[9] = READ(s->notifications);
+		values[10] = int8_array(s->errors, STATS_ERROR_KINDS);
+		values[11] = int8_array(s->poll_seconds.buckets, STATS_BUCKETS + 1);
+		values[12] = Float8GetDatum(pg_atomic_read_u64(&s->poll_seconds.sum_us) / 1e6);
+		values[13] = int8_array(s->ingest_seconds.buckets, STATS_BUCKETS + 1);
+		values[14] = Float8GetDatum(pg_atomic_read_u64(&s->ingest_seconds.sum_us) / 1e6);
+		values[15] = Int64GetDatum((int64) last_minute);
+		values[16] = Float8GetDatum(last_minute / (double) RATE_SLOTS);
+		values[17] = TimestampTzGetDatum((TimestampTz) pg_atomic_read_u64(&stats->since));
+		tuplestore_putvalues(store, desc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* bridgecore._stats_models(): one row per (instance, model). */
+Datum
+bridgecore_stats_models(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Tuplestorestate *store = begin_srf(fcinfo, &desc);
+	HASH_SEQ_STATUS seq;
+	ModelStats *m;
+
+	if (model_stats == NULL)
+		return (Datum) 0;
+	LWLockAcquire(stats->lock, LW_SHARED);
+	hash_seq_init(&seq, model_stats);
+	while ((m = hash_seq_search(&seq)) != NULL)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		values[0] = Int32GetDatum(m->key.instance_id);
+		values[1] = CStringGetTextDatum(m->key.model);
+		values[2] = READ(m->events);
+		values[3] = int8_array(m->processing.buckets, STATS_BUCKETS + 1);
+		values[4] = Float8GetDatum(pg_atomic_read_u64(&m->processing.sum_us) / 1e6);
+		tuplestore_putvalues(store, desc, values, nulls);
+	}
+	LWLockRelease(stats->lock);
+	return (Datum) 0;
+}
+
+/* bridgecore._stats_reset(): forget every counter. */
+Datum
+bridgecore_stats_reset(PG_FUNCTION_ARGS)
+{
+	HASH_SEQ_STATUS seq;
+	ModelStats *m;
+
+	if (stats == NULL)
+		PG_RETURN_VOID();
+	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < bridgecore_max_instances; i++)
+		instance_stats_clear(&stats->instances[i], 0);
+	hash_seq_init(&seq, model_stats);
+	while ((m = hash_seq_search(&seq)) != NULL)
+		hash_search(model_stats, &m->key, HASH_REMOVE, NULL);
+	pg_atomic_write_u64(&stats->since, (uint64) GetCurrentTimestamp());
+	LWLockRelease(stats->lock);
+	PG_RETURN_VOID();
+}
+
+/* bridgecore._count_sync_pull(instance_id int, delivered int) */
+Datum
+bridgecore_count_sync_pull(PG_FUNCTION_ARGS)
+{
+	InstanceStats *s = instance_slot(PG_GETARG_INT32(0));
+
+	if (s != NULL)
+	{
+		pg_atomic_fetch_add_u64(&s->sync_pulls, 1);
+		pg_atomic_fetch_add_u64(&s->events_delivered, (uint64) Max(PG_GETARG_INT32(1), 0));
+	}
+	PG_RETURN_VOID();
+}
+
+/* bridgecore._count_ingest(instance_id int, inserted, duplicates, dead_letters, notifications bigint) */
+Datum
+bridgecore_count_ingest(PG_FUNCTION_ARGS)
+{
+	stats_count_ingest(PG_GETARG_INT32(0), PG_GETARG_INT64(1), PG_GETARG_INT64(2),
+					   PG_GETARG_INT64(3), PG_GETARG_INT64(4), -1);
+	PG_RETURN_VOID();
+}
