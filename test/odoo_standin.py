@@ -3,12 +3,18 @@
 
 Speaks Odoo's JSON-RPC protocol (POST /jsonrpc: common.version,
 common.login, common.authenticate, object.execute_kw with search_read,
-search, search_count, fields_get on update.webhook and ir.model), with
-Odoo's exact error envelopes, and keeps the update.webhook rows in memory.
+search, search_count, read, fields_get on update.webhook; search_read,
+search, search_count, read, fields_get, get_available_models on ir.model;
+search_read, search, search_count, read, fields_get, create, write, unlink
+on webhook.config), with Odoo's exact error envelopes, and keeps the
+update.webhook and webhook.config rows in memory.  ir.model can be made
+unreadable (AccessError, as Odoo 15+ answers non-admin users) while
+get_available_models keeps working, as on Odoo 16+.
 
 A control API (POST /control, JSON {"op": ...}) lets tests add events,
 reserve ids that become visible later (out-of-order commits), skip ids
-(rolled-back transactions), switch to the legacy field set and queue
+(rolled-back transactions), switch to the legacy field set, deny ir.model
+reads, inspect and pre-seed webhook.config rows, and queue
 faults for the next requests: HTTP 500/502/429, HTML bodies, truncated
 bodies, connection resets, hangs, error envelopes, session expiry, wrong
 credentials.  Python standard library only.
@@ -19,6 +25,7 @@ import argparse
 import gzip
 import json
 import random
+import re
 import socket
 import struct
 import sys
@@ -50,7 +57,77 @@ IR_MODELS = [
     {"id": 4, "model": "mail.message", "name": "Message", "state": "base", "transient": False},
     {"id": 5, "model": "sale.advance.payment.inv", "name": "Invoice wizard", "state": "base", "transient": True},
     {"id": 6, "model": "x_custom.thing", "name": "Custom", "state": "manual", "transient": False},
+    # critical (exact names)
+    {"id": 7, "model": "purchase.order", "name": "Purchase Order", "state": "base", "transient": False},
+    {"id": 8, "model": "account.move", "name": "Journal Entry", "state": "base", "transient": False},
+    {"id": 9, "model": "stock.picking", "name": "Transfer", "state": "base", "transient": False},
+    {"id": 10, "model": "account.payment", "name": "Payments", "state": "base", "transient": False},
+    # important (prefixes); account.payment.term and sale.order.line are not critical
+    {"id": 11, "model": "sale.order.line", "name": "Sales Order Line", "state": "base", "transient": False},
+    {"id": 12, "model": "sale.report", "name": "Sales Analysis Report", "state": "base", "transient": False},
+    {"id": 13, "model": "purchase.order.line", "name": "Purchase Order Line", "state": "base", "transient": False},
+    {"id": 14, "model": "account.move.line", "name": "Journal Item", "state": "base", "transient": False},
+    {"id": 15, "model": "account.payment.term", "name": "Payment Terms", "state": "base", "transient": False},
+    {"id": 16, "model": "product.product", "name": "Product Variant", "state": "base", "transient": False},
+    {"id": 17, "model": "product.template", "name": "Product", "state": "base", "transient": False},
+    {"id": 18, "model": "hr.employee", "name": "Employee", "state": "base", "transient": False},
+    {"id": 19, "model": "project.task", "name": "Task", "state": "base", "transient": False},
+    {"id": 20, "model": "crm.lead", "name": "Lead/Opportunity", "state": "base", "transient": False},
+    # standard; repair.order contains "ir." and so is ignored by the middleware
+    {"id": 21, "model": "res.company", "name": "Companies", "state": "base", "transient": False},
+    {"id": 22, "model": "res.partner.bank", "name": "Bank Accounts", "state": "base", "transient": False},
+    {"id": 23, "model": "uom.uom", "name": "Product Unit of Measure", "state": "base", "transient": False},
+    {"id": 24, "model": "repair.order", "name": "Repair Order", "state": "base", "transient": False},
+    # ignored
+    {"id": 25, "model": "ir.attachment", "name": "Attachment", "state": "base", "transient": False},
+    {"id": 26, "model": "ir.cron", "name": "Scheduled Actions", "state": "base", "transient": False},
+    {"id": 27, "model": "base.automation", "name": "Automation Rule", "state": "base", "transient": False},
+    {"id": 28, "model": "mail.followers", "name": "Document Followers", "state": "base", "transient": False},
+    {"id": 29, "model": "mail.activity", "name": "Activity", "state": "base", "transient": False},
+    {"id": 30, "model": "mail.message.subtype", "name": "Message subtypes", "state": "base", "transient": False},
+    {"id": 31, "model": "bus.bus", "name": "Communication Bus", "state": "base", "transient": False},
+    {"id": 32, "model": "report.paperformat", "name": "Paper Format Config", "state": "base", "transient": False},
+    {"id": 33, "model": "x_wizard_step", "name": "Wizard Step", "state": "manual", "transient": False},
+    # transient wizards
+    {"id": 34, "model": "account.payment.register", "name": "Pay", "state": "base", "transient": True},
+    {"id": 35, "model": "stock.return.picking", "name": "Return Picking", "state": "base", "transient": True},
+    {"id": 36, "model": "mail.compose.message", "name": "Email composition wizard", "state": "base", "transient": True},
+    {"id": 37, "model": "base.language.install", "name": "Install Language", "state": "base", "transient": True},
 ]
+IR_BY_ID = {m["id"]: m for m in IR_MODELS}
+IR_BY_MODEL = {m["model"]: m for m in IR_MODELS}
+IR_MODEL_FIELDS = {"id": "integer", "model": "char", "name": "char", "state": "selection",
+                   "transient": "boolean", "display_name": "char"}
+IR_MODEL_ACCESS_ERROR = ("You are not allowed to access 'Models' (ir.model) records.\n\n"
+                         "This operation is allowed for the following groups:\n"
+                         "\t- Administration/Access Rights\n\n"
+                         "Contact your administrator to request access if necessary.")
+# webhook.config, the auto_webhook addon's per-model tracking configuration.
+CONFIG_FIELDS = {"id": "integer", "name": "char", "model_id": "many2one", "model_name": "char",
+                 "enabled": "boolean", "priority": "selection", "category": "selection",
+                 "events": "selection", "display_name": "char"}
+CONFIG_SELECTIONS = {
+    "priority": [["high", "High"], ["medium", "Medium"], ["low", "Low"]],
+    "category": [["business", "Business"], ["system", "System"], ["notification", "Notification"],
+                 ["custom", "Custom"]],
+    "events": [["create", "Create Only"], ["write", "Write Only"], ["unlink", "Delete Only"],
+               ["create,write", "Create & Write"], ["create,unlink", "Create & Delete"],
+               ["write,unlink", "Write & Delete"], ["create,write,unlink", "All Events"]],
+}
+CONFIG_EVENTS = ("create", "write", "unlink")
+# Positional parameter names of the ORM methods the stand-in serves (after the ids of
+# read/write/unlink), as execute_kw binds args and kwargs to them.
+SIGNATURES = {
+    "search_read": ("domain", "fields", "offset", "limit", "order"),
+    "search": ("domain", "offset", "limit", "order"),
+    "search_count": ("domain", "limit"),
+    "read": ("ids", "fields", "load"),
+    "fields_get": ("allfields", "attributes"),
+    "create": ("vals_list",),
+    "write": ("ids", "vals"),
+    "unlink": ("ids",),
+    "get_available_models": (),
+}
 
 
 def odoo_now():
@@ -79,6 +156,9 @@ class State:
         self.search_reads = 0
         self.session_valid = True
         self.rendered = {}        # id -> pre-rendered JSON text (bulk rows)
+        self.ir_model_access = True   # False: ir.model reads raise AccessError
+        self.configs = {}         # id -> webhook.config row
+        self.next_config_id = 1
 
     def make_row(self, model=None, payload_size=0, unicode=False, event=None):
         rid = self.next_id
@@ -126,6 +206,14 @@ def match(row, domain):
             return v in value
         if op == "not in":
             return v not in value
+        if op in ("like", "ilike", "not like", "not ilike", "=like", "=ilike"):
+            # like/ilike: substring; =like/=ilike: SQL pattern (% and _).
+            if op.startswith("="):
+                pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c)
+                                  for c in str(value))
+                return isinstance(v, str) and re.fullmatch(pattern, v, re.S | (re.I if "ilike" in op else 0)) is not None
+            hit = isinstance(v, str) and (str(value).lower() in v.lower() if "ilike" in op else str(value) in v)
+            return (not hit) if op.startswith("not") else hit
         raise OdooError("builtins.ValueError", "Invalid leaf %r" % (t,))
 
     def parse(i):
@@ -186,6 +274,278 @@ def search(all_rows, domain, order, limit, offset, max_id):
     return rows
 
 
+def bind(model, method, margs, kwargs):
+    """Binds execute_kw's args and kwargs to the method's parameters, as Python does."""
+    names = SIGNATURES[method]
+    if not isinstance(margs, list):
+        raise OdooError("builtins.TypeError", "%s.%s() argument after * must be an iterable" % (model, method))
+    if len(margs) > len(names):
+        raise OdooError("builtins.TypeError", "%s() takes at most %d positional arguments (%d given)"
+                        % (method, len(names), len(margs)))
+    out = dict(zip(names, margs))
+    for k, v in (kwargs or {}).items():
+        if k == "context":
+            continue
+        if k not in names:
+            raise OdooError("builtins.TypeError", "%s() got an unexpected keyword argument '%s'" % (method, k))
+        if k in out:
+            raise OdooError("builtins.TypeError", "%s() got multiple values for argument '%s'" % (method, k))
+        out[k] = v
+    return out
+
+
+def norm_ids(ids):
+    if isinstance(ids, bool) or ids is None:
+        return []
+    if isinstance(ids, int):
+        return [ids]
+    if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return ids
+    raise OdooError("builtins.ValueError", "Invalid ids %r" % (ids,))
+
+
+def check_fields(model, known, wanted):
+    if wanted is None or wanted is False:
+        return
+    if not isinstance(wanted, list):
+        raise OdooError("builtins.ValueError", "Invalid fields %r on model %r" % (wanted, model))
+    for f in wanted:
+        if f not in known:
+            raise OdooError("builtins.ValueError", "Invalid field %r on model %r" % (f, model))
+
+
+def check_domain(model, known, domain):
+    if not isinstance(domain, list):
+        raise OdooError("builtins.ValueError", "Invalid domain %r" % (domain,))
+    for t in domain:
+        if isinstance(t, list) and len(t) == 3 and t[0] not in known:
+            raise OdooError("builtins.ValueError", "Invalid field %s.%s in leaf %r" % (model, t[0], tuple(t)))
+
+
+def order_rows(model, known, rows, order):
+    """Sorts like Odoo's ORDER BY: "field [asc|desc], ...", NULLs last ascending
+    (first descending), many2one by the name."""
+    keys = []
+    for part in str(order).split(","):
+        words = part.split()
+        if not words:
+            continue
+        if len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+            raise OdooError("odoo.exceptions.UserError",
+                            'Invalid "order" specified (%s). A valid "order" specification is a comma-separated '
+                            'list of valid field names (optionally followed by asc/desc for the direction)' % part.strip())
+        if words[0] not in known:
+            raise OdooError("builtins.ValueError", "Invalid field %r on model %r" % (words[0], model))
+        keys.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
+
+    def key(field):
+        def k(row):
+            v = row.get(field)
+            if isinstance(v, list):
+                v = v[1]
+            if v is None or (v is False and known[field] != "boolean"):
+                return (1, 0)
+            return (0, v)
+        return k
+    rows = list(rows)
+    for field, desc in reversed(keys):
+        rows.sort(key=key(field), reverse=desc)
+    return rows
+
+
+def select(model, known, rows, a, default_order, flat=None):
+    """search semantics over in-memory rows: domain, order, offset, limit."""
+    domain = a.get("domain") or []
+    check_domain(model, known, domain)
+    found = [r for r in rows if match(flat(r) if flat else r, domain)]
+    found = order_rows(model, known, found, a.get("order") or default_order)
+    found = found[a.get("offset") or 0:]
+    if a.get("limit"):
+        found = found[:a["limit"]]
+    return found
+
+
+def render(row, wanted, known):
+    names = ["id"] + [f for f in (wanted or known) if f != "id"]
+    return {f: row.get(f, False) for f in names}
+
+
+def fields_get(known, selections, a):
+    attrs = a.get("attributes")
+    out = {}
+    for f, t in known.items():
+        if a.get("allfields") and f not in a["allfields"]:
+            continue
+        desc = {"type": t, "string": f.replace("_", " ").title(), "readonly": f in ("id", "display_name")}
+        if t == "selection":
+            desc["selection"] = selections.get(f, [])
+        if t == "many2one":
+            desc["relation"] = "ir.model"
+        out[f] = {k: v for k, v in desc.items() if not attrs or k in attrs}
+    return out
+
+
+def ir_model_kw(st, method, margs, kwargs):
+    if method not in ("search_read", "search", "search_count", "read", "fields_get", "get_available_models"):
+        raise OdooError("builtins.AttributeError", "The method '%s' does not exist on the model 'ir.model'" % method)
+    a = bind("ir.model", method, margs, kwargs)
+    if method == "fields_get":
+        return fields_get(IR_MODEL_FIELDS, {"state": [["manual", "Custom Object"], ["base", "Base Object"]]}, a)
+    if method == "get_available_models":
+        return [{"model": m["model"], "display_name": m["name"]}
+                for m in sorted(IR_MODELS, key=lambda m: m["model"]) if not m["transient"]]
+    if not st.ir_model_access:
+        raise OdooError("odoo.exceptions.AccessError", IR_MODEL_ACCESS_ERROR)
+    check_fields("ir.model", IR_MODEL_FIELDS, a.get("fields"))
+    rows = [dict(m, display_name=m["name"]) for m in IR_MODELS]
+    if method == "read":
+        by_id = {r["id"]: r for r in rows}
+        return [render(by_id[i], a.get("fields"), IR_MODEL_FIELDS) for i in norm_ids(a.get("ids")) if i in by_id]
+    if method == "search_count":
+        a = {"domain": a.get("domain"), "limit": a.get("limit")}
+    found = select("ir.model", IR_MODEL_FIELDS, rows, a, "model")
+    if method == "search_count":
+        return len(found)
+    if method == "search":
+        return [r["id"] for r in found]
+    return [render(r, a.get("fields"), IR_MODEL_FIELDS) for r in found]
+
+
+def config_flat(row):
+    """The row as a domain sees it: a many2one compares by its id."""
+    if isinstance(row.get("model_id"), list):
+        return dict(row, model_id=row["model_id"][0])
+    return row
+
+
+def config_missing(field, label):
+    return OdooError("odoo.exceptions.ValidationError",
+                     "The operation cannot be completed:\n- Create/update: a mandatory field is not set.\n"
+                     "- Delete: another model requires the record being deleted. If possible, archive it instead.\n\n"
+                     "Model: Webhook Configuration (webhook.config)\nField: %s (%s)" % (label, field))
+
+
+def config_values(vals, current=None):
+    """The webhook.config row that vals make (from current, or from the defaults), validated
+    as the addon and Odoo's ORM do; duplicates are checked by the caller."""
+    if not isinstance(vals, dict):
+        raise OdooError("builtins.ValueError", "Invalid values %r for model 'webhook.config'" % (vals,))
+    for k in vals:
+        if k not in CONFIG_FIELDS:
+            raise OdooError("builtins.ValueError", "Invalid field %r on model 'webhook.config'" % k)
+    row = dict(current) if current else {"name": False, "model_id": False, "model_name": False, "enabled": True,
+                                         "priority": "medium", "category": "business",
+                                         "events": "create,write,unlink"}
+    if "model_id" in vals and vals["model_id"] not in (False, None):
+        mid = vals["model_id"][0] if isinstance(vals["model_id"], list) and vals["model_id"] else vals["model_id"]
+        m = IR_BY_ID.get(mid)
+        if m is None:
+            raise OdooError("odoo.exceptions.ValidationError", "Model with id %r does not exist" % (mid,))
+        if vals.get("model_name") not in (None, m["model"]):
+            raise OdooError("odoo.exceptions.ValidationError", "model_name %r does not match model_id %r (%s)"
+                            % (vals["model_name"], mid, m["model"]))
+        row["model_id"], row["model_name"] = [m["id"], m["name"]], m["model"]
+    elif "model_id" in vals:
+        row["model_id"], row["model_name"] = False, False
+    elif "model_name" in vals:
+        name = vals["model_name"]
+        if name in (False, None, ""):
+            row["model_id"], row["model_name"] = False, False
+        else:
+            m = IR_BY_MODEL.get(name) if isinstance(name, str) else None
+            if m is None:
+                raise OdooError("odoo.exceptions.ValidationError", "Model %r does not exist" % (name,))
+            row["model_id"], row["model_name"] = [m["id"], m["name"]], m["model"]
+    if not row["model_name"]:
+        raise config_missing("model_name", "Model Technical Name")
+    for f in ("priority", "category"):
+        if f in vals:
+            v = vals[f]
+            if v in (False, None):
+                if f == "priority":
+                    raise config_missing("priority", "Priority")
+                row[f] = False
+            elif v not in [k for k, _ in CONFIG_SELECTIONS[f]]:
+                raise OdooError("builtins.ValueError", "Wrong value for webhook.config.%s: %r" % (f, v))
+            else:
+                row[f] = v
+    if "events" in vals:
+        v = vals["events"]
+        parts = [p.strip() for p in v.split(",")] if isinstance(v, str) else []
+        if not parts or any(p not in CONFIG_EVENTS for p in parts) or len(set(parts)) != len(parts):
+            raise OdooError("odoo.exceptions.ValidationError",
+                            "Invalid tracked events %r: use a comma-joined subset of create, write, unlink" % (v,))
+        row["events"] = ",".join(e for e in CONFIG_EVENTS if e in parts)
+    if "enabled" in vals:
+        row["enabled"] = bool(vals["enabled"])
+    if "name" in vals:
+        row["name"] = vals["name"] or False
+    if not row["name"]:
+        row["name"] = "Webhook Config - %s" % row["model_id"][1]
+    row["display_name"] = row["name"]
+    return row
+
+
+def check_unique(rows, staged):
+    """Raises when two configurations (stored rows not being replaced, plus staged ones) share a model."""
+    seen = {r["model_name"] for rid, r in rows.items() if rid not in {s.get("id") for s in staged}}
+    for r in staged:
+        if r["model_name"] in seen:
+            raise OdooError("odoo.exceptions.ValidationError",
+                            "A webhook configuration already exists for model %s" % r["model_name"])
+        seen.add(r["model_name"])
+
+
+def webhook_config_kw(st, method, margs, kwargs):
+    if method not in ("search_read", "search", "search_count", "read", "fields_get", "create", "write", "unlink"):
+        raise OdooError("builtins.AttributeError",
+                        "The method '%s' does not exist on the model 'webhook.config'" % method)
+    a = bind("webhook.config", method, margs, kwargs)
+    known = CONFIG_FIELDS
+    if method == "fields_get":
+        return fields_get(known, CONFIG_SELECTIONS, a)
+    with st.lock:
+        if method == "create":
+            vals = a.get("vals_list")
+            many = isinstance(vals, list)
+            staged = [config_values(v) for v in (vals if many else [vals])]
+            check_unique(st.configs, staged)
+            ids = []
+            for row in staged:
+                row["id"] = st.next_config_id
+                st.next_config_id += 1
+                st.configs[row["id"]] = row
+                ids.append(row["id"])
+            return ids if many else ids[0]
+        if method == "write":
+            ids = norm_ids(a.get("ids"))
+            missing = [i for i in ids if i not in st.configs]
+            if missing:
+                raise OdooError("odoo.exceptions.MissingError",
+                                "Record does not exist or has been deleted.\n(Record: webhook.config(%s), User: %d)"
+                                % ("".join("%d," % i for i in missing), st.uid))
+            staged = [dict(config_values(a.get("vals") or {}, st.configs[i]), id=i) for i in ids]
+            check_unique(st.configs, staged)
+            for row in staged:
+                st.configs[row["id"]] = row
+            return True
+        if method == "unlink":
+            for i in norm_ids(a.get("ids")):
+                st.configs.pop(i, None)
+            return True
+        check_fields("webhook.config", known, a.get("fields"))
+        if method == "read":
+            return [render(st.configs[i], a.get("fields"), known) for i in norm_ids(a.get("ids")) if i in st.configs]
+        if method == "search_count":
+            a = {"domain": a.get("domain"), "limit": a.get("limit")}
+        found = select("webhook.config", known, list(st.configs.values()), a, "priority desc, name", config_flat)
+        if method == "search_count":
+            return len(found)
+        if method == "search":
+            return [r["id"] for r in found]
+        return [render(r, a.get("fields"), known) for r in found]
+
+
 def execute_kw(params):
     st = STATE
     args = params.get("args", [])
@@ -200,9 +560,9 @@ def execute_kw(params):
     if db != st.db or uid != st.uid or password != st.password:
         raise OdooError("odoo.exceptions.AccessDenied", "Access Denied")
     if model == "ir.model":
-        if method == "search_read":
-            return [dict(m) for m in IR_MODELS]
-        raise OdooError("builtins.AttributeError", "The method '%s' does not exist on the model 'ir.model'" % method)
+        return ir_model_kw(st, method, margs, kwargs)
+    if model == "webhook.config":
+        return webhook_config_kw(st, method, margs, kwargs)
     if model != "update.webhook":
         raise OdooError("odoo.exceptions.UserError", "Object %s doesn't exist" % model)
     fields = LEGACY_FIELDS if st.legacy else tuple(ALL_FIELDS)
@@ -226,6 +586,12 @@ def execute_kw(params):
                 return RawRows([st.rendered[r["id"]] for r in rows])
             # Odoo answers every requested field; an empty one is false.
             return [{f: r.get(f, False) for f in ["id"] + [w for w in wanted if w != "id"]} for r in rows]
+    if method == "read":
+        a = bind("update.webhook", method, margs, kwargs)
+        wanted = a.get("fields") or list(fields)
+        check_fields("update.webhook", fields, wanted)
+        with st.lock:
+            return [render(st.rows[i], wanted, fields) for i in norm_ids(a.get("ids")) if i in st.rows]
     raise OdooError("builtins.AttributeError",
                     "The method '%s' does not exist on the model 'update.webhook'" % method)
 
@@ -440,6 +806,28 @@ class Handler(BaseHTTPRequestHandler):
                     st.session_valid = bool(cmd["session_valid"])
                 if "reset_lockout" in cmd:
                     st.failed_logins, st.lockout_until = 0, 0
+                if "ir_model_access" in cmd:
+                    st.ir_model_access = bool(cmd["ir_model_access"])
+            elif op == "webhook_configs":
+                out["configs"] = [st.configs[i] for i in sorted(st.configs)]
+            elif op == "add_webhook_config":
+                # A configuration exactly as given (no validation), e.g. an existing one.
+                row = {"name": False, "model_id": False, "model_name": False, "enabled": True,
+                       "priority": "medium", "category": "business", "events": "create,write,unlink"}
+                row.update(cmd.get("row") or {})
+                m = IR_BY_MODEL.get(row["model_name"]) if isinstance(row["model_name"], str) else None
+                if m and not row["model_id"]:
+                    row["model_id"] = [m["id"], m["name"]]
+                if not row["name"]:
+                    row["name"] = "Webhook Config - %s" % (m["name"] if m else row["model_name"])
+                row["display_name"] = row["name"]
+                rid = row.get("id") or st.next_config_id
+                row["id"] = rid
+                st.next_config_id = max(st.next_config_id, rid + 1)
+                st.configs[rid] = row
+                out["id"] = rid
+            elif op == "clear_webhook_configs":
+                st.configs = {}
             elif op == "stats":
                 out.update(requests=st.requests, search_reads=st.search_reads, rows=len(st.rows),
                            max_id=st.next_id - 1, faults_pending=len(st.faults),
