@@ -44,7 +44,7 @@ bridgecore_shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(add_size(add_size(RateLimitShmemSize(), LauncherShmemSize()),
-									StatsShmemSize()));
+									BcStatsShmemSize()));
 	/* Lock 0: the rate limiter; lock 1: statistics. */
 	RequestNamedLWLockTranche("bridgecore", 2);
 }
@@ -56,7 +56,7 @@ bridgecore_shmem_startup(void)
 		prev_shmem_startup_hook();
 	RateLimitShmemInit();
 	LauncherShmemInit();
-	StatsShmemInit();
+	BcStatsShmemInit();
 }
 
 void
@@ -75,7 +75,8 @@ _PG_init(void)
 	define_sql_gucs();
 	RateLimitDefineGucs();
 	WorkerDefineGucs();
-	StatsDefineGucs();
+	BcStatsDefineGucs();
+	LauncherDefineGucs();
 	MarkGUCPrefixReserved("bridgecore");
 
 	/* pg_upgrade runs the server with no workers of ours. */

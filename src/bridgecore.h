@@ -45,7 +45,7 @@
 /* SQLSTATE PT429: PostgREST answers it with HTTP 429 Too Many Requests. */
 #define ERRCODE_BRIDGECORE_RATE_LIMITED MAKE_SQLSTATE('P', 'T', '4', '2', '9')
 
-#define BRIDGECORE_VERSION "0.1.0"
+#define BRIDGECORE_VERSION "0.2.0"
 
 /* PostgreSQL 17 replaced MyProc->pgprocno by MyProcNumber. */
 #if PG_VERSION_NUM >= 170000
@@ -71,6 +71,9 @@ extern int	bridgecore_request_timeout_ms;
 extern int	bridgecore_max_response_kb;
 extern int	bridgecore_max_backoff_ms;
 extern void WorkerDefineGucs(void);
+extern int	bridgecore_maintenance_interval_s;
+extern int	bridgecore_device_idle_timeout_s;
+extern void LauncherDefineGucs(void);
 extern void LauncherRegister(void);
 extern Size LauncherShmemSize(void);
 extern void LauncherShmemInit(void);

@@ -58,7 +58,12 @@ prepare_plans(void)
 			"    AS u(odoo_id, model, record_id, event, priority, category, payload, changed, uid, uname, ts)"
 			"  ORDER BY u.odoo_id"
 			" ON CONFLICT (instance_id, odoo_id) DO NOTHING"
-			" RETURNING id, model, priority)"
+			" RETURNING id, odoo_id, model, priority),"
+			/* a record stored now settles its earlier dead letter */
+			" resolved AS ("
+			" UPDATE bridgecore.dead_letter d SET status = 'resolved'"
+			"  WHERE d.instance_id = $1 AND d.status IN ('pending', 'retrying')"
+			"    AND d.odoo_id IN (SELECT odoo_id FROM inserted))"
 			" SELECT g.n, g.model, pg_catalog.pg_notify('bridgecore_events', pg_catalog.json_build_object("
 			"   'instance', $13, 'model', g.model, 'count', g.n, 'max_id', g.max_id, 'high', g.high)::text)"
 			"  FROM (SELECT model, count(*) AS n, max(id) AS max_id,"

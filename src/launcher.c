@@ -29,6 +29,9 @@
 /* A poller is not restarted sooner than this after it last started. */
 #define RESTART_DELAY_MS 1000
 
+int			bridgecore_maintenance_interval_s = 60;
+int			bridgecore_device_idle_timeout_s = 30 * 86400;
+
 typedef struct LauncherShared
 {
 	/* Proc number of the running launcher, plus one; 0 when none runs. */
@@ -72,6 +75,19 @@ LauncherShmemInit(void)
 	if (!found)
 		pg_atomic_init_u32(&launcher_shared->launcher_procno, 0);
 	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+LauncherDefineGucs(void)
+{
+	DefineCustomIntVariable("bridgecore.maintenance_interval",
+							"How often the launcher applies bridgecore.retention and deactivates idle devices (0 = never).",
+							NULL, &bridgecore_maintenance_interval_s, 60, 0, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.device_idle_timeout",
+							"Devices that have not synced for this long are marked inactive (0 = never).",
+							NULL, &bridgecore_device_idle_timeout_s, 30 * 86400, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 void
@@ -315,11 +331,83 @@ stop_orphan_pollers(void)
 	CommitTransactionCommand();
 }
 
+/*
+ * One maintenance step in its own short transaction, if the installed
+ * extension has it (an older version does not).  Returns the events it
+ * deleted, or -1 when there is nothing to run.
+ */
+static int64
+maintenance_step(void)
+{
+	int64		deleted = -1;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "bridgecore launcher: retention and device housekeeping");
+	SPI_connect();
+	if (OidIsValid(get_extension_oid("bridgecore", true)) &&
+		SPI_execute("SELECT pg_catalog.to_regproc('bridgecore._maintenance_step') IS NOT NULL",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+			SPI_execute("SELECT bridgecore._maintenance_step()", false, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+			deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return deleted;
+}
+
+/*
+ * Retention in bounded batches, each committed on its own, so sync pulls and
+ * ingestion are never held up; an error is logged and tried again next time.
+ */
+static void
+run_maintenance(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		int64		deleted;
+		int64		total = 0;
+
+		do
+		{
+			CHECK_FOR_INTERRUPTS();
+			deleted = maintenance_step();
+			total += Max(deleted, 0);
+		} while (deleted > 0);
+		if (total > 0)
+			ereport(LOG, (errmsg("bridgecore retention removed " INT64_FORMAT " events", total)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG, (errmsg("bridgecore maintenance failed: %s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
 void
 bridgecore_launcher_main(Datum arg)
 {
 	PollerSlot *slots;
 	int			nslots = 0;
+	TimestampTz next_maintenance = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -335,6 +423,7 @@ bridgecore_launcher_main(Datum arg)
 	for (;;)
 	{
 		long		timeout;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -343,6 +432,21 @@ bridgecore_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		timeout = reconcile(&slots, &nslots);
+
+		now = GetCurrentTimestamp();
+		if (bridgecore_maintenance_interval_s > 0)
+		{
+			long		until_due;
+
+			if (now >= next_maintenance)
+			{
+				run_maintenance();
+				now = GetCurrentTimestamp();
+				next_maintenance = TimestampTzPlusMilliseconds(now, bridgecore_maintenance_interval_s * 1000L);
+			}
+			until_due = (long) ((next_maintenance - now) / 1000) + 1;
+			timeout = (timeout < 0) ? until_due : Min(timeout, until_due);
+		}
 		pgstat_report_stat(true);
 
 		(void) WaitLatch(MyLatch,

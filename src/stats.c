@@ -36,6 +36,7 @@ typedef struct Histogram
 typedef struct InstanceStats
 {
 	pg_atomic_uint32 instance_id;	/* 0: free */
+	pg_atomic_uint32 database_id;	/* instance ids are per database */
 	pg_atomic_uint64 polls;
 	pg_atomic_uint64 failed_polls;
 	pg_atomic_uint64 events_ingested;
@@ -54,6 +55,7 @@ typedef struct InstanceStats
 
 typedef struct ModelKey
 {
+	Oid			database_id;
 	int32		instance_id;
 	char		model[128];
 } ModelKey;
@@ -82,7 +84,7 @@ PG_FUNCTION_INFO_V1(bridgecore_count_sync_pull);
 PG_FUNCTION_INFO_V1(bridgecore_count_ingest);
 
 void
-StatsDefineGucs(void)
+BcStatsDefineGucs(void)
 {
 	DefineCustomIntVariable("bridgecore.max_instances",
 							"Odoo instances whose statistics shared memory has room for.",
@@ -95,7 +97,7 @@ StatsDefineGucs(void)
 }
 
 Size
-StatsShmemSize(void)
+BcStatsShmemSize(void)
 {
 	Size		size = offsetof(StatsShared, instances);
 
@@ -142,6 +144,7 @@ instance_stats_clear(InstanceStats *s, uint32 instance_id)
 		pg_atomic_write_u64(&s->rate_events[i], 0);
 		pg_atomic_write_u64(&s->rate_second[i], 0);
 	}
+	pg_atomic_write_u32(&s->database_id, (uint32) MyDatabaseId);
 	pg_atomic_write_u32(&s->instance_id, instance_id);
 }
 
@@ -149,6 +152,7 @@ static void
 instance_stats_init(InstanceStats *s, uint32 instance_id)
 {
 	pg_atomic_init_u32(&s->instance_id, instance_id);
+	pg_atomic_init_u32(&s->database_id, InvalidOid);
 	pg_atomic_init_u64(&s->polls, 0);
 	pg_atomic_init_u64(&s->failed_polls, 0);
 	pg_atomic_init_u64(&s->events_ingested, 0);
@@ -170,7 +174,7 @@ instance_stats_init(InstanceStats *s, uint32 instance_id)
 }
 
 void
-StatsShmemInit(void)
+BcStatsShmemInit(void)
 {
 	bool		found;
 	HASHCTL		info;
@@ -195,6 +199,13 @@ StatsShmemInit(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+static bool
+slot_is(InstanceStats *s, int32 instance_id)
+{
+	return pg_atomic_read_u32(&s->instance_id) == (uint32) instance_id &&
+		pg_atomic_read_u32(&s->database_id) == (uint32) MyDatabaseId;
+}
+
 /* The instance's slot, claimed on first use; NULL when all are taken. */
 static InstanceStats *
 instance_slot(int32 instance_id)
@@ -204,20 +215,18 @@ instance_slot(int32 instance_id)
 	if (stats == NULL || instance_id <= 0)
 		return NULL;
 	for (int i = 0; i < bridgecore_max_instances; i++)
-		if (pg_atomic_read_u32(&stats->instances[i].instance_id) == (uint32) instance_id)
+		if (slot_is(&stats->instances[i], instance_id))
 			return &stats->instances[i];
 
 	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < bridgecore_max_instances; i++)
 	{
-		uint32		id = pg_atomic_read_u32(&stats->instances[i].instance_id);
-
-		if (id == (uint32) instance_id)
+		if (slot_is(&stats->instances[i], instance_id))
 		{
 			free_slot = &stats->instances[i];
 			break;
 		}
-		if (id == 0 && free_slot == NULL)
+		if (pg_atomic_read_u32(&stats->instances[i].instance_id) == 0 && free_slot == NULL)
 			free_slot = &stats->instances[i];
 	}
 	if (free_slot != NULL && pg_atomic_read_u32(&free_slot->instance_id) == 0)
@@ -286,6 +295,7 @@ stats_count_model(int32 instance_id, const char *model, int64 events, double sec
 	if (model_stats == NULL)
 		return;
 	memset(&key, 0, sizeof(key));
+	key.database_id = MyDatabaseId;
 	key.instance_id = instance_id;
 	strlcpy(key.model, model, sizeof(key.model));
 
@@ -367,7 +377,7 @@ bridgecore_stats_instances(PG_FUNCTION_ARGS)
 		uint64		last_minute = 0;
 		uint32		id = pg_atomic_read_u32(&s->instance_id);
 
-		if (id == 0)
+		if (id == 0 || pg_atomic_read_u32(&s->database_id) != (uint32) MyDatabaseId)
 			continue;
 		for (int r = 0; r < RATE_SLOTS; r++)
 		{
@@ -417,6 +427,8 @@ bridgecore_stats_models(PG_FUNCTION_ARGS)
 		Datum		values[5];
 		bool		nulls[5] = {0};
 
+		if (m->key.database_id != MyDatabaseId)
+			continue;
 		values[0] = Int32GetDatum(m->key.instance_id);
 		values[1] = CStringGetTextDatum(m->key.model);
 		values[2] = READ(m->events);
@@ -428,7 +440,7 @@ bridgecore_stats_models(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* bridgecore._stats_reset(): forget every counter. */
+/* bridgecore._stats_reset(): forget this database's counters. */
 Datum
 bridgecore_stats_reset(PG_FUNCTION_ARGS)
 {
@@ -439,10 +451,12 @@ bridgecore_stats_reset(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < bridgecore_max_instances; i++)
-		instance_stats_clear(&stats->instances[i], 0);
+		if (pg_atomic_read_u32(&stats->instances[i].database_id) == (uint32) MyDatabaseId)
+			instance_stats_clear(&stats->instances[i], 0);
 	hash_seq_init(&seq, model_stats);
 	while ((m = hash_seq_search(&seq)) != NULL)
-		hash_search(model_stats, &m->key, HASH_REMOVE, NULL);
+		if (m->key.database_id == MyDatabaseId)
+			hash_search(model_stats, &m->key, HASH_REMOVE, NULL);
 	pg_atomic_write_u64(&stats->since, (uint64) GetCurrentTimestamp());
 	LWLockRelease(stats->lock);
 	PG_RETURN_VOID();

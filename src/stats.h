@@ -17,9 +17,9 @@
 extern int	bridgecore_max_instances;
 extern int	bridgecore_max_stat_models;
 
-extern void StatsDefineGucs(void);
-extern Size StatsShmemSize(void);
-extern void StatsShmemInit(void);
+extern void BcStatsDefineGucs(void);
+extern Size BcStatsShmemSize(void);
+extern void BcStatsShmemInit(void);
 
 extern void stats_count_poll(int32 instance_id, int error_kind, uint64 bytes,
 							 double seconds);
