@@ -248,9 +248,11 @@ BEGIN
     IF instance IS NOT NULL THEN
         SELECT i.id INTO found_id FROM bridgecore.instance i WHERE i.name = instance;
         IF NOT FOUND THEN
+            -- A caller confined by its token learns no other instance's name.
             RAISE EXCEPTION 'unknown instance "%"', instance
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Known instances: ' || coalesce((SELECT string_agg(i.name, ', ' ORDER BY i.name) FROM bridgecore.instance i), 'none') || '.';
+                      HINT = CASE WHEN claimed IS NOT NULL THEN 'Check the instance named by your token.'
+                                  ELSE 'Known instances: ' || coalesce((SELECT string_agg(i.name, ', ' ORDER BY i.name) FROM bridgecore.instance i), 'none') || '.' END;
         END IF;
         RETURN found_id;
     END IF;
