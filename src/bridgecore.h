@@ -80,6 +80,11 @@ extern void LauncherShmemInit(void);
 extern PGDLLEXPORT void bridgecore_launcher_main(Datum arg);
 extern PGDLLEXPORT void bridgecore_poller_main(Datum arg);
 
+/* xact.c: the workers' short transactions */
+extern void bc_begin_work(const char *activity);
+extern void bc_end_work(void);
+extern char *bc_abort_work(MemoryContext context);
+
 /* odoo_time.c */
 extern bool parse_odoo_timestamp(const char *s, size_t len, TimestampTz *result);
 

@@ -170,15 +170,10 @@ read_wanted_instances(void)
 	List	   *wanted = NIL;
 	MemoryContext caller = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "bridgecore launcher: reading instances");
-
+	bc_begin_work("bridgecore launcher: reading instances");
 	if (OidIsValid(get_extension_oid("bridgecore", true)) &&
 		OidIsValid(get_relname_relid("instance", get_namespace_oid("bridgecore", true))))
 	{
-		SPI_connect();
 		if (SPI_execute("SELECT id, config_version, name FROM bridgecore.instance"
 						" WHERE enabled ORDER BY id", true, 0) == SPI_OK_SELECT)
 		{
@@ -197,11 +192,8 @@ read_wanted_instances(void)
 				MemoryContextSwitchTo(old);
 			}
 		}
-		SPI_finish();
 	}
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	bc_end_work();
 	return wanted;
 }
 
@@ -319,16 +311,11 @@ reconcile(PollerSlot **slots, int *nslots)
 static void
 stop_orphan_pollers(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
+	bc_begin_work("bridgecore launcher: stopping orphan pollers");
 	SPI_execute("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
 				" WHERE backend_type = 'bridgecore poller' AND datname = pg_catalog.current_database()",
 				false, 0);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	bc_end_work();
 }
 
 /*
@@ -341,11 +328,7 @@ maintenance_step(void)
 {
 	int64		deleted = -1;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "bridgecore launcher: retention and device housekeeping");
-	SPI_connect();
+	bc_begin_work("bridgecore launcher: retention and device housekeeping");
 	if (OidIsValid(get_extension_oid("bridgecore", true)) &&
 		SPI_execute("SELECT pg_catalog.to_regproc('bridgecore._maintenance_step') IS NOT NULL",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
@@ -357,11 +340,7 @@ maintenance_step(void)
 			SPI_processed == 1)
 			deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	bc_end_work();
 	return deleted;
 }
 
@@ -390,14 +369,7 @@ run_maintenance(void)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG, (errmsg("bridgecore maintenance failed: %s", edata->message)));
-		FreeErrorData(edata);
+		ereport(LOG, (errmsg("bridgecore maintenance failed: %s", bc_abort_work(caller))));
 	}
 	PG_END_TRY();
 }

@@ -107,28 +107,6 @@ WorkerDefineGucs(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 }
 
-/* ---- transactions ------------------------------------------------------ */
-
-static void
-begin_work(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end_work(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /*
  * The extension this poller started under.  Once it is dropped, or dropped
  * and created again (its instance with our id is then another instance),
@@ -151,9 +129,9 @@ extension_still_present(void)
 {
 	bool		present;
 
-	begin_work("bridgecore poller: checking the extension");
+	bc_begin_work("bridgecore poller: checking the extension");
 	present = extension_present();
-	end_work();
+	bc_end_work();
 	return present;
 }
 
@@ -185,7 +163,7 @@ load_instance(int32 instance_id, Instance *inst)
 	Oid			argtype = INT4OID;
 	bool		found = false;
 
-	begin_work("bridgecore poller: loading instance");
+	bc_begin_work("bridgecore poller: loading instance");
 	started_extension = get_extension_oid("bridgecore", true);
 	if (extension_present())
 	{
@@ -224,7 +202,7 @@ load_instance(int32 instance_id, Instance *inst)
 			found = true;
 		}
 	}
-	end_work();
+	bc_end_work();
 	return found;
 }
 
@@ -285,7 +263,7 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 			 odoo_error_kind_name(err->kind), err->message);
 	scrub_secret(message, sizeof(message), inst->secret);
 
-	begin_work("bridgecore poller: recording failure");
+	bc_begin_work("bridgecore poller: recording failure");
 	present = extension_present();
 	if (present)
 	{
@@ -320,7 +298,7 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 							  " WHERE id = $1 AND $2 IS NOT NULL AND $3 IS NOT NULL",
 							  4, argtypes, args, NULL, false, 0);
 	}
-	end_work();
+	bc_end_work();
 	if (!present)
 		return POLL_GONE;
 	ereport(LOG,
@@ -433,7 +411,7 @@ store_batch_in_transaction(Instance *inst, json_object *records)
 	Datum		id = Int32GetDatum(inst->id);
 	Oid			idtype = INT4OID;
 
-	begin_work("bridgecore poller: storing events");
+	bc_begin_work("bridgecore poller: storing events");
 	/*
 	 * Lock our instance row before checking that the extension is the one
 	 * we started under: a DROP and CREATE EXTENSION committing meanwhile
@@ -477,7 +455,7 @@ store_batch_in_transaction(Instance *inst, json_object *records)
 			outcome = (int) n >= inst->batch_size ? POLL_FULL_BATCH : POLL_CAUGHT_UP;
 		}
 	}
-	end_work();
+	bc_end_work();
 	if (outcome != POLL_GONE)
 		stats_count_ingest(inst->id, summary.inserted, summary.duplicates,
 						   summary.dead_lettered, summary.notifications,
@@ -504,16 +482,9 @@ store_batch(Instance *inst, json_object *records)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		err.kind = ODOO_ERR_STORE;
 		err.retry_after_s = -1;
-		snprintf(err.message, sizeof(err.message), "%s", edata->message);
-		FreeErrorData(edata);
+		snprintf(err.message, sizeof(err.message), "%s", bc_abort_work(caller));
 	}
 	PG_END_TRY();
 	if (err.kind == ODOO_ERR_STORE)
