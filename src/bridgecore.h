@@ -47,6 +47,14 @@
 
 #define BRIDGECORE_VERSION "0.2.0"
 
+/* A uniform random number in [0, 1): pg_prng from PostgreSQL 15 on. */
+#if PG_VERSION_NUM >= 150000
+#include "common/pg_prng.h"
+#define bc_random_fraction() pg_prng_double(&pg_global_prng_state)
+#else
+#define bc_random_fraction() ((double) random() / ((double) MAX_RANDOM_VALUE + 1))
+#endif
+
 /* PostgreSQL 17 replaced MyProc->pgprocno by MyProcNumber. */
 #if PG_VERSION_NUM >= 170000
 #define BRIDGECORE_MY_PROC_NUMBER MyProcNumber

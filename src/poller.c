@@ -18,7 +18,6 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -287,7 +286,7 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 			delay_ms *= 2;
 		delay_ms = Min(delay_ms, cap_ms);
 		/* Jitter: somewhere in the upper half of the window. */
-		delay_ms = delay_ms / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (delay_ms / 2 + 1));
+		delay_ms = delay_ms / 2 + (int64) (bc_random_fraction() * (delay_ms / 2 + 1));
 		if (err->kind == ODOO_ERR_AUTH_FAILED)
 			delay_ms = Max(delay_ms, AUTH_FAILED_MIN_DELAY_MS);
 		if (err->retry_after_s > 0)
