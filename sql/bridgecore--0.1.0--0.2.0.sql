@@ -122,7 +122,7 @@ WITH inst AS (
            s.polls, s.failed_polls, s.events_ingested, s.duplicates, s.dead_letters,
            s.bytes_received, s.sync_pulls, s.events_delivered, s.notifications, s.errors,
            s.poll_buckets, s.poll_seconds_sum, s.ingest_buckets, s.ingest_seconds_sum,
-           s.events_per_second,
+           coalesce(s.events_per_second, 0) AS events_per_second,
            (SELECT count(*) FROM bridgecore.dead_letter d
              WHERE d.instance_id = i.id AND d.status IN ('pending', 'retrying')) AS dead_pending,
            (SELECT count(*) FROM bridgecore.gap g WHERE g.instance_id = i.id) AS gaps,
@@ -164,11 +164,11 @@ SELECT string_agg(family, '' ORDER BY ord)
                   FROM inst, unnest(bridgecore._error_kinds()) WITH ORDINALITY AS k(kind, ord)))
     UNION ALL
     SELECT 3, g.name, bridgecore._metric_family(g.name, 'gauge', g.help,
-               (SELECT string_agg(format(E'%s{%s} %s\n', g.name, inst.l,
-                          coalesce(CASE g.col WHEN 'queue' THEN (inst.dead_pending + inst.gaps)::numeric
-                                              ELSE (to_jsonb(inst) ->> g.col)::numeric END, 0)),
-                                  '' ORDER BY inst.name)
-                  FROM inst))
+               (SELECT string_agg(format(E'%s{%s} %s\n', g.name, inst.l, v.value), '' ORDER BY inst.name)
+                  FROM inst,
+                       LATERAL (SELECT CASE g.col WHEN 'queue' THEN (inst.dead_pending + inst.gaps)::numeric
+                                       ELSE (to_jsonb(inst) ->> g.col)::numeric END AS value) v
+                 WHERE v.value IS NOT NULL))
       FROM gauge g
     UNION ALL
     SELECT 4, 'bridgecore_instance_state', bridgecore._metric_family('bridgecore_instance_state', 'gauge',
@@ -361,7 +361,8 @@ BEGIN
             created := created || jsonb_build_object('model', m.model, 'priority', m.priority);
         END IF;
     END LOOP;
-    RETURN jsonb_build_object('instance', initialize_audit.instance, 'dry_run', dry_run,
+    RETURN jsonb_build_object('instance', (SELECT i.name FROM bridgecore.instance i WHERE i.id = inst_id),
+                              'dry_run', dry_run,
                               'created', created, 'would_create', planned,
                               'already_configured', kept);
 END
@@ -379,6 +380,20 @@ SELECT d.id, i.name AS instance, d.odoo_id, d.reason, d.status, d.attempts,
   JOIN bridgecore.instance i ON i.id = d.instance_id;
 COMMENT ON VIEW bridgecore.dead_letters IS 'Records that could not be stored, with their instance name.';
 
+-- "Not found": SQLSTATE P0002 for SQL callers, PT404 (HTTP 404) through
+-- PostgREST, as for sync states.
+CREATE FUNCTION bridgecore._raise_not_found(message text, hint text)
+RETURNS void LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION '%', message
+        USING ERRCODE = CASE WHEN coalesce(current_setting('request.method', true), '') = ''
+                             THEN 'P0002' ELSE 'PT404' END,
+              HINT = hint;
+END
+$$;
+
 -- Retries one dead letter: its stored record first (the rules may accept it
 -- now); if that still fails, the poller is asked to fetch the row from Odoo
 -- again (it may have been corrected there). Stored records keep their Odoo
@@ -388,10 +403,15 @@ RETURNS text LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    outcome jsonb;
+    storable boolean;
 BEGIN
-    outcome := bridgecore._ingest(dl.instance_id, json_build_array(dl.record));
-    IF (outcome ->> 'inserted')::int + (outcome ->> 'duplicates')::int > 0 THEN
+    BEGIN
+        SELECT problem IS NULL INTO storable FROM bridgecore._decode(dl.record::jsonb);
+    EXCEPTION WHEN OTHERS THEN
+        storable := false;      -- still what jsonb cannot hold
+    END;
+    IF storable THEN
+        PERFORM bridgecore._ingest(dl.instance_id, json_build_array(dl.record));
         UPDATE bridgecore.dead_letter d SET status = 'resolved' WHERE d.id = dl.id;
         RETURN 'resolved';
     END IF;
@@ -414,13 +434,12 @@ DECLARE
 BEGIN
     SELECT * INTO dl FROM bridgecore.dead_letter d WHERE d.id = retry_dead_letter.id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'dead letter % does not exist', retry_dead_letter.id USING ERRCODE = 'no_data_found',
-            HINT = 'bridgecore.dead_letters lists them.';
+        PERFORM bridgecore._raise_not_found(format('dead letter %s does not exist', retry_dead_letter.id),
+                                            'bridgecore.dead_letters lists them.');
     ELSIF dl.status IN ('resolved', 'ignored') THEN
         RAISE EXCEPTION 'dead letter % is %', dl.id, dl.status USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Only pending or retrying dead letters can be retried.';
     END IF;
-    PERFORM bridgecore._wake_poller();
     RETURN jsonb_build_object('id', dl.id, 'status', bridgecore._retry_dead_letter(dl));
 END
 $$;
@@ -442,7 +461,7 @@ BEGIN
         outcome := bridgecore._retry_dead_letter(dl);
         counts := jsonb_set(counts, ARRAY[outcome], to_jsonb((counts ->> outcome)::int + 1));
     END LOOP;
-    RETURN jsonb_build_object('instance', retry_dead_letters.instance) || counts;
+    RETURN jsonb_build_object('instance', (SELECT i.name FROM bridgecore.instance i WHERE i.id = inst_id)) || counts;
 END
 $$;
 
@@ -458,8 +477,8 @@ BEGIN
             RAISE EXCEPTION 'dead letter % is resolved', ignore_dead_letter.id
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'A resolved record was stored; there is nothing to ignore.';
         END IF;
-        RAISE EXCEPTION 'dead letter % does not exist', ignore_dead_letter.id USING ERRCODE = 'no_data_found',
-            HINT = 'bridgecore.dead_letters lists them.';
+        PERFORM bridgecore._raise_not_found(format('dead letter %s does not exist', ignore_dead_letter.id),
+                                            'bridgecore.dead_letters lists them.');
     END IF;
     -- Not fetched again from Odoo either.
     DELETE FROM bridgecore.gap g USING bridgecore.dead_letter d
@@ -507,9 +526,12 @@ DECLARE
 BEGIN
     IF limit_age <= interval '0' THEN
         RETURN jsonb_build_object('ok', true, 'deactivated', 0,
-            'message', 'Idle devices are kept active (bridgecore.device_idle_timeout = 0)');
+            'message', CASE WHEN idle IS NULL THEN 'Idle devices are kept active (bridgecore.device_idle_timeout = 0)'
+                            ELSE 'Nothing deactivated: idle must be positive' END);
     END IF;
-    IF deactivate_idle_devices.instance IS NOT NULL THEN
+    -- Omitted instance: every instance, unless a JWT confines the caller.
+    IF deactivate_idle_devices.instance IS NOT NULL
+       OR nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance' THEN
         inst_id := bridgecore._instance_id(deactivate_idle_devices.instance);
     END IF;
     UPDATE bridgecore.sync_state s SET is_active = false
@@ -675,7 +697,8 @@ BEGIN
                 VALUES (inst_id, raw_id, elem, 'unstorable record: ' || SQLERRM)
                 ON CONFLICT (instance_id, odoo_id) WHERE odoo_id IS NOT NULL DO UPDATE
                     SET record = EXCLUDED.record, reason = EXCLUDED.reason,
-                        last_failed_at = now(), attempts = d.attempts + 1, status = 'pending';
+                        last_failed_at = now(), attempts = d.attempts + 1,
+                        status = CASE d.status WHEN 'ignored' THEN d.status ELSE 'pending' END;
                 unstorable := unstorable + 1;
                 unstorable_max := greatest(unstorable_max, raw_id);
             END;
@@ -701,7 +724,7 @@ BEGIN
     ), resolved AS (
         -- A record stored now settles its earlier dead letter.
         UPDATE bridgecore.dead_letter d SET status = 'resolved'
-         WHERE d.instance_id = inst_id AND d.status IN ('pending', 'retrying')
+         WHERE d.instance_id = inst_id AND d.status IN ('pending', 'retrying', 'ignored')
            AND d.odoo_id IN (SELECT odoo_id FROM inserted)
         RETURNING 1
     ), dead AS (
@@ -712,7 +735,8 @@ BEGIN
          ORDER BY coalesce(odoo_id, -ord), ord DESC
         ON CONFLICT (instance_id, odoo_id) WHERE odoo_id IS NOT NULL DO UPDATE
             SET record = EXCLUDED.record, reason = EXCLUDED.reason,
-                last_failed_at = now(), attempts = d.attempts + 1, status = 'pending'
+                last_failed_at = now(), attempts = d.attempts + 1,
+                status = CASE d.status WHEN 'ignored' THEN d.status ELSE 'pending' END
         RETURNING 1
     ), notified AS (
         -- One NOTIFY per model; the payload is bounded (instance names and
@@ -968,6 +992,9 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA bridgecore FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bridgecore.sync_reset_all(bigint, text) TO bridgecore_app;
 GRANT EXECUTE ON FUNCTION bridgecore.metrics() TO bridgecore_monitor;
 GRANT SELECT ON bridgecore.stats, bridgecore.stats_errors, bridgecore.stats_models TO bridgecore_monitor;
+-- The views read the counters through these (functions run as the caller).
+GRANT EXECUTE ON FUNCTION bridgecore._stats_instances(), bridgecore._stats_models(),
+                          bridgecore._error_kinds() TO bridgecore_monitor;
 GRANT EXECUTE ON FUNCTION
     bridgecore.stats_reset(),
     bridgecore.discover_models(text),

@@ -62,7 +62,7 @@ prepare_plans(void)
 			/* a record stored now settles its earlier dead letter */
 			" resolved AS ("
 			" UPDATE bridgecore.dead_letter d SET status = 'resolved'"
-			"  WHERE d.instance_id = $1 AND d.status IN ('pending', 'retrying')"
+			"  WHERE d.instance_id = $1 AND d.status IN ('pending', 'retrying', 'ignored')"
 			"    AND d.odoo_id IN (SELECT odoo_id FROM inserted))"
 			" SELECT g.n, g.model, pg_catalog.pg_notify('bridgecore_events', pg_catalog.json_build_object("
 			"   'instance', $13, 'model', g.model, 'count', g.n, 'max_id', g.max_id, 'high', g.high)::text)"
@@ -76,7 +76,8 @@ prepare_plans(void)
 			" VALUES ($1, $2, $3::json, $4)"
 			" ON CONFLICT (instance_id, odoo_id) WHERE odoo_id IS NOT NULL DO UPDATE"
 			"   SET record = EXCLUDED.record, reason = EXCLUDED.reason,"
-			"       last_failed_at = now(), attempts = d.attempts + 1, status = 'pending'",
+			"       last_failed_at = now(), attempts = d.attempts + 1,"
+			"       status = CASE d.status WHEN 'ignored' THEN d.status ELSE 'pending' END",
 			4, dead_types);
 }
 

@@ -73,16 +73,27 @@ parse_json_arg(text *t, const char *what)
 	return o;
 }
 
-/* Raises the error a failed login or transport deserves. */
+/*
+ * Raises the error a failed call deserves: refused credentials, an Odoo
+ * error, or an Odoo that could not be reached or did not answer JSON-RPC.
+ * Messages never carry the secret.
+ */
 static void
-raise_unusable(const InstanceAccess *inst, const OdooError *err)
+raise_unusable(const InstanceAccess *inst, OdooError *err)
 {
+	odoo_scrub_secret(err->message, sizeof(err->message), inst->secret);
 	if (err->kind == ODOO_ERR_AUTH_FAILED || err->kind == ODOO_ERR_ACCESS_DENIED)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("Odoo instance \"%s\" refused the credentials", inst->name),
 				 errdetail("%s", err->message),
 				 errhint("Check login and secret with bridgecore.alter_instance(); an API key is preferred.")));
+	if (err->kind == ODOO_ERR_RPC || err->kind == ODOO_ERR_SESSION_EXPIRED)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("Odoo instance \"%s\" answered with an error", inst->name),
+				 errdetail("%s", err->message),
+				 errhint("Check the Odoo user's access rights and Odoo's log.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("could not reach Odoo instance \"%s\"", inst->name),
@@ -133,9 +144,12 @@ bridgecore_odoo_call(PG_FUNCTION_ARGS)
 		}
 		else if (err.kind == ODOO_ERR_RPC || err.kind == ODOO_ERR_SESSION_EXPIRED)
 		{
-			const char *colon = strstr(err.message, ": ");
-			char	   *name = colon ? pnstrdup(err.message, colon - err.message) : pstrdup("");
+			const char *colon;
+			char	   *name;
 
+			odoo_scrub_secret(err.message, sizeof(err.message), inst.secret);
+			colon = strstr(err.message, ": ");
+			name = colon ? pnstrdup(err.message, colon - err.message) : pstrdup("");
 			appendStringInfoString(&out, "{\"error\": {\"name\": ");
 			escape_json(&out, name);
 			appendStringInfoString(&out, ", \"message\": ");

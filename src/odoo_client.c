@@ -379,6 +379,39 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 	return result;
 }
 
+/*
+ * Replaces every occurrence of the secret in msg (a buffer of size bytes)
+ * with "***".  The search goes on after each mask, which may itself contain
+ * a short secret; a secret shorter than the mask lengthens the message, and
+ * what no longer fits is cut off.
+ */
+void
+odoo_scrub_secret(char *msg, size_t size, const char *secret)
+{
+	size_t		slen = strlen(secret);
+	char	   *p = msg;
+
+	if (slen == 0)
+		return;
+	while ((p = strstr(p, secret)) != NULL)
+	{
+		size_t		pos = p - msg;
+		size_t		tail = strlen(p + slen) + 1;
+
+		if (pos + 3 >= size)
+		{
+			*p = '\0';
+			break;
+		}
+		if (pos + 3 + tail > size)
+			tail = size - pos - 3;
+		memmove(p + 3, p + slen, tail);
+		memcpy(p, "***", 3);
+		msg[size - 1] = '\0';
+		p += 3;
+	}
+}
+
 bool
 odoo_login(OdooClient *client, OdooError *err)
 {

@@ -50,6 +50,7 @@ typedef struct OdooClient
 } OdooClient;
 
 extern const char *odoo_error_kind_name(OdooErrorKind kind);
+extern void odoo_scrub_secret(char *msg, size_t size, const char *secret);
 extern OdooClient *odoo_client_create(const char *url, const char *database,
 									  const char *login, const char *secret,
 									  bool verify_tls);

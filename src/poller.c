@@ -207,38 +207,6 @@ load_instance(int32 instance_id, Instance *inst)
 
 /* ---- failures ---------------------------------------------------------- */
 
-/*
- * Replaces every occurrence of the secret in msg (a buffer of size bytes)
- * with "***".  The search goes on after each mask, which may itself contain
- * a short secret; a secret shorter than the mask lengthens the message, and
- * what no longer fits is cut off.
- */
-static void
-scrub_secret(char *msg, size_t size, const char *secret)
-{
-	size_t		slen = strlen(secret);
-	char	   *p = msg;
-
-	if (slen == 0)
-		return;
-	while ((p = strstr(p, secret)) != NULL)
-	{
-		size_t		pos = p - msg;
-		size_t		tail = strlen(p + slen) + 1;
-
-		if (pos + 3 >= size)
-		{
-			*p = '\0';
-			break;
-		}
-		if (pos + 3 + tail > size)
-			tail = size - pos - 3;
-		memmove(p + 3, p + slen, tail);
-		memcpy(p, "***", 3);
-		msg[size - 1] = '\0';
-		p += 3;
-	}
-}
 
 /*
  * Records a failure and schedules the next attempt: exponential backoff
@@ -260,7 +228,7 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 	inst->last_error_kind = err->kind;
 	snprintf(message, sizeof(message), "%s: %s: %s", phase,
 			 odoo_error_kind_name(err->kind), err->message);
-	scrub_secret(message, sizeof(message), inst->secret);
+	odoo_scrub_secret(message, sizeof(message), inst->secret);
 
 	bc_begin_work("bridgecore poller: recording failure");
 	present = extension_present();
