@@ -5,7 +5,7 @@ SET LOCAL client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION bridgecore;
 
-SELECT plan(61);
+SELECT plan(62);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -176,8 +176,9 @@ SELECT results_eq(
     $$ SELECT attempts, status::text FROM bridgecore.dead_letter WHERE odoo_id = 103 $$,
     $$ VALUES (1, 'pending') $$, 'new dead letter: one attempt, pending');
 
--- Re-failure: same batch again (an operator had meanwhile ignored one).
-UPDATE bridgecore.dead_letter SET status = 'ignored' WHERE odoo_id = 102;
+-- Re-failure: same batch again (one was being retried, one an operator ignored).
+UPDATE bridgecore.dead_letter SET status = 'retrying' WHERE odoo_id = 102;
+UPDATE bridgecore.dead_letter SET status = 'ignored' WHERE odoo_id = 103;
 INSERT INTO r SELECT 'bad2', bridgecore.ingest('main', $j$[
   {"id": 102, "model": "sale.order", "record_id": 1, "event": "remove", "timestamp": "2025-11-16 10:30:00"},
   {"id": 103, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-02-30 10:30:00"},
@@ -188,7 +189,8 @@ SELECT is(pg_temp.r('bad2'),
           're-failing batch: counts');
 SELECT is((pg_temp.dl(103)).attempts, 2, 'dead letter attempts increment on re-failure');
 SELECT is((SELECT count(*)::int FROM bridgecore.dead_letter WHERE odoo_id = 103), 1, '... without a second row');
-SELECT is((pg_temp.dl(102)).status::text, 'pending', 're-failure sets the status back to pending');
+SELECT is((pg_temp.dl(102)).status::text, 'pending', 're-failure sets a retrying dead letter back to pending');
+SELECT is((pg_temp.dl(103)).status::text, 'ignored', '... but an ignored one stays ignored');
 SELECT is((pg_temp.dl(102)).reason, 'unknown event "remove"', 're-failure records the latest reason');
 
 -- The same bad id twice in one batch: one dead letter, last record wins.

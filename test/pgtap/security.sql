@@ -39,12 +39,18 @@ SELECT is_member_of('bridgecore_app', 'bridgecore_admin', 'bridgecore_admin is a
 -- Function privileges
 -------------------------------------------------------------------------------
 SELECT is(pg_temp.executable('bridgecore_app'),
-          ARRAY['check_updates', 'events', 'sync_pull', 'sync_reset', 'sync_state'],
+          ARRAY['check_updates', 'events', 'sync_pull', 'sync_reset', 'sync_reset_all', 'sync_state'],
           'the app role can execute exactly the sync and query functions');
+-- Admins are monitors too; the stats views read the counters through the
+-- three read-only _stats/_error_kinds helpers, so monitors may call them.
 SELECT is(pg_temp.executable('bridgecore_admin'),
-          ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup', 'events', 'ingest',
-                'remove_instance', 'set_app_type', 'sync_pull', 'sync_reset', 'sync_state'],
-          'the admin role can execute the API, but no internal helper');
+          ARRAY['_error_kinds', '_stats_instances', '_stats_models',
+                'add_instance', 'alter_instance', 'check_updates', 'cleanup',
+                'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
+                'initialize_audit', 'metrics', 'remove_instance', 'retry_dead_letter',
+                'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
+                'sync_reset', 'sync_reset_all', 'sync_state'],
+          'the admin role can execute the API, and of the internal helpers only the read-only counters');
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname)
              FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
             WHERE p.pronamespace = 'bridgecore'::regnamespace AND a.grantee = 0),
@@ -90,8 +96,11 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
           NULL, 'every SECURITY DEFINER function pins search_path = pg_catalog, pg_temp');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef),
-          ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup', 'events', 'ingest',
-                'remove_instance', 'set_app_type', 'sync_pull', 'sync_reset', 'sync_state'],
+          ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup',
+                'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
+                'initialize_audit', 'metrics', 'remove_instance', 'retry_dead_letter',
+                'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
+                'sync_reset', 'sync_reset_all', 'sync_state'],
           'the SECURITY DEFINER functions are exactly the granted API');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef
