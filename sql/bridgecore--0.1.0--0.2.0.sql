@@ -37,6 +37,21 @@ AS 'MODULE_PATHNAME', 'bridgecore_stats_models';
 CREATE FUNCTION bridgecore._stats_reset() RETURNS void LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'bridgecore_stats_reset';
 
+CREATE FUNCTION bridgecore._stats_forget(instance_id integer) RETURNS void LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'bridgecore_stats_forget';
+
+-- A removed instance's counters are forgotten (a later instance may get its id).
+CREATE FUNCTION bridgecore._instance_removed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM bridgecore._stats_forget(OLD.id);
+    RETURN OLD;
+END
+$$;
+CREATE TRIGGER instance_removed AFTER DELETE ON bridgecore.instance
+    FOR EACH ROW EXECUTE FUNCTION bridgecore._instance_removed();
+
 CREATE FUNCTION bridgecore._count_sync_pull(instance_id integer, delivered integer)
 RETURNS void LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'bridgecore_count_sync_pull';

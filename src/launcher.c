@@ -379,7 +379,7 @@ bridgecore_launcher_main(Datum arg)
 {
 	PollerSlot *slots;
 	int			nslots = 0;
-	TimestampTz next_maintenance = 0;
+	TimestampTz last_maintenance = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -405,18 +405,19 @@ bridgecore_launcher_main(Datum arg)
 		}
 		timeout = reconcile(&slots, &nslots);
 
+		/* Due an interval after the last run: a reloaded interval applies at once. */
 		now = GetCurrentTimestamp();
 		if (bridgecore_maintenance_interval_s > 0)
 		{
+			long		interval_ms = bridgecore_maintenance_interval_s * 1000L;
 			long		until_due;
 
-			if (now >= next_maintenance)
+			if (now >= TimestampTzPlusMilliseconds(last_maintenance, interval_ms))
 			{
 				run_maintenance();
-				now = GetCurrentTimestamp();
-				next_maintenance = TimestampTzPlusMilliseconds(now, bridgecore_maintenance_interval_s * 1000L);
+				last_maintenance = now = GetCurrentTimestamp();
 			}
-			until_due = (long) ((next_maintenance - now) / 1000) + 1;
+			until_due = (long) ((TimestampTzPlusMilliseconds(last_maintenance, interval_ms) - now) / 1000) + 1;
 			timeout = (timeout < 0) ? until_due : Min(timeout, until_due);
 		}
 		pgstat_report_stat(true);

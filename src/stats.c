@@ -37,6 +37,8 @@ typedef struct InstanceStats
 {
 	pg_atomic_uint32 instance_id;	/* 0: free */
 	pg_atomic_uint32 database_id;	/* instance ids are per database */
+	pg_atomic_uint64 since;		/* TimestampTz the slot was (re)started */
+	pg_atomic_uint64 last_used; /* TimestampTz of the last count: the least recent is reused */
 	pg_atomic_uint64 polls;
 	pg_atomic_uint64 failed_polls;
 	pg_atomic_uint64 events_ingested;
@@ -70,7 +72,6 @@ typedef struct ModelStats
 typedef struct StatsShared
 {
 	LWLock	   *lock;
-	pg_atomic_uint64 since;		/* TimestampTz of the last reset */
 	InstanceStats instances[FLEXIBLE_ARRAY_MEMBER];
 } StatsShared;
 
@@ -80,6 +81,7 @@ static HTAB *model_stats = NULL;
 PG_FUNCTION_INFO_V1(bridgecore_stats_instances);
 PG_FUNCTION_INFO_V1(bridgecore_stats_models);
 PG_FUNCTION_INFO_V1(bridgecore_stats_reset);
+PG_FUNCTION_INFO_V1(bridgecore_stats_forget);
 PG_FUNCTION_INFO_V1(bridgecore_count_sync_pull);
 PG_FUNCTION_INFO_V1(bridgecore_count_ingest);
 
@@ -144,6 +146,8 @@ instance_stats_clear(InstanceStats *s, uint32 instance_id)
 		pg_atomic_write_u64(&s->rate_events[i], 0);
 		pg_atomic_write_u64(&s->rate_second[i], 0);
 	}
+	pg_atomic_write_u64(&s->since, (uint64) GetCurrentTimestamp());
+	pg_atomic_write_u64(&s->last_used, (uint64) GetCurrentTimestamp());
 	pg_atomic_write_u32(&s->database_id, (uint32) MyDatabaseId);
 	pg_atomic_write_u32(&s->instance_id, instance_id);
 }
@@ -153,6 +157,8 @@ instance_stats_init(InstanceStats *s, uint32 instance_id)
 {
 	pg_atomic_init_u32(&s->instance_id, instance_id);
 	pg_atomic_init_u32(&s->database_id, InvalidOid);
+	pg_atomic_init_u64(&s->since, 0);
+	pg_atomic_init_u64(&s->last_used, 0);
 	pg_atomic_init_u64(&s->polls, 0);
 	pg_atomic_init_u64(&s->failed_polls, 0);
 	pg_atomic_init_u64(&s->events_ingested, 0);
@@ -186,7 +192,6 @@ BcStatsShmemInit(void)
 	if (!found)
 	{
 		stats->lock = &(GetNamedLWLockTranche("bridgecore"))[1].lock;
-		pg_atomic_init_u64(&stats->since, (uint64) GetCurrentTimestamp());
 		for (int i = 0; i < bridgecore_max_instances; i++)
 			instance_stats_init(&stats->instances[i], 0);
 	}
@@ -206,33 +211,54 @@ slot_is(InstanceStats *s, int32 instance_id)
 		pg_atomic_read_u32(&s->database_id) == (uint32) MyDatabaseId;
 }
 
-/* The instance's slot, claimed on first use; NULL when all are taken. */
+/*
+ * The instance's slot, claimed on first use.  When every slot is taken, the
+ * one counted least recently is reused (an instance removed long ago, or
+ * one of a dropped database), so a new instance is always counted.
+ */
 static InstanceStats *
 instance_slot(int32 instance_id)
 {
-	InstanceStats *free_slot = NULL;
+	InstanceStats *slot = NULL;
 
 	if (stats == NULL || instance_id <= 0)
 		return NULL;
-	for (int i = 0; i < bridgecore_max_instances; i++)
+	for (int i = 0; i < bridgecore_max_instances && slot == NULL; i++)
 		if (slot_is(&stats->instances[i], instance_id))
-			return &stats->instances[i];
+			slot = &stats->instances[i];
 
-	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < bridgecore_max_instances; i++)
+	if (slot == NULL)
 	{
-		if (slot_is(&stats->instances[i], instance_id))
+		InstanceStats *oldest = NULL;
+
+		LWLockAcquire(stats->lock, LW_EXCLUSIVE);
+		for (int i = 0; i < bridgecore_max_instances; i++)
 		{
-			free_slot = &stats->instances[i];
-			break;
+			InstanceStats *s = &stats->instances[i];
+
+			if (slot_is(s, instance_id))
+			{
+				slot = s;
+				break;
+			}
+			if (pg_atomic_read_u32(&s->instance_id) == 0)
+			{
+				if (slot == NULL)
+					slot = s;
+			}
+			else if (oldest == NULL ||
+					 pg_atomic_read_u64(&s->last_used) < pg_atomic_read_u64(&oldest->last_used))
+				oldest = s;
 		}
-		if (pg_atomic_read_u32(&stats->instances[i].instance_id) == 0 && free_slot == NULL)
-			free_slot = &stats->instances[i];
+		if (slot == NULL)
+			slot = oldest;
+		if (slot != NULL && !slot_is(slot, instance_id))
+			instance_stats_clear(slot, (uint32) instance_id);
+		LWLockRelease(stats->lock);
 	}
-	if (free_slot != NULL && pg_atomic_read_u32(&free_slot->instance_id) == 0)
-		instance_stats_clear(free_slot, (uint32) instance_id);
-	LWLockRelease(stats->lock);
-	return free_slot;
+	if (slot != NULL)
+		pg_atomic_write_u64(&slot->last_used, (uint64) GetCurrentTimestamp());
+	return slot;
 }
 
 static void
@@ -403,7 +429,7 @@ bridgecore_stats_instances(PG_FUNCTION_ARGS)
 		values[14] = Float8GetDatum(pg_atomic_read_u64(&s->ingest_seconds.sum_us) / 1e6);
 		values[15] = Int64GetDatum((int64) last_minute);
 		values[16] = Float8GetDatum(last_minute / (double) RATE_SLOTS);
-		values[17] = TimestampTzGetDatum((TimestampTz) pg_atomic_read_u64(&stats->since));
+		values[17] = TimestampTzGetDatum((TimestampTz) pg_atomic_read_u64(&s->since));
 		tuplestore_putvalues(store, desc, values, nulls);
 	}
 	return (Datum) 0;
@@ -457,7 +483,28 @@ bridgecore_stats_reset(PG_FUNCTION_ARGS)
 	while ((m = hash_seq_search(&seq)) != NULL)
 		if (m->key.database_id == MyDatabaseId)
 			hash_search(model_stats, &m->key, HASH_REMOVE, NULL);
-	pg_atomic_write_u64(&stats->since, (uint64) GetCurrentTimestamp());
+	LWLockRelease(stats->lock);
+	PG_RETURN_VOID();
+}
+
+/* bridgecore._stats_forget(instance_id int): a removed instance's counters go. */
+Datum
+bridgecore_stats_forget(PG_FUNCTION_ARGS)
+{
+	int32		instance_id = PG_GETARG_INT32(0);
+	HASH_SEQ_STATUS seq;
+	ModelStats *m;
+
+	if (stats == NULL)
+		PG_RETURN_VOID();
+	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < bridgecore_max_instances; i++)
+		if (slot_is(&stats->instances[i], instance_id))
+			instance_stats_clear(&stats->instances[i], 0);
+	hash_seq_init(&seq, model_stats);
+	while ((m = hash_seq_search(&seq)) != NULL)
+		if (m->key.database_id == MyDatabaseId && m->key.instance_id == instance_id)
+			hash_search(model_stats, &m->key, HASH_REMOVE, NULL);
 	LWLockRelease(stats->lock);
 	PG_RETURN_VOID();
 }

@@ -24,11 +24,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg2
 
@@ -40,7 +41,8 @@ POLL = "100 milliseconds"       # poll interval of most test instances
 
 # Settings the test changes with ALTER SYSTEM, and resets at the end.
 GUCS = ("bridgecore.max_backoff", "bridgecore.gap_window", "bridgecore.request_timeout",
-        "bridgecore.max_response_size")
+        "bridgecore.max_response_size", "bridgecore.retention", "bridgecore.maintenance_interval",
+        "bridgecore.cleanup_batch_size", "bridgecore.device_idle_timeout")
 
 
 # ---- TAP ---------------------------------------------------------------------
@@ -155,16 +157,28 @@ UNITS = {"ms": 1, "s": 1000, "min": 60000, "h": 3600000, "d": 86400000,
 
 def set_guc(name, value):
     """ALTER SYSTEM SET name = value and reload; waits until this session sees
-    the new value (compared in the setting's own unit, whatever it is)."""
+    the new value (compared in the setting's own unit, whatever it is; a
+    value without a unit is in that unit already)."""
     DB.all("ALTER SYSTEM SET %s = %%s" % name, (value,))
     DB.all("SELECT pg_reload_conf()")
-    number, unit = re.fullmatch(r"(\d+)\s*([a-zA-Z]+)", value).groups()
+    number, unit = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", value).groups()
 
     def seen():
         setting, base = DB.one("SELECT setting, unit FROM pg_settings WHERE name = %s", (name,))
+        if not unit:
+            return int(setting) == int(number)
         base_factor = UNITS[re.sub(r"^\d+", "", base) or base] * int(re.match(r"\d*", base).group() or 1)
         return int(setting) * base_factor == int(number) * UNITS[unit]
     wait_for(seen, 10, "%s = %s after reload" % (name, value))
+
+
+def reset_guc(name):
+    """ALTER SYSTEM RESET name and reload; waits until this session sees the
+    default again."""
+    DB.all("ALTER SYSTEM RESET %s" % name)
+    DB.all("SELECT pg_reload_conf()")
+    wait_for(lambda: DB.val("SELECT setting = boot_val FROM pg_settings WHERE name = %s", (name,)),
+             10, "%s back to its default after reload" % name)
 
 
 def launcher_pid():
@@ -1023,6 +1037,517 @@ def test_decode_parity():
     sd.stop()
 
 
+# ---- operations (0.2.0) -------------------------------------------------------
+
+# The middleware's model classification (odoo-contract.md, "Models for discovery").
+IGNORED_PARTS = ("ir.", "base.", "mail.message", "mail.followers", "mail.activity", "bus.bus",
+                 "report.", "wizard")
+CRITICAL_MODELS = ("sale.order", "purchase.order", "account.move", "stock.picking", "res.partner",
+                   "account.payment")
+IMPORTANT_PREFIXES = ("sale.", "purchase.", "stock.", "account.", "product.", "hr.", "project.", "crm.")
+CLASS_ORDER = ("critical", "important", "standard", "ignored", "transient")
+
+
+def classify(model, transient):
+    """(classification, priority) of a model, by the contract's rules in their order."""
+    if transient:
+        return "transient", None
+    if any(part in model for part in IGNORED_PARTS):
+        return "ignored", None
+    if model in CRITICAL_MODELS:
+        return "critical", "high"
+    if model.startswith(IMPORTANT_PREFIXES):
+        return "important", "medium"
+    return "standard", "low"
+
+
+def odoo_call(sd, model, method, args, kwargs=None):
+    """One execute_kw on a stand-in, as its configured user."""
+    uid = sd.rpc("common", "authenticate", ["odoo", "bridgecore", sd.password, {}])
+    return sd.rpc("object", "execute_kw",
+                  ["odoo", uid, sd.password, model, method, args, kwargs or {}])
+
+
+def add_disabled_instance(name, sd, secret=None):
+    """An instance no poller serves: only the calls of the test reach its stand-in
+    (and so consume its faults)."""
+    DB.all("SELECT name FROM bridgecore.add_instance(%s, %s, 'odoo', 'bridgecore', %s, enabled => false)",
+           (name, sd.url, secret or sd.password))
+    return DB.val("SELECT id FROM bridgecore.instance WHERE name = %s", (name,))
+
+
+def sql_error(sql, args=None, conn=None):
+    """Runs sql expecting it to fail.  Returns (sqlstate, everything the error
+    says: message, detail and hint), or (None, None) when it succeeded."""
+    conn = conn or DB.conn
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+    except psycopg2.Error as e:
+        text = "\n".join(x for x in (e.diag.message_primary, e.diag.message_detail, e.diag.message_hint) if x)
+        return e.pgcode, text
+    return None, None
+
+
+def stats_row(name):
+    row = DB.one("SELECT to_jsonb(s) FROM bridgecore.stats s WHERE s.instance = %s", (name,))
+    return row[0] if row else None
+
+
+def test_discovery():
+    """discover_models(): the stand-in's models with the contract's
+    classification, from ir.model or (without access) get_available_models;
+    refused credentials, an unreachable or hung Odoo, statement_timeout and
+    pg_cancel_backend."""
+    secret = "Disco-Key-5e1f0a"
+    sd = Standin(password=secret)
+    inst = add_disabled_instance("disco", sd)
+    ir = odoo_call(sd, "ir.model", "search_read", [[]], {"fields": ["model", "name", "transient"]})
+    want = sorted(((m["model"], m["name"], m["transient"]) + classify(m["model"], m["transient"])
+                   for m in ir), key=lambda r: (CLASS_ORDER.index(r[3]), r[0]))
+    got = DB.all("SELECT model, name, transient, classification, priority"
+                 " FROM bridgecore.discover_models('disco')")
+    T.ok(len(ir) > 30 and got == want,
+         "discovery: discover_models returns Odoo's %d models, classified as the middleware does,"
+         " critical first" % len(ir),
+         *(["got  %r" % (g,) for g in got if g not in want][:10]
+           + ["want %r" % (w,) for w in want if w not in got][:10]))
+    spot = dict((r[0], r[3:]) for r in got)
+    T.ok(spot.get("repair.order") == ("ignored", None) and spot.get("account.payment") == ("critical", "high")
+         and spot.get("account.payment.term") == ("important", "medium")
+         and spot.get("sale.advance.payment.inv") == ("transient", None)
+         and spot.get("res.partner.bank") == ("standard", "low"),
+         "discovery: repair.order ignored, account.payment critical, account.payment.term important,"
+         " wizards transient, res.partner.bank standard", spot)
+    stored = DB.all("SELECT model, name, transient, odoo_model_id, classification, priority::text"
+                    " FROM bridgecore.odoo_model WHERE instance_id = %s ORDER BY model", (inst,))
+    want_stored = sorted((m["model"], m["name"], m["transient"], m["id"])
+                         + classify(m["model"], m["transient"]) for m in ir)
+    T.ok(stored == want_stored, "discovery: bridgecore.odoo_model holds the result, with Odoo's model ids",
+         *["stored %r" % (s,) for s in stored if s not in want_stored][:10])
+
+    # Without "Access Rights" (Odoo 15+), ir.model is refused: get_available_models.
+    sd.control("set", ir_model_access=False)
+    try:
+        odoo_call(sd, "ir.model", "search_read", [[]], {"fields": ["model"]})
+        refused = False
+    except RuntimeError as e:
+        refused = "AccessError" in str(e)
+    available = odoo_call(sd, "ir.model", "get_available_models", [])
+    want = sorted(((m["model"], m["display_name"], None) + classify(m["model"], None) for m in available),
+                  key=lambda r: (CLASS_ORDER.index(r[3]), r[0]))
+    got = DB.all("SELECT model, name, transient, classification, priority"
+                 " FROM bridgecore.discover_models('disco')")
+    T.ok(refused and got == want and len(got) == len(available) < len(ir),
+         "discovery: without access to ir.model, get_available_models: %d models, transient unknown"
+         " (NULL), still classified" % len(available),
+         "ir.model refused: %s" % refused, *["got  %r" % (g,) for g in got if g not in want][:10])
+    T.ok(DB.val("SELECT count(*) FROM bridgecore.odoo_model WHERE instance_id = %s"
+                " AND (transient IS NOT NULL OR odoo_model_id IS NOT NULL)", (inst,)) == 0
+         and DB.val("SELECT count(*) FROM bridgecore.odoo_model WHERE instance_id = %s", (inst,)) == len(got),
+         "discovery: odoo_model was replaced by the new result (no transient flags, no Odoo ids)")
+    sd.control("set", ir_model_access=True)
+
+    # Refused credentials: 28000, a clear message, no secret.
+    wrong = "Wrong-Secret-93c7d1"
+    DB.all("SELECT count(*) FROM bridgecore.alter_instance('disco', secret => %s)", (wrong,))
+    code, text = sql_error("SELECT count(*) FROM bridgecore.discover_models('disco')")
+    T.ok(code == "28000" and 'Odoo instance "disco" refused the credentials' in (text or ""),
+         "discovery: wrong credentials: SQLSTATE 28000, the instance refused the credentials (%s)" % code,
+         text)
+    T.ok(text and wrong not in text and secret not in text,
+         "discovery: ...and the error does not contain the secret")
+    DB.all("SELECT count(*) FROM bridgecore.alter_instance('disco', secret => %s)", (secret,))
+
+    # Odoo errors: 38000. One at login that quotes the secret: masked.
+    sd.control("fault", kind="rpc_error", name="odoo.exceptions.AccessError",
+               message="key %s may not log in" % secret)
+    code, text = sql_error("SELECT count(*) FROM bridgecore.discover_models('disco')")
+    T.ok(code == "38000" and "odoo.exceptions.AccessError: key *** may not log in" in (text or "")
+         and secret not in text,
+         "discovery: an Odoo error at login: SQLSTATE 38000 (%s), the secret it quotes masked" % code, text)
+    sd.control("set", session_valid=False)
+    code, text = sql_error("SELECT count(*) FROM bridgecore.discover_models('disco')")
+    T.ok(code == "38000" and "Session expired" in (text or ""),
+         "discovery: an Odoo error other than AccessError on ir.model: SQLSTATE 38000 (%s)" % code, text)
+
+    # An unreachable Odoo (a closed port): 08006.
+    DB.all("SELECT count(*) FROM bridgecore.alter_instance('disco', url => %s)",
+           ("http://127.0.0.1:%d" % free_port(),))
+    start = time.monotonic()
+    code, text = sql_error("SELECT count(*) FROM bridgecore.discover_models('disco')")
+    T.ok(code == "08006" and 'could not reach Odoo instance "disco"' in (text or ""),
+         "discovery: unreachable Odoo: SQLSTATE 08006 (%s) after %.2f s" % (code, time.monotonic() - start),
+         text)
+    DB.all("SELECT count(*) FROM bridgecore.alter_instance('disco', url => %s)", (sd.url,))
+
+    # A hung Odoo: statement_timeout and pg_cancel_backend end the call, not
+    # bridgecore.request_timeout (60 s here).
+    set_guc("bridgecore.request_timeout", "60s")
+    conn = psycopg2.connect("", application_name="bridgecore worker test: discovery")
+    conn.autocommit = True
+    try:
+        sd.control("fault", kind="hang", seconds=30)
+        conn.cursor().execute("SET statement_timeout = '1s'")
+        start = time.monotonic()
+        code, text = sql_error("SELECT count(*) FROM bridgecore.discover_models('disco')", conn=conn)
+        took = time.monotonic() - start
+        T.ok(code == "57014" and took < 3,
+             "discovery: hung Odoo with statement_timeout 1 s: SQLSTATE 57014 after %.2f s" % took, text)
+        T.ok(sd.stats()["faults_pending"] == 0,
+             "discovery: ...and it was the hung request that was cut short")
+        conn.cursor().execute("RESET statement_timeout")
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM bridgecore.discover_models('disco')")
+            n = cur.fetchone()[0]
+        T.ok(n == len(ir), "discovery: the same backend discovers the models afterwards (%d)" % n)
+
+        sd.control("fault", kind="hang", seconds=30)
+        pid = conn.get_backend_pid()
+        outcome = {}
+
+        def call():
+            outcome["error"] = sql_error("SELECT count(*) FROM bridgecore.discover_models('disco')",
+                                         conn=conn)
+            outcome["at"] = time.monotonic()
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        wait_for(lambda: sd.stats()["faults_pending"] == 0 and DB.val(
+            "SELECT state = 'active' AND query LIKE '%%discover_models%%'"
+            " FROM pg_stat_activity WHERE pid = %s", (pid,)), 10, "the discover_models call to hang")
+        time.sleep(0.3)
+        T.ok(worker.is_alive(), "discovery: discover_models is stuck in the hung request")
+        start = time.monotonic()
+        DB.all("SELECT pg_cancel_backend(%s)", (pid,))
+        worker.join(5)
+        took = outcome.get("at", float("inf")) - start
+        T.ok(not worker.is_alive() and outcome["error"][0] == "57014" and took < 2,
+             "discovery: pg_cancel_backend cancels a discover_models stuck in a hung Odoo"
+             " (57014, %.2f s)" % took,
+             outcome.get("error"))
+        if not worker.is_alive():
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM bridgecore.discover_models('disco')")
+                n = cur.fetchone()[0]
+            T.ok(n == len(ir), "discovery: ...and the backend works afterwards")
+        else:
+            T.ok(False, "discovery: ...and the backend works afterwards", "the call is still running")
+    finally:
+        conn.close()
+        set_guc("bridgecore.request_timeout", "2s")
+    remove_instance("disco")
+    sd.stop()
+
+
+def test_initialize_audit():
+    """initialize_audit(): plans, then creates, the webhook.config of every
+    critical and important model Odoo does not track yet; leaves existing
+    ones alone; include_standard adds the standard ones."""
+    sd = Standin()
+    add_disabled_instance("audit", sd)
+    ir = {m["model"]: m for m in odoo_call(sd, "ir.model", "search_read", [[]],
+                                           {"fields": ["model", "name", "transient"]})}
+    cls = {m: classify(m, r["transient"]) for m, r in ir.items()}
+
+    def of(*classes):
+        """{model, priority} of the models of these classes, by priority then name."""
+        rank = {"high": 0, "medium": 1, "low": 2}
+        return [{"model": m, "priority": p}
+                for m, (c, p) in sorted(cls.items(), key=lambda x: (rank.get(x[1][1], 3), x[0]))
+                if c in classes]
+
+    def configs():
+        return sd.control("webhook_configs")["configs"]
+
+    seeded = sd.control("add_webhook_config", row={"model_name": "sale.order", "priority": "low",
+                                                   "enabled": False, "events": "create"})["id"]
+    before = configs()
+    wanted = [x for x in of("critical", "important") if x["model"] != "sale.order"]
+    plan = DB.val("SELECT bridgecore.initialize_audit('audit')")
+    T.ok(plan == {"instance": "audit", "dry_run": True, "created": [], "would_create": wanted,
+                  "already_configured": ["sale.order"]},
+         "audit: dry run (the default) plans the %d critical and important models, sale.order"
+         " already configured" % len(wanted), plan, "want would_create %r" % wanted)
+    T.ok(configs() == before, "audit: ...and creates nothing in Odoo", configs())
+
+    done = DB.val("SELECT bridgecore.initialize_audit('audit', dry_run => false)")
+    T.ok(done == {"instance": "audit", "dry_run": False, "created": wanted, "would_create": [],
+                  "already_configured": ["sale.order"]},
+         "audit: dry_run => false creates them", done)
+    after = configs()
+    made = {c["model_name"]: c for c in after if c["id"] != seeded}
+    problems = []
+    for x in wanted:
+        c = made.get(x["model"])
+        m = ir[x["model"]]
+        want_c = {"model_name": x["model"], "model_id": [m["id"], m["name"]], "enabled": True,
+                  "priority": x["priority"], "category": "business", "events": "create,write,unlink"}
+        if c is None or {k: c.get(k) for k in want_c} != want_c:
+            problems.append("%s: %r, want %r" % (x["model"], c, want_c))
+    T.ok(len(made) == len(wanted) and not problems,
+         "audit: one webhook.config per model: enabled, critical high, important medium, all events",
+         *problems[:10])
+    T.ok([c for c in after if c["id"] == seeded] == [c for c in before if c["id"] == seeded],
+         "audit: the existing configuration of sale.order is left untouched",
+         [c for c in after if c["id"] == seeded])
+
+    again = DB.val("SELECT bridgecore.initialize_audit('audit', dry_run => false)")
+    T.ok(again["created"] == [] and again["would_create"] == [] and
+         sorted(again["already_configured"]) == sorted(x["model"] for x in of("critical", "important"))
+         and configs() == after,
+         "audit: a second run creates nothing: every model is already configured", again)
+
+    standard = of("standard")
+    more = DB.val("SELECT bridgecore.initialize_audit('audit', dry_run => false, include_standard => true)")
+    T.ok(more["created"] == standard and len(standard) >= 3,
+         "audit: include_standard => true adds the %d standard models, priority low" % len(standard),
+         more, "want created %r" % standard)
+    final = configs()
+    T.ok(len(final) == len(after) + len(standard) and
+         all(c["priority"] == "low" and c["enabled"] and c["events"] == "create,write,unlink"
+             for c in final if c["model_name"] in {x["model"] for x in standard}),
+         "audit: ...as enabled configurations of all events", final)
+    T.ok(not {c["model_name"] for c in final}
+         & {m for m, (c, p) in cls.items() if c in ("ignored", "transient")},
+         "audit: ignored and transient models are never configured")
+    remove_instance("audit")
+    sd.stop()
+
+
+def test_retention_and_devices():
+    """The launcher applies bridgecore.retention in batches every
+    bridgecore.maintenance_interval, and marks devices idle longer than
+    bridgecore.device_idle_timeout inactive."""
+    sd = Standin()
+    old_ts = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S")
+    for i in range(250):
+        sd.control("add_raw", row={
+            "model": "sale.order", "record_id": i + 1, "event": "write", "timestamp": old_ts,
+            "priority": "high", "category": "business", "payload": {"name": "S%05d" % (i + 1)},
+            "user_id": False})
+    recent = sd.add(3, model="sale.order")
+    inst = add_instance("retention", sd)
+    wait_all("retention", inst, sd, 15, "retention: 253 events arrive, 250 of them 3 hours old")
+
+    def pull(device, limit=100):
+        return DB.val("SELECT bridgecore.sync_pull(1, %s, 'sales_app', %s, instance => 'retention')",
+                      (device, limit))
+
+    def active(device):
+        return DB.val("SELECT is_active FROM bridgecore.sync_state WHERE instance_id = %s AND device_id = %s",
+                      (inst, device))
+    behind = pull("ret-behind", 1)              # its cursor stays at the first event
+    ahead = pull("ret-ahead", 500)              # its cursor passes every event
+    T.ok(len(behind["events"]) == 1 and ahead["resync_required"] is False,
+         "retention: one device stays behind, another has every event")
+
+    # Every maintenance step runs one retention DELETE: a statement trigger
+    # records each, with the rows it deleted and its transaction.
+    DB.all("CREATE TABLE public.bc_test_cleanup (xid xid8 NOT NULL DEFAULT pg_current_xact_id(),"
+           " n bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    DB.all("CREATE FUNCTION public.bc_test_cleanup() RETURNS trigger LANGUAGE plpgsql AS $$"
+           " BEGIN INSERT INTO public.bc_test_cleanup (n) SELECT count(*) FROM gone; RETURN NULL; END $$")
+    DB.all("CREATE TRIGGER bc_test_cleanup AFTER DELETE ON bridgecore.event REFERENCING OLD TABLE AS gone"
+           " FOR EACH STATEMENT EXECUTE FUNCTION public.bc_test_cleanup()")
+    try:
+        # A fresh launcher runs maintenance at once, then every minute (the default).
+        lpid = launcher_pid()
+        killed = DB.val("SELECT clock_timestamp()")
+        DB.all("SELECT pg_terminate_backend(%s)", (lpid,))
+        T.wait(lambda: (launcher_pid() or lpid) != lpid and
+               DB.val("SELECT count(*) FROM public.bc_test_cleanup WHERE at > %s", (killed,)),
+               10, "retention: a new launcher runs maintenance at its start")
+        T.ok(len(stored_ids(inst)) == 253, "retention: ...which keeps events younger than 30 days")
+        set_guc("bridgecore.maintenance_interval", "1s")
+        lowered = DB.val("SELECT clock_timestamp()")
+        T.wait(lambda: DB.val("SELECT count(*) FROM public.bc_test_cleanup WHERE at > %s", (lowered,)) >= 2,
+               5, "retention: maintenance_interval lowered to 1 s takes effect at once (2 runs within 5 s)",
+               lambda: DB.all("SELECT n, at FROM public.bc_test_cleanup ORDER BY at"))
+
+        old_max = DB.val("SELECT max(id) FROM bridgecore.event WHERE instance_id = %s"
+                         " AND occurred_at < now() - interval '1 hour'", (inst,))
+        set_guc("bridgecore.cleanup_batch_size", "100")
+        set_guc("bridgecore.retention", "1h")
+        T.wait(lambda: sorted(stored_ids(inst)) == recent, 75,
+               "retention: the launcher removes the 250 events older than bridgecore.retention (1 h),"
+               " keeps the 3 recent ones", lambda: len(stored_ids(inst)))
+        batches = DB.all("SELECT xid::text, sum(n)::int, count(*)::int FROM public.bc_test_cleanup"
+                         " WHERE n > 0 GROUP BY xid ORDER BY min(at)")
+        T.ok(sum(b[1] for b in batches) == 250 and len(batches) >= 3
+             and all(b[1] <= 100 and b[2] == 1 for b in batches),
+             "retention: in batches of at most bridgecore.cleanup_batch_size (100),"
+             " each its own transaction: %s" % [b[1] for b in batches], batches)
+        T.ok(DB.val("SELECT purged_through FROM bridgecore.instance WHERE id = %s", (inst,)) == old_max,
+             "retention: purged_through is the highest local id removed (%s)" % old_max)
+        behind = pull("ret-behind")
+        left = [r[0] for r in DB.all("SELECT id FROM bridgecore.event WHERE instance_id = %s ORDER BY id",
+                                     (inst,))]
+        T.ok(behind["resync_required"] is True and [e["id"] for e in behind["events"]] == left,
+             "retention: the device behind the removed events gets resync_required, then the recent events",
+             behind)
+        ahead = pull("ret-ahead")
+        T.ok(ahead["resync_required"] is False and ahead["events"] == [],
+             "retention: the device that had every event does not", ahead)
+
+        # Idle devices.
+        set_guc("bridgecore.device_idle_timeout", "1s")
+        pull("ret-idle")
+        T.wait(lambda: active("ret-idle") is False, 10,
+               "retention: a device idle for longer than bridgecore.device_idle_timeout (1 s)"
+               " is made inactive",
+               lambda: DB.all("SELECT device_id, is_active, now() - last_sync_time"
+                              " FROM bridgecore.sync_state"))
+        T.ok(pull("ret-idle")["status"] == "success" and active("ret-idle") is True,
+             "retention: its next sync_pull makes it active again")
+        set_guc("bridgecore.device_idle_timeout", "0")
+        pull("ret-idle")
+        T.ok(holds_for(lambda: active("ret-idle") is True, 3.0),
+             "retention: with bridgecore.device_idle_timeout = 0 an idle device stays active")
+        answer = DB.val("SELECT bridgecore.deactivate_idle_devices()")
+        T.ok(answer["deactivated"] == 0 and active("ret-idle") is True,
+             "retention: ...and deactivate_idle_devices() deactivates nothing", answer)
+    finally:
+        DB.all("DROP TRIGGER IF EXISTS bc_test_cleanup ON bridgecore.event")
+        DB.all("DROP FUNCTION IF EXISTS public.bc_test_cleanup()")
+        DB.all("DROP TABLE IF EXISTS public.bc_test_cleanup")
+        for name in ("bridgecore.retention", "bridgecore.cleanup_batch_size",
+                     "bridgecore.device_idle_timeout", "bridgecore.maintenance_interval"):
+            reset_guc(name)
+    remove_instance("retention")
+    sd.stop()
+
+
+def test_dead_letter_refetch():
+    """retry_dead_letter() of a record that is still malformed asks the poller
+    for the Odoo row again (asking is not a failed attempt): a row still there
+    comes back (still malformed: pending, one more attempt); a row gone from
+    Odoo is given up after bridgecore.gap_window, and the dead letter is
+    pending again."""
+    set_guc("bridgecore.gap_window", "2s")
+    sd = Standin()
+    sd.add(2)
+    malformed = {"model": "sale.order", "record_id": 7, "event": "archive", "timestamp": odoo_now(),
+                 "priority": "low", "category": "business", "payload": {"name": "S0007"}, "user_id": False}
+    bad = sd.control("add_raw", row=malformed)["ids"][0]
+    gone = sd.control("add_raw", row=dict(malformed, record_id=8))["ids"][0]
+    sd.add(2)
+    inst = add_instance("refetch", sd)
+    wait_all("refetch", inst, sd, 10, "refetch: the well-formed events arrive", dead=2)
+
+    def letter(odoo_id):
+        return DB.one("SELECT id, status::text, attempts, last_failed_at FROM bridgecore.dead_letter"
+                      " WHERE instance_id = %s AND odoo_id = %s", (inst, odoo_id))
+
+    def gap(odoo_id):
+        return DB.val("SELECT count(*) FROM bridgecore.gap WHERE instance_id = %s AND odoo_id = %s",
+                      (inst, odoo_id))
+    T.ok(letter(bad)[1:3] == ("pending", 1) and letter(gone)[1:3] == ("pending", 1),
+         "refetch: both malformed records are pending dead letters")
+
+    def retry(odoo_id):
+        """retry_dead_letter in a transaction, with what it left behind before
+        the poller can see it: the dead letter's status and attempts, its gaps,
+        the time, and the dead letters counted so far."""
+        conn = psycopg2.connect("", application_name="bridgecore worker test: refetch")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT bridgecore.retry_dead_letter(%s)", (letter(odoo_id)[0],))
+                answer = cur.fetchone()[0]
+                cur.execute("SELECT d.status::text, d.attempts, (SELECT count(*) FROM bridgecore.gap g"
+                            "  WHERE g.instance_id = d.instance_id AND g.odoo_id = d.odoo_id),"
+                            " clock_timestamp(),"
+                            " (SELECT s.dead_letters FROM bridgecore.stats s WHERE s.instance = 'refetch')"
+                            " FROM bridgecore.dead_letter d WHERE d.instance_id = %s AND d.odoo_id = %s",
+                            (inst, odoo_id))
+                seen = cur.fetchone()
+            conn.commit()
+            return answer, seen
+        finally:
+            conn.close()
+
+    # The row is still in Odoo, still malformed.
+    reads = sd.stats()["search_reads"]
+    tried = letter(bad)[2]
+    answer, (st, attempts, gaps, at, dead_before) = retry(bad)
+    T.ok(answer["status"] == "retrying" and (st, attempts, gaps) == ("retrying", tried, 1),
+         "refetch: retry_dead_letter of a still malformed record: retrying, a gap, attempts unchanged",
+         answer, (st, attempts, gaps))
+    back = T.wait(lambda: letter(bad)[1] == "pending" and letter(bad)[2] == tried + 1 and letter(bad), 10,
+                  "refetch: the poller fetches the row again: still malformed, pending, one more attempt",
+                  lambda: (letter(bad), gap(bad)))
+    if back:
+        T.ok(back[3] > at and not gap(bad) and sd.stats()["search_reads"] > reads
+             and stats_row("refetch")["dead_letters"] == dead_before + 1,
+             "refetch: ...by a search_read of the worker (dead letter counted again), its gap closed",
+             back, stats_row("refetch"))
+
+    # The row is gone from Odoo: asked for until gap_window has passed.
+    sd.control("delete", ids=[gone])
+    tried = letter(gone)[2]
+    answer, (st, attempts, gaps, at, _) = retry(gone)
+    T.ok(answer["status"] == "retrying" and (st, attempts, gaps) == ("retrying", tried, 1),
+         "refetch: retry_dead_letter of a row since deleted in Odoo: retrying, a gap",
+         answer, (st, attempts, gaps))
+    T.ok(holds_for(lambda: letter(gone)[1] == "retrying" and gap(gone), 1.5),
+         "refetch: ...which stays open while Odoo does not show the row")
+    T.wait(lambda: letter(gone)[1] == "pending" and not gap(gone), 10,
+           "refetch: after bridgecore.gap_window (2 s) the gap is given up and the dead letter is pending",
+           lambda: (letter(gone), gap(gone)))
+    age = DB.val("SELECT extract(epoch FROM clock_timestamp() - %s)::float8", (at,))
+    T.ok(age >= 1.9 and letter(gone)[2] == tried,
+         "refetch: ...not before gap_window (%.2f s), attempts unchanged" % age, letter(gone))
+    check_mirror(inst, sd, "refetch: every other event exactly once", skip_ids={bad})
+    remove_instance("refetch")
+    sd.stop()
+
+
+def test_stats_from_worker():
+    """bridgecore.stats, stats_models, stats_errors, metrics() and status()
+    count what the worker does."""
+    sd = Standin()
+    sd.add(5, model="sale.order")
+    sd.add(3, model="res.partner")
+    sd.add(2, model="stock.picking")
+    inst = add_instance("stats", sd)
+    wait_all("stats", inst, sd, 10, "stats: 10 events arrive")
+    stored = len(stored_ids(inst))
+    s = stats_row("stats")
+    T.ok(s and s["polls"] > 0 and s["events_ingested"] == stored and s["bytes_received"] > 0
+         and s["failed_polls"] == 0 and s["errors"] == {} and s["dead_letters"] == 0
+         and s["notifications"] >= 3 and s["ingest_count"] > 0 and s["poll_count"] > 0,
+         "stats: polls, events_ingested = %d stored, bytes_received, no failure" % stored, s)
+    models = dict(DB.all("SELECT model, events FROM bridgecore.stats_models WHERE instance = 'stats'"))
+    T.ok(models == {"sale.order": 5, "res.partner": 3, "stock.picking": 2} and sum(models.values()) == stored,
+         "stats: stats_models has each model's events, summing to the stored count", models)
+    T.ok(float(s["events_per_second"]) > 0, "stats: events_per_second over the last minute (%s)"
+         % s["events_per_second"])
+    metrics = DB.val("SELECT bridgecore.metrics()")
+    T.ok('\nwebhook_received_total{instance="stats"} %d\n' % stored in metrics and
+         re.search(r'\nwebhook_processing_seconds_count\{instance="stats",model="res.partner"\} [1-9]',
+                   metrics)
+         and re.search(r'\nbridgecore_polls_total\{instance="stats"\} [1-9]', metrics),
+         "stats: metrics() shows the stored events, the per-model histograms and the polls")
+    row = DB.one("SELECT state, poller_pid, events_ingested, cursor FROM bridgecore.status()"
+                 " WHERE instance = 'stats'")
+    T.ok(row == ("ok", poller_pid(inst), stored, sd.stats()["max_id"]),
+         "stats: status() shows state ok, the poller's pid, events ingested and the cursor", row)
+
+    sd.control("fault", kind="http500")
+    sd.add(2, model="sale.order")
+    http = lambda: DB.val("SELECT count FROM bridgecore.stats_errors"  # noqa: E731
+                          " WHERE instance = 'stats' AND kind = 'http'")
+    T.wait(lambda: http() == 1, 10, "stats: an HTTP 500 counts one error of kind http in stats_errors",
+           lambda: DB.all("SELECT kind, count FROM bridgecore.stats_errors WHERE instance = 'stats'"))
+    wait_all("stats", inst, sd, 10, "stats: the poller recovers")
+    s = stats_row("stats")
+    T.ok(s["failed_polls"] == 1 and s["errors"] == {"http": 1} and s["events_ingested"] == stored + 2,
+         "stats: failed_polls 1, errors {\"http\": 1}, the 2 new events counted", s)
+    T.ok('\nwebhook_errors_total{instance="stats",kind="http"} 1\n' in DB.val("SELECT bridgecore.metrics()"),
+         "stats: metrics() counts the error by kind")
+    remove_instance("stats")
+    sd.stop()
+
+
 TESTS = [
     test_order_and_full_batches,
     test_notify,
@@ -1037,6 +1562,11 @@ TESTS = [
     test_sigterm_in_flight,
     test_disruptions,
     test_lifecycle,
+    test_discovery,
+    test_initialize_audit,
+    test_retention_and_devices,
+    test_dead_letter_refetch,
+    test_stats_from_worker,
 ]
 
 
