@@ -1544,7 +1544,21 @@ def test_stats_from_worker():
          "stats: failed_polls 1, errors {\"http\": 1}, the 2 new events counted", s)
     T.ok('\nwebhook_errors_total{instance="stats",kind="http"} 1\n' in DB.val("SELECT bridgecore.metrics()"),
          "stats: metrics() counts the error by kind")
+
+    # Shared memory outlives the worker: a restarted poller keeps counting on.
+    before = stats_row("stats")
+    old_pid = poller_pid(inst)
+    DB.all("SELECT pg_terminate_backend(%s)", (old_pid,))
+    T.wait(lambda: poller_pid(inst) not in (None, old_pid), 10, "stats: the terminated poller is restarted")
+    sd.add(1, model="sale.order")
+    wait_all("stats", inst, sd, 10, "stats: the restarted poller stores a new event")
+    after = stats_row("stats")
+    T.ok(after["events_ingested"] == before["events_ingested"] + 1 and after["polls"] > before["polls"]
+         and after["since"] == before["since"],
+         "stats: the counters survive a worker restart", {"before": before, "after": after})
     remove_instance("stats")
+    T.ok(DB.val("SELECT count(*) FROM bridgecore._stats_instances() WHERE instance_id = %s", (inst,)) == 0,
+         "stats: a removed instance's counters are freed")
     sd.stop()
 
 
