@@ -6,13 +6,14 @@
 # selects 100 events by id and updates the state in one statement.  The two
 # are run alternately (ROUNDS times each) in the same cluster, and the result
 # is reported as a ratio, because absolute figures on a shared machine are
-# noise.  Usage: bench/sync_pull.sh [seconds per round] [rounds]
+# noise: short rounds, alternating which side goes first, and the median of
+# the per-round ratios.  Usage: bench/sync_pull.sh [seconds per round] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
 
-SECONDS_PER_ROUND=${1:-15}
-ROUNDS=${2:-3}
+SECONDS_PER_ROUND=${1:-5}
+ROUNDS=${2:-10}
 CLIENTS=4
 EVENTS=1000000
 DEVICES=10000
@@ -45,6 +46,10 @@ CREATE TABLE baseline_state (device_id text PRIMARY KEY, last_event_id bigint NO
                              last_sync_time timestamptz, sync_count bigint NOT NULL);
 INSERT INTO baseline_state SELECT 'device-' || d, 0, NULL, 0 FROM generate_series(1, $DEVICES) d;
 VACUUM ANALYZE;
+-- Plans must not change under the benchmark: no autovacuum/analyze on the
+-- state tables (they are vacuumed, without analyze, between runs).
+ALTER TABLE baseline_state SET (autovacuum_enabled = off);
+ALTER TABLE bridgecore.sync_state SET (autovacuum_enabled = off);
 SQL
 
 cat >"$WORK/bridgecore.sql" <<'SQL'
@@ -79,15 +84,22 @@ echo "warming up..."
 run baseline 3 >/dev/null
 run bridgecore 3 >/dev/null
 
-total_base=0
-total_bc=0
+# Each run starts from vacuumed state tables, and the order alternates, so
+# neither side inherits the other's dead rows or a warmer cache.
+fresh() { psql -q -c "VACUUM baseline_state, bridgecore.sync_state"; }
+ratios=()
 for r in $(seq 1 "$ROUNDS"); do
-    b=$(run baseline "$SECONDS_PER_ROUND")
-    s=$(run bridgecore "$SECONDS_PER_ROUND")
-    printf 'round %d: baseline %8.1f tps   sync_pull %8.1f tps   ratio %.2f\n' "$r" "$b" "$s" \
-        "$(awk -v a="$s" -v b="$b" "BEGIN{print a/b}")"
-    total_base=$(awk -v a="$total_base" -v b="$b" "BEGIN{print a+b}")
-    total_bc=$(awk -v a="$total_bc" -v b="$s" "BEGIN{print a+b}")
+    if [ $((r % 2)) -eq 1 ]; then
+        fresh; b=$(run baseline "$SECONDS_PER_ROUND")
+        fresh; s=$(run bridgecore "$SECONDS_PER_ROUND")
+    else
+        fresh; s=$(run bridgecore "$SECONDS_PER_ROUND")
+        fresh; b=$(run baseline "$SECONDS_PER_ROUND")
+    fi
+    ratio=$(awk -v a="$s" -v b="$b" 'BEGIN{printf "%.3f", a/b}')
+    ratios+=("$ratio")
+    printf 'round %2d: baseline %8.1f tps   sync_pull %8.1f tps   ratio %s\n' "$r" "$b" "$s" "$ratio"
 done
-printf 'sync_pull / hand-written SQL pull: %.2fx (mean of %d rounds of %ss, %d clients, %d events, %d devices)\n' \
-    "$(awk -v a="$total_bc" -v b="$total_base" "BEGIN{print a/b}")" "$ROUNDS" "$SECONDS_PER_ROUND" $CLIENTS $EVENTS $DEVICES
+median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+printf 'sync_pull / hand-written SQL pull: %.2fx (median of %d alternating rounds of %ss, %d clients, %d events, %d devices)\n' \
+    "$median" "$ROUNDS" "$SECONDS_PER_ROUND" $CLIENTS $EVENTS $DEVICES
