@@ -108,75 +108,56 @@ BcStatsShmemSize(void)
 					hash_estimate_size(bridgecore_max_stat_models, sizeof(ModelStats)));
 }
 
+/*
+ * Zeroes a slot and gives it to instance_id (0: free).  The first time, in
+ * shared-memory initialisation, the atomics are initialised; afterwards the
+ * slot may be read concurrently, so they are written.
+ */
+#define SET_U64(a, first) ((first) ? pg_atomic_init_u64((a), 0) : pg_atomic_write_u64((a), 0))
+
 static void
-histogram_init(Histogram *h)
+histogram_reset(Histogram *h, bool first)
 {
 	for (int b = 0; b <= STATS_BUCKETS; b++)
-		pg_atomic_init_u64(&h->buckets[b], 0);
-	pg_atomic_init_u64(&h->sum_us, 0);
+		SET_U64(&h->buckets[b], first);
+	SET_U64(&h->sum_us, first);
 }
 
 static void
-histogram_clear(Histogram *h)
+instance_stats_reset(InstanceStats *s, uint32 instance_id, bool first)
 {
-	for (int b = 0; b <= STATS_BUCKETS; b++)
-		pg_atomic_write_u64(&h->buckets[b], 0);
-	pg_atomic_write_u64(&h->sum_us, 0);
-}
+	TimestampTz now = first ? 0 : GetCurrentTimestamp();
 
-/* Zeroes a slot in use (or about to be), then gives it to instance_id. */
-static void
-instance_stats_clear(InstanceStats *s, uint32 instance_id)
-{
-	pg_atomic_write_u64(&s->polls, 0);
-	pg_atomic_write_u64(&s->failed_polls, 0);
-	pg_atomic_write_u64(&s->events_ingested, 0);
-	pg_atomic_write_u64(&s->duplicates, 0);
-	pg_atomic_write_u64(&s->dead_letters, 0);
-	pg_atomic_write_u64(&s->bytes_received, 0);
-	pg_atomic_write_u64(&s->sync_pulls, 0);
-	pg_atomic_write_u64(&s->events_delivered, 0);
-	pg_atomic_write_u64(&s->notifications, 0);
+	SET_U64(&s->polls, first);
+	SET_U64(&s->failed_polls, first);
+	SET_U64(&s->events_ingested, first);
+	SET_U64(&s->duplicates, first);
+	SET_U64(&s->dead_letters, first);
+	SET_U64(&s->bytes_received, first);
+	SET_U64(&s->sync_pulls, first);
+	SET_U64(&s->events_delivered, first);
+	SET_U64(&s->notifications, first);
 	for (int k = 0; k < STATS_ERROR_KINDS; k++)
-		pg_atomic_write_u64(&s->errors[k], 0);
-	histogram_clear(&s->poll_seconds);
-	histogram_clear(&s->ingest_seconds);
+		SET_U64(&s->errors[k], first);
+	histogram_reset(&s->poll_seconds, first);
+	histogram_reset(&s->ingest_seconds, first);
 	for (int i = 0; i < RATE_SLOTS; i++)
 	{
-		pg_atomic_write_u64(&s->rate_events[i], 0);
-		pg_atomic_write_u64(&s->rate_second[i], 0);
+		SET_U64(&s->rate_events[i], first);
+		SET_U64(&s->rate_second[i], first);
 	}
-	pg_atomic_write_u64(&s->since, (uint64) GetCurrentTimestamp());
-	pg_atomic_write_u64(&s->last_used, (uint64) GetCurrentTimestamp());
+	if (first)
+	{
+		pg_atomic_init_u64(&s->since, 0);
+		pg_atomic_init_u64(&s->last_used, 0);
+		pg_atomic_init_u32(&s->database_id, InvalidOid);
+		pg_atomic_init_u32(&s->instance_id, instance_id);
+		return;
+	}
+	pg_atomic_write_u64(&s->since, (uint64) now);
+	pg_atomic_write_u64(&s->last_used, (uint64) now);
 	pg_atomic_write_u32(&s->database_id, (uint32) MyDatabaseId);
-	pg_atomic_write_u32(&s->instance_id, instance_id);
-}
-
-static void
-instance_stats_init(InstanceStats *s, uint32 instance_id)
-{
-	pg_atomic_init_u32(&s->instance_id, instance_id);
-	pg_atomic_init_u32(&s->database_id, InvalidOid);
-	pg_atomic_init_u64(&s->since, 0);
-	pg_atomic_init_u64(&s->last_used, 0);
-	pg_atomic_init_u64(&s->polls, 0);
-	pg_atomic_init_u64(&s->failed_polls, 0);
-	pg_atomic_init_u64(&s->events_ingested, 0);
-	pg_atomic_init_u64(&s->duplicates, 0);
-	pg_atomic_init_u64(&s->dead_letters, 0);
-	pg_atomic_init_u64(&s->bytes_received, 0);
-	pg_atomic_init_u64(&s->sync_pulls, 0);
-	pg_atomic_init_u64(&s->events_delivered, 0);
-	pg_atomic_init_u64(&s->notifications, 0);
-	for (int k = 0; k < STATS_ERROR_KINDS; k++)
-		pg_atomic_init_u64(&s->errors[k], 0);
-	histogram_init(&s->poll_seconds);
-	histogram_init(&s->ingest_seconds);
-	for (int i = 0; i < RATE_SLOTS; i++)
-	{
-		pg_atomic_init_u64(&s->rate_events[i], 0);
-		pg_atomic_init_u64(&s->rate_second[i], 0);
-	}
+	pg_atomic_write_u32(&s->instance_id, instance_id);	/* last: readers match on it */
 }
 
 void
@@ -193,7 +174,7 @@ BcStatsShmemInit(void)
 	{
 		stats->lock = &(GetNamedLWLockTranche("bridgecore"))[1].lock;
 		for (int i = 0; i < bridgecore_max_instances; i++)
-			instance_stats_init(&stats->instances[i], 0);
+			instance_stats_reset(&stats->instances[i], 0, true);
 	}
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(ModelKey);
@@ -253,7 +234,7 @@ instance_slot(int32 instance_id)
 		if (slot == NULL)
 			slot = oldest;
 		if (slot != NULL && !slot_is(slot, instance_id))
-			instance_stats_clear(slot, (uint32) instance_id);
+			instance_stats_reset(slot, (uint32) instance_id, false);
 		LWLockRelease(stats->lock);
 	}
 	if (slot != NULL)
@@ -335,7 +316,7 @@ stats_count_model(int32 instance_id, const char *model, int64 events, double sec
 		if (m != NULL && !found)
 		{
 			pg_atomic_init_u64(&m->events, 0);
-			histogram_init(&m->processing);
+			histogram_reset(&m->processing, true);
 		}
 		LWLockRelease(stats->lock);
 		if (m == NULL)
@@ -478,7 +459,7 @@ bridgecore_stats_reset(PG_FUNCTION_ARGS)
 	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < bridgecore_max_instances; i++)
 		if (pg_atomic_read_u32(&stats->instances[i].database_id) == (uint32) MyDatabaseId)
-			instance_stats_clear(&stats->instances[i], 0);
+			instance_stats_reset(&stats->instances[i], 0, false);
 	hash_seq_init(&seq, model_stats);
 	while ((m = hash_seq_search(&seq)) != NULL)
 		if (m->key.database_id == MyDatabaseId)
@@ -500,7 +481,7 @@ bridgecore_stats_forget(PG_FUNCTION_ARGS)
 	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < bridgecore_max_instances; i++)
 		if (slot_is(&stats->instances[i], instance_id))
-			instance_stats_clear(&stats->instances[i], 0);
+			instance_stats_reset(&stats->instances[i], 0, false);
 	hash_seq_init(&seq, model_stats);
 	while ((m = hash_seq_search(&seq)) != NULL)
 		if (m->key.database_id == MyDatabaseId && m->key.instance_id == instance_id)
