@@ -62,6 +62,11 @@ CREATE TABLE bridgecore.instance (
 );
 COMMENT ON TABLE bridgecore.instance IS 'One row per Odoo instance (tenant). The secret is readable by no role but the owner.';
 
+-- ISO 8601 UTC, as apps parse it today ("2025-11-16T10:30:00Z").
+CREATE FUNCTION bridgecore._iso(ts timestamptz)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') $$;
+
 -- The JSON of one event as sync_pull delivers it. It depends only on the
 -- event's own columns, so it is rendered once, when the event is stored
 -- (event.doc), and a pull concatenates instead of re-rendering: every event
@@ -75,7 +80,7 @@ RETURNS json LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT pg_catalog.json_build_object(
         'id', id, 'model', model, 'record_id', record_id, 'event', event,
-        'timestamp', pg_catalog.to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'timestamp', bridgecore._iso(occurred_at),
         'priority', priority, 'category', category, 'payload', payload,
         'changed_fields', changed_fields, 'user_id', odoo_user_id)
 $$;
@@ -215,11 +220,6 @@ CREATE FUNCTION bridgecore._odoo_timestamp(text)
 RETURNS timestamptz LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'bridgecore_odoo_timestamp';
 COMMENT ON FUNCTION bridgecore._odoo_timestamp(text) IS 'Odoo naive UTC datetime text to timestamptz; NULL when malformed.';
-
--- ISO 8601 UTC, as apps parse it today ("2025-11-16T10:30:00Z").
-CREATE FUNCTION bridgecore._iso(ts timestamptz)
-RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT pg_catalog.to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') $$;
 
 -- Resolves an instance name to its id. NULL is allowed only when exactly
 -- one instance exists.

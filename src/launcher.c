@@ -369,7 +369,10 @@ run_maintenance(void)
 	}
 	PG_CATCH();
 	{
-		ereport(LOG, (errmsg("bridgecore maintenance failed: %s", bc_abort_work(caller))));
+		char	   *message = bc_abort_work(caller);	/* caller: TopMemoryContext */
+
+		ereport(LOG, (errmsg("bridgecore maintenance failed: %s", message)));
+		pfree(message);
 	}
 	PG_END_TRY();
 }

@@ -17,6 +17,7 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(bridgecore_odoo_call);
 
@@ -30,9 +31,11 @@ typedef struct InstanceAccess
 	bool		verify_tls;
 } InstanceAccess;
 
+/* Reads the instance's access settings into the caller's memory. */
 static void
 read_instance(int32 instance_id, InstanceAccess *out)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	Datum		arg = Int32GetDatum(instance_id);
 	Oid			argtype = INT4OID;
 	HeapTuple	tup;
@@ -49,14 +52,13 @@ read_instance(int32 instance_id, InstanceAccess *out)
 				 errmsg("instance %d does not exist", instance_id)));
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	out->name = SPI_getvalue(tup, desc, 1);
-	out->url = SPI_getvalue(tup, desc, 2);
-	out->database = SPI_getvalue(tup, desc, 3);
-	out->login = SPI_getvalue(tup, desc, 4);
-	out->secret = SPI_getvalue(tup, desc, 5);
+	/* SPI_getvalue allocates in SPI's memory, which SPI_finish frees. */
+	out->name = MemoryContextStrdup(caller, SPI_getvalue(tup, desc, 1));
+	out->url = MemoryContextStrdup(caller, SPI_getvalue(tup, desc, 2));
+	out->database = MemoryContextStrdup(caller, SPI_getvalue(tup, desc, 3));
+	out->login = MemoryContextStrdup(caller, SPI_getvalue(tup, desc, 4));
+	out->secret = MemoryContextStrdup(caller, SPI_getvalue(tup, desc, 5));
 	out->verify_tls = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
-	/* Copy out of SPI's memory before it goes away. */
-	out->name = pstrdup(out->name);
 	SPI_finish();
 }
 

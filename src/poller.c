@@ -67,6 +67,7 @@ typedef struct Instance
 	json_object *fields;		/* array of field names to request, or NULL */
 	TimestampTz fields_learned_at;
 	OdooErrorKind last_error_kind;	/* of the last failed poll */
+	int			failures;		/* consecutive ones, as in the instance row */
 } Instance;
 
 typedef enum PollOutcome
@@ -173,7 +174,7 @@ load_instance(int32 instance_id, Instance *inst)
 								  " batch_size, verify_tls, cursor,"
 								  " ARRAY(SELECT g.odoo_id FROM bridgecore.gap g"
 								  "        WHERE g.instance_id = i.id ORDER BY g.odoo_id),"
-								  " coalesce(next_attempt_at, '-infinity')"
+								  " coalesce(next_attempt_at, '-infinity'), consecutive_failures"
 								  " FROM bridgecore.instance i WHERE id = $1 AND enabled",
 								  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT &&
 			SPI_processed == 1)
@@ -198,6 +199,7 @@ load_instance(int32 instance_id, Instance *inst)
 			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 11, &isnull));
 			MemoryContextSwitchTo(old);
 			inst->next_attempt = DatumGetTimestampTz(SPI_getbinval(tup, desc, 12, &isnull));
+			inst->failures = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
 			found = true;
 		}
 	}
@@ -218,17 +220,28 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 {
 	char		message[700];
 	const char *state = err->kind == ODOO_ERR_AUTH_FAILED ? "auth_failed" : "backoff";
-	int			failures = 1;
-	int64		delay_ms;
 	int64		cap_ms = bridgecore_max_backoff_ms;
+	int64		delay_ms = Min(1000, cap_ms);
 	Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		args[4];
 	bool		present;
 
 	inst->last_error_kind = err->kind;
+	inst->failures++;
 	snprintf(message, sizeof(message), "%s: %s: %s", phase,
 			 odoo_error_kind_name(err->kind), err->message);
 	odoo_scrub_secret(message, sizeof(message), inst->secret);
+
+	for (int i = 1; i < inst->failures && delay_ms < cap_ms; i++)
+		delay_ms *= 2;
+	delay_ms = Min(delay_ms, cap_ms);
+	/* Jitter: somewhere in the upper half of the window. */
+	delay_ms = delay_ms / 2 + (int64) (bc_random_fraction() * (delay_ms / 2 + 1));
+	if (err->kind == ODOO_ERR_AUTH_FAILED)
+		delay_ms = Max(delay_ms, AUTH_FAILED_MIN_DELAY_MS);
+	if (err->retry_after_s > 0)
+		delay_ms = Max(delay_ms, (int64) err->retry_after_s * 1000);
+	inst->next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
 
 	bc_begin_work("bridgecore poller: recording failure");
 	present = extension_present();
@@ -237,33 +250,9 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 		args[0] = Int32GetDatum(inst->id);
 		args[1] = CStringGetTextDatum(state);
 		args[2] = CStringGetTextDatum(message);
-		args[3] = TimestampTzGetDatum(GetCurrentTimestamp());	/* replaced below */
-		/* Count the failure first, to size the backoff from it. */
-		if (SPI_execute_with_args("SELECT bridgecore._record_failure($1, $2, $3, $4)",
-								  4, argtypes, args, NULL, false, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-				failures = DatumGetInt32(d);
-		}
-		delay_ms = Min(1000, cap_ms);
-		for (int i = 1; i < failures && delay_ms < cap_ms; i++)
-			delay_ms *= 2;
-		delay_ms = Min(delay_ms, cap_ms);
-		/* Jitter: somewhere in the upper half of the window. */
-		delay_ms = delay_ms / 2 + (int64) (bc_random_fraction() * (delay_ms / 2 + 1));
-		if (err->kind == ODOO_ERR_AUTH_FAILED)
-			delay_ms = Max(delay_ms, AUTH_FAILED_MIN_DELAY_MS);
-		if (err->retry_after_s > 0)
-			delay_ms = Max(delay_ms, (int64) err->retry_after_s * 1000);
-		inst->next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
 		args[3] = TimestampTzGetDatum(inst->next_attempt);
-		SPI_execute_with_args("UPDATE bridgecore.instance SET next_attempt_at = $4"
-							  " WHERE id = $1 AND $2 IS NOT NULL AND $3 IS NOT NULL",
-							  4, argtypes, args, NULL, false, 0);
+		SPI_execute_with_args("SELECT bridgecore._record_failure($1, $2, $3, $4)",
+							  4, argtypes, args, NULL, false, 1);
 	}
 	bc_end_work();
 	if (!present)
@@ -419,6 +408,7 @@ store_batch_in_transaction(Instance *inst, json_object *records)
 			pfree(inst->gaps);
 			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 2, &isnull));
 			MemoryContextSwitchTo(old);
+			inst->failures = 0;	/* _advance_cursor reset the row's count too */
 			outcome = (int) n >= inst->batch_size ? POLL_FULL_BATCH : POLL_CAUGHT_UP;
 		}
 	}
