@@ -42,7 +42,7 @@ for r in $(seq 1 "$ROUNDS"); do
     kill $STANDIN_PID; STANDIN_PID=
 
     # Baseline: COPY the same rows into the same table (as another instance).
-    psql -q -c "SELECT count(*) FROM bridgecore.add_instance('copy$r', 'http://127.0.0.1:1', 'x', 'x', 'x', enabled => false)" >/dev/null
+    psql -q -c "SELECT count(*) FROM bridgecore.add_instance('copy$r', 'http://127.0.0.1:1', 'x', 'x', 'x-secret-key', enabled => false)" >/dev/null
     psql -q -c "\\copy (SELECT (SELECT id FROM bridgecore.instance WHERE name = 'copy$r'), odoo_id, model, record_id, event, priority, category, payload, changed_fields, odoo_user_id, odoo_user_name, occurred_at FROM bridgecore.event e WHERE instance_id = (SELECT id FROM bridgecore.instance WHERE name = 'bench$r')) TO '$WORK/rows.copy'"
     t2=$(ms)
     psql -q -c "\\copy bridgecore.event (instance_id, odoo_id, model, record_id, event, priority, category, payload, changed_fields, odoo_user_id, odoo_user_name, occurred_at) FROM '$WORK/rows.copy'"

@@ -27,7 +27,7 @@ trap 'cluster_stop; rm -rf "$WORK"' EXIT
 echo "loading $EVENTS events and $DEVICES devices..."
 psql -q -v ON_ERROR_STOP=1 <<SQL
 CREATE EXTENSION bridgecore;
-SELECT name FROM bridgecore.add_instance('bench', 'http://odoo.invalid', 'db', 'bot', 'key') \g /dev/null
+SELECT name FROM bridgecore.add_instance('bench', 'http://odoo.invalid', 'db', 'bot', 'key-secret-key') \g /dev/null
 -- 8 of every 10 events are of sales_app models, the others are filtered out.
 INSERT INTO bridgecore.event (instance_id, odoo_id, model, record_id, event, priority,
                               category, payload, occurred_at)

@@ -63,8 +63,16 @@ void
 _PG_init(void)
 {
 	/*
-	 * The rate limiter (and, later, the background worker) needs shared
-	 * memory, which only a preloaded library can have.
+	 * pg_upgrade loads every library a cluster uses into a server running in
+	 * binary-upgrade mode, not preloaded, to check that it can: be loadable
+	 * there, with nothing to do (no workers, no shared memory).
+	 */
+	if (IsBinaryUpgrade && !process_shared_preload_libraries_in_progress)
+		return;
+
+	/*
+	 * The rate limiter and the background workers need shared memory, which
+	 * only a preloaded library can have.
 	 */
 	if (!process_shared_preload_libraries_in_progress)
 		ereport(ERROR,

@@ -45,7 +45,7 @@
 /* SQLSTATE PT429: PostgREST answers it with HTTP 429 Too Many Requests. */
 #define ERRCODE_BRIDGECORE_RATE_LIMITED MAKE_SQLSTATE('P', 'T', '4', '2', '9')
 
-#define BRIDGECORE_VERSION "0.2.0"
+#define BRIDGECORE_VERSION "0.3.0"
 
 /* A uniform random number in [0, 1): pg_prng from PostgreSQL 15 on. */
 #if PG_VERSION_NUM >= 150000
@@ -91,7 +91,14 @@ extern PGDLLEXPORT void bridgecore_poller_main(Datum arg);
 /* xact.c: the workers' short transactions */
 extern void bc_begin_work(const char *activity);
 extern void bc_end_work(void);
-extern char *bc_abort_work(MemoryContext context);
+extern ErrorData *bc_abort_work(MemoryContext context);
+extern void bc_pin_worker_session(void);
+
+/* text_util.c: Odoo text made valid UTF-8, cut at characters, secret masked */
+extern void bc_make_valid_utf8(char *s);
+extern size_t bc_utf8_clip_length(const char *s, size_t maxbytes);
+extern char *bc_scrubbed_copy(const char *s, const char *secret);
+extern void bc_copy_message(char *dst, size_t size, const char *src, const char *secret);
 
 /* odoo_time.c */
 extern bool parse_odoo_timestamp(const char *s, size_t len, TimestampTz *result);

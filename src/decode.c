@@ -10,6 +10,7 @@
 #include "decode.h"
 
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "mb/pg_wchar.h"
 #include "utils/json.h"
 
@@ -153,32 +154,177 @@ valid_model_name(const char *s)
 	return !need_word;
 }
 
-/* True when a string anywhere in v holds a NUL, which PostgreSQL cannot store. */
+/* True when s (len bytes) is valid UTF-8 without NUL. */
 static bool
-holds_nul(json_object *v)
+storable_string(const char *s, size_t len)
 {
+	return pg_verify_mbstr(PG_UTF8, s, (int) len, true) && strlen(s) == len;
+}
+
+/*
+ * Why v (part of one record) cannot be stored as it is, or NULL: a string or
+ * key that holds a NUL (which PostgreSQL cannot store) or invalid UTF-8, or
+ * a number JSON cannot express (json-c, like Python's json module that Odoo
+ * uses, reads NaN and Infinity).
+ */
+static const char *
+unstorable_part(json_object *v)
+{
+	check_stack_depth();
 	switch (json_object_get_type(v))
 	{
 		case json_type_string:
-			return (size_t) json_object_get_string_len(v) != strlen(json_object_get_string(v));
+			if (strlen(json_object_get_string(v)) != (size_t) json_object_get_string_len(v))
+				return "unstorable record: unsupported Unicode escape sequence";
+			if (!storable_string(json_object_get_string(v), json_object_get_string_len(v)))
+				return "unstorable record: invalid UTF-8 in a string";
+			return NULL;
+		case json_type_double:
+			return isfinite(json_object_get_double(v)) ? NULL :
+				"unstorable record: NaN or Infinity is not a JSON number";
 		case json_type_array:
 			for (size_t i = 0; i < json_object_array_length(v); i++)
-				if (holds_nul(json_object_array_get_idx(v, i)))
-					return true;
-			return false;
+			{
+				const char *why = unstorable_part(json_object_array_get_idx(v, i));
+
+				if (why)
+					return why;
+			}
+			return NULL;
 		case json_type_object:
 			{
 				json_object_object_foreach(v, key, val)
 				{
-					(void) key;
-					if (val && holds_nul(val))
-						return true;
+					const char *why;
+
+					if (!storable_string(key, strlen(key)))
+						return "unstorable record: invalid UTF-8 in a key";
+					if (val && (why = unstorable_part(val)) != NULL)
+						return why;
 				}
-				return false;
+				return NULL;
 			}
 		default:
-			return false;
+			return NULL;
 	}
+}
+
+/* Appends s (len bytes) as a JSON string, invalid UTF-8 as U+FFFD. */
+static void
+append_safe_string(StringInfo buf, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	const unsigned char *end = p + len;
+
+	appendStringInfoChar(buf, '"');
+	while (p < end)
+	{
+		if (*p < 0x80)
+		{
+			switch (*p)
+			{
+				case '"':
+					appendStringInfoString(buf, "\\\"");
+					break;
+				case '\\':
+					appendStringInfoString(buf, "\\\\");
+					break;
+				default:
+					if (*p < 0x20)
+						appendStringInfo(buf, "\\u%04x", *p);
+					else
+						appendStringInfoChar(buf, (char) *p);
+			}
+			p++;
+			continue;
+		}
+		{
+			int			n = pg_utf_mblen(p);
+
+			if (p + n <= end && pg_utf8_islegal(p, n))
+			{
+				appendBinaryStringInfo(buf, (const char *) p, n);
+				p += n;
+			}
+			else
+			{
+				appendStringInfoString(buf, "\\ufffd");
+				p++;
+			}
+		}
+	}
+	appendStringInfoChar(buf, '"');
+}
+
+/*
+ * Appends v as JSON that PostgreSQL's json type and a dump/restore accept,
+ * whatever Odoo sent: invalid UTF-8 becomes U+FFFD, NUL is escaped, NaN and
+ * Infinity become strings.  For dead letters, which keep the record.
+ */
+static void
+append_safe_json(StringInfo buf, json_object *v)
+{
+	check_stack_depth();
+	switch (json_object_get_type(v))
+	{
+		case json_type_array:
+			appendStringInfoChar(buf, '[');
+			for (size_t i = 0; i < json_object_array_length(v); i++)
+			{
+				if (i > 0)
+					appendStringInfoChar(buf, ',');
+				append_safe_json(buf, json_object_array_get_idx(v, i));
+			}
+			appendStringInfoChar(buf, ']');
+			break;
+		case json_type_object:
+			{
+				bool		first = true;
+
+				appendStringInfoChar(buf, '{');
+				{
+					json_object_object_foreach(v, key, val)
+					{
+						if (!first)
+							appendStringInfoChar(buf, ',');
+						first = false;
+						append_safe_string(buf, key, strlen(key));
+						appendStringInfoChar(buf, ':');
+						append_safe_json(buf, val);
+					}
+				}
+				appendStringInfoChar(buf, '}');
+				break;
+			}
+		case json_type_string:
+			append_safe_string(buf, json_object_get_string(v), json_object_get_string_len(v));
+			break;
+		case json_type_double:
+			{
+				double		d = json_object_get_double(v);
+
+				if (!isfinite(d))
+				{
+					appendStringInfoString(buf, isnan(d) ? "\"NaN\"" : d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+					break;
+				}
+			}
+			/* FALLTHROUGH */
+		default:				/* null, boolean, number */
+			appendStringInfoString(buf, v ? json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN) : "null");
+			break;
+	}
+}
+
+/* The record as a dead letter keeps it: valid JSON text, see above. */
+char *
+dead_letter_record_text(json_object *rec)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	append_safe_json(&buf, rec);
+	return buf.data;
 }
 
 /* '{"a","b"}': a text[] literal of the elements as jsonb_array_elements_text gives them. */
@@ -237,10 +383,14 @@ decode_record(json_object *rec, DecodedEvent *out)
 		return;
 	}
 	out->has_odoo_id = integral(field(rec, "id"), &out->odoo_id) && out->odoo_id >= 1;
-	if (holds_nul(rec))
 	{
-		out->problem = pstrdup("unstorable record: unsupported Unicode escape sequence");
-		return;
+		const char *why = unstorable_part(rec);
+
+		if (why)
+		{
+			out->problem = pstrdup(why);
+			return;
+		}
 	}
 	if (!out->has_odoo_id)
 	{

@@ -31,5 +31,6 @@ typedef struct DecodedEvent
 } DecodedEvent;
 
 extern void decode_record(json_object *rec, DecodedEvent *out);
+extern char *dead_letter_record_text(json_object *rec);
 
 #endif

@@ -1,8 +1,12 @@
 /*
- * ingest.c: stores a batch of decoded update.webhook records, for the
- * worker, with the behaviour of bridgecore._ingest(): exactly once per
+ * ingest.c: stores a batch of update.webhook records: exactly once per
  * (instance, Odoo id), local ids in Odoo id order and assigned under the
  * ordering lock, malformed records to dead_letter, one NOTIFY per model.
+ *
+ * The one implementation of the ingestion rules: the poller calls
+ * ingest_batch() with the records it parsed, and bridgecore.ingest() (SQL)
+ * reaches the same function through bridgecore._ingest(), so both paths
+ * store and dead-letter identically by construction.
  *
  * The valid records go in with one prepared INSERT over arrays, so a batch
  * costs one statement however large it is.  Runs inside the caller's
@@ -16,6 +20,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 
 #define NCOLS 11
@@ -72,12 +77,28 @@ prepare_plans(void)
 			NCOLS + 2, insert_types);
 	if (dead_letter_plan == NULL)
 		dead_letter_plan = prepare_kept(
-			"INSERT INTO bridgecore.dead_letter AS d (instance_id, odoo_id, record, reason)"
-			" VALUES ($1, $2, $3::json, $4)"
+			/*
+			 * A record without a usable id is kept once: when Odoo returns the
+			 * same one again, its dead letter counts another attempt.
+			 */
+			"WITH again AS ("
+			" UPDATE bridgecore.dead_letter x SET attempts = x.attempts + 1, last_failed_at = now()"
+			"  WHERE $2 IS NULL AND x.instance_id = $1 AND x.odoo_id IS NULL"
+			"    AND pg_catalog.md5(x.record::text) = pg_catalog.md5($3) AND x.record::text = $3"
+			"    AND x.status <> 'resolved'"
+			" RETURNING 1),"
+			" added AS ("
+			" INSERT INTO bridgecore.dead_letter AS d (instance_id, odoo_id, record, reason)"
+			" SELECT $1, $2, $3::json, $4"
+			/* a stored version of the id wins: the bad one is a duplicate */
+			"  WHERE NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.instance_id = $1 AND e.odoo_id = $2)"
+			"    AND NOT EXISTS (SELECT 1 FROM again)"
 			" ON CONFLICT (instance_id, odoo_id) WHERE odoo_id IS NOT NULL DO UPDATE"
 			"   SET record = EXCLUDED.record, reason = EXCLUDED.reason,"
 			"       last_failed_at = now(), attempts = d.attempts + 1,"
-			"       status = CASE d.status WHEN 'ignored' THEN d.status ELSE 'pending' END",
+			"       status = CASE d.status WHEN 'ignored' THEN d.status ELSE 'pending' END"
+			" RETURNING 1)"
+			" SELECT (SELECT count(*) FROM again) + (SELECT count(*) FROM added)",
 			4, dead_types);
 }
 
@@ -201,11 +222,151 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 		dargs[1] = Int64GetDatum(ev[i].odoo_id);
 		if (!ev[i].has_odoo_id)
 			dnulls[1] = 'n';
-		dargs[2] = CStringGetTextDatum(json_object_to_json_string_ext(json_object_array_get_idx(records, i),
-																	  JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		dargs[2] = CStringGetTextDatum(dead_letter_record_text(json_object_array_get_idx(records, i)));
 		dargs[3] = CStringGetTextDatum(ev[i].problem);
-		if (SPI_execute_plan(dead_letter_plan, dargs, dnulls, false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(dead_letter_plan, dargs, dnulls, false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
 			elog(ERROR, "could not store a dead letter");
-		summary->dead_lettered++;
+		{
+			bool		isnull;
+
+			/* 0: a stored version of this id exists, so this one is a duplicate */
+			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+				summary->dead_lettered++;
+			else
+				summary->duplicates++;
+		}
 	}
+}
+
+/* ---- bridgecore._ingest(), the SQL path ---------------------------------- */
+
+PG_FUNCTION_INFO_V1(bridgecore_ingest_json);
+
+static const char *
+json_c_type_name(json_object *v)
+{
+	switch (json_object_get_type(v))
+	{
+		case json_type_null:
+			return "null";
+		case json_type_boolean:
+			return "boolean";
+		case json_type_double:
+		case json_type_int:
+			return "number";
+		case json_type_object:
+			return "object";
+		case json_type_array:
+			return "array";
+		case json_type_string:
+			return "string";
+	}
+	return "unknown";
+}
+
+/*
+ * bridgecore._ingest(inst_id integer, events json) returns jsonb: the
+ * records are parsed as the poller parses Odoo's answer, then stored by
+ * ingest_batch(), in the caller's transaction.
+ */
+Datum
+bridgecore_ingest_json(PG_FUNCTION_ARGS)
+{
+	text	   *events;
+	int32		instance_id;
+	json_tokener *tok;
+	json_object *volatile records = NULL;
+	IngestSummary summary;
+	char	   *instance_name = NULL;
+	StringInfoData out;
+	bool		has_max = false;
+	int64		max_id = 0;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("events must not be null"),
+				 errhint("Pass a JSON array of update.webhook records as search_read returns them.")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("instance must not be null")));
+	instance_id = PG_GETARG_INT32(0);
+	events = PG_GETARG_TEXT_PP(1);
+
+	tok = json_tokener_new_ex(BC_JSON_MAX_DEPTH);
+	if (tok == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	records = json_tokener_parse_ex(tok, VARDATA_ANY(events), VARSIZE_ANY_EXHDR(events));
+	if (json_tokener_get_error(tok) != json_tokener_success)
+	{
+		enum json_tokener_error jerr = json_tokener_get_error(tok);
+
+		json_tokener_free(tok);
+		json_object_put(records);
+		ereport(ERROR,
+				(errcode(jerr == json_tokener_error_depth ? ERRCODE_STATEMENT_TOO_COMPLEX
+						 : ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events could not be read: %s", json_tokener_error_desc(jerr)),
+				 errhint("Pass a JSON array of update.webhook records nested at most %d levels deep.",
+						 BC_JSON_MAX_DEPTH)));
+	}
+	json_tokener_free(tok);
+	if (!json_object_is_type(records, json_type_array))
+	{
+		const char *kind = json_c_type_name(records);
+
+		json_object_put(records);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events must be a JSON array, got %s", kind),
+				 errhint("Pass a JSON array of update.webhook records as search_read returns them.")));
+	}
+
+	PG_TRY();
+	{
+		Datum		arg = Int32GetDatum(instance_id);
+		Oid			argtype = INT4OID;
+		MemoryContext caller = CurrentMemoryContext;
+
+		SPI_connect();
+		if (SPI_execute_with_args("SELECT i.name FROM bridgecore.instance i WHERE i.id = $1",
+								  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("instance %d does not exist", instance_id)));
+		instance_name = MemoryContextStrdup(caller,
+											SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		ingest_batch(instance_id, instance_name, records, &summary);
+		for (int i = 0; i < summary.nseen; i++)
+		{
+			if (!has_max || summary.seen[i] > max_id)
+				max_id = summary.seen[i];
+			has_max = true;
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		json_object_put(records);
+	}
+	PG_END_TRY();
+
+	stats_count_ingest(instance_id, summary.inserted, summary.duplicates,
+					   summary.dead_lettered, summary.notifications, -1);
+
+	initStringInfo(&out);
+	appendStringInfoString(&out, "{\"instance\": ");
+	escape_json(&out, instance_name);
+	appendStringInfo(&out, ", \"inserted\": " INT64_FORMAT ", \"duplicates\": " INT64_FORMAT
+					 ", \"dead_lettered\": " INT64_FORMAT ", \"notifications\": " INT64_FORMAT,
+					 summary.inserted, summary.duplicates, summary.dead_lettered,
+					 summary.notifications);
+	if (has_max)
+		appendStringInfo(&out, ", \"max_odoo_id\": " INT64_FORMAT "}", max_id);
+	else
+		appendStringInfoString(&out, ", \"max_odoo_id\": null}");
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }

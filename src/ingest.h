@@ -8,6 +8,12 @@
 
 #include <json-c/json.h>
 
+/*
+ * Deepest nesting read from Odoo or ingest(): deep enough for any record
+ * Odoo writes, small enough that the parser's stack stays a few kilobytes.
+ */
+#define BC_JSON_MAX_DEPTH 1000
+
 typedef struct IngestSummary
 {
 	int64		inserted;

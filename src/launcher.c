@@ -56,6 +56,7 @@ typedef struct WantedInstance
 
 static LauncherShared *launcher_shared = NULL;
 static bool wake_registered = false;
+static bool wake_pending = false;
 
 PG_FUNCTION_INFO_V1(bridgecore_wake_poller);
 
@@ -118,6 +119,11 @@ wake_launcher(void)
 		SetLatch(&GetPGProcByNumber(procno - 1)->procLatch);
 }
 
+/*
+ * Registered once per process: a callback cannot safely unregister itself
+ * while the list of callbacks is being walked.  wake_pending says whether
+ * the transaction that ends asked for a wake-up.
+ */
 static void
 wake_at_commit(XactEvent event, void *arg)
 {
@@ -125,14 +131,13 @@ wake_at_commit(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			wake_launcher();
-			wake_registered = false;
-			UnregisterXactCallback(wake_at_commit, NULL);
+			if (wake_pending)
+				wake_launcher();
+			wake_pending = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_registered = false;
-			UnregisterXactCallback(wake_at_commit, NULL);
+			wake_pending = false;
 			break;
 		default:
 			break;
@@ -151,6 +156,7 @@ bridgecore_wake_poller(PG_FUNCTION_ARGS)
 		RegisterXactCallback(wake_at_commit, NULL);
 		wake_registered = true;
 	}
+	wake_pending = true;
 	PG_RETURN_VOID();
 }
 
@@ -162,39 +168,59 @@ clear_launcher_procno(int code, Datum arg)
 
 /*
  * Reads the enabled instances, or none when the extension is not installed
- * (or is being created or dropped).  Runs in its own short transaction.
+ * (or is being created or dropped), into the caller's memory.  Runs in its
+ * own short transaction.  Returns false when the read failed (say, DROP
+ * EXTENSION committed between the catalog check and the query): the
+ * caller then keeps the pollers as they are and tries again shortly.
  */
-static List *
-read_wanted_instances(void)
+static bool
+read_wanted_instances(List **wanted_out)
 {
-	List	   *wanted = NIL;
 	MemoryContext caller = CurrentMemoryContext;
+	List	   *volatile wanted = NIL;
+	volatile bool ok = true;
 
-	bc_begin_work("bridgecore launcher: reading instances");
-	if (OidIsValid(get_extension_oid("bridgecore", true)) &&
-		OidIsValid(get_relname_relid("instance", get_namespace_oid("bridgecore", true))))
+	PG_TRY();
 	{
-		if (SPI_execute("SELECT id, config_version, name FROM bridgecore.instance"
-						" WHERE enabled ORDER BY id", true, 0) == SPI_OK_SELECT)
+		bc_begin_work("bridgecore launcher: reading instances");
+		if (OidIsValid(get_extension_oid("bridgecore", true)) &&
+			OidIsValid(get_relname_relid("instance", get_namespace_oid("bridgecore", true))))
 		{
-			for (uint64 i = 0; i < SPI_processed; i++)
+			if (SPI_execute("SELECT id, config_version, name FROM bridgecore.instance"
+							" WHERE enabled ORDER BY id", true, 0) == SPI_OK_SELECT)
 			{
-				HeapTuple	tup = SPI_tuptable->vals[i];
-				TupleDesc	desc = SPI_tuptable->tupdesc;
-				bool		isnull;
-				MemoryContext old = MemoryContextSwitchTo(caller);
-				WantedInstance *w = palloc0(sizeof(WantedInstance));
+				for (uint64 i = 0; i < SPI_processed; i++)
+				{
+					HeapTuple	tup = SPI_tuptable->vals[i];
+					TupleDesc	desc = SPI_tuptable->tupdesc;
+					bool		isnull;
+					char	   *name = SPI_getvalue(tup, desc, 3);	/* SPI memory */
+					MemoryContext old = MemoryContextSwitchTo(caller);
+					WantedInstance *w = palloc0(sizeof(WantedInstance));
 
-				w->instance_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-				w->config_version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-				strlcpy(w->name, TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)), NAMEDATALEN);
-				wanted = lappend(wanted, w);
-				MemoryContextSwitchTo(old);
+					w->instance_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+					w->config_version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+					strlcpy(w->name, name, NAMEDATALEN);
+					wanted = lappend(wanted, w);
+					MemoryContextSwitchTo(old);
+				}
 			}
 		}
+		bc_end_work();
 	}
-	bc_end_work();
-	return wanted;
+	PG_CATCH();
+	{
+		ErrorData  *edata = bc_abort_work(caller);
+
+		ereport(LOG,
+				(errmsg("bridgecore launcher could not read the instances: %s", edata->message),
+				 errhint("It tries again in a second; pollers keep running meanwhile.")));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	*wanted_out = wanted;
+	return ok;
 }
 
 static bool
@@ -240,11 +266,14 @@ start_poller(PollerSlot *slot, WantedInstance *w)
 static long
 reconcile(PollerSlot **slots, int *nslots)
 {
-	List	   *wanted = read_wanted_instances();
+	List	   *wanted;
 	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
 	long		timeout = -1;
 	int			kept = 0;
+
+	if (!read_wanted_instances(&wanted))
+		return 1000;
 
 	/* Drop stopped pollers; stop those not wanted or with old settings. */
 	for (int i = 0; i < *nslots; i++)
@@ -369,10 +398,14 @@ run_maintenance(void)
 	}
 	PG_CATCH();
 	{
-		char	   *message = bc_abort_work(caller);	/* caller: TopMemoryContext */
+		ErrorData  *edata = bc_abort_work(caller);
 
-		ereport(LOG, (errmsg("bridgecore maintenance failed: %s", message)));
-		pfree(message);
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("bridgecore maintenance failed: %s", edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 errhint("It is tried again at the next maintenance interval.")));
+		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 }
@@ -383,16 +416,21 @@ bridgecore_launcher_main(Datum arg)
 	PollerSlot *slots;
 	int			nslots = 0;
 	TimestampTz last_maintenance = 0;
+	MemoryContext loop_context;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(bridgecore_database, NULL, 0);
+	bc_pin_worker_session();
 
 	pg_atomic_write_u32(&launcher_shared->launcher_procno, BRIDGECORE_MY_PROC_NUMBER + 1);
 	before_shmem_exit(clear_launcher_procno, 0);
 
 	slots = MemoryContextAllocZero(TopMemoryContext, sizeof(PollerSlot));
+	/* Everything one wake allocates goes here, and is freed at its end. */
+	loop_context = AllocSetContextCreate(TopMemoryContext, "bridgecore launcher loop",
+										 ALLOCSET_DEFAULT_SIZES);
 	stop_orphan_pollers();
 
 	for (;;)
@@ -400,6 +438,8 @@ bridgecore_launcher_main(Datum arg)
 		long		timeout;
 		TimestampTz now;
 
+		MemoryContextSwitchTo(loop_context);
+		MemoryContextReset(loop_context);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{

@@ -9,6 +9,7 @@
  * by CHECK_FOR_INTERRUPTS.
  */
 #include "odoo_client.h"
+#include "ingest.h"
 
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
@@ -63,22 +64,49 @@ static void
 set_error(OdooError *err, OdooErrorKind kind, const char *fmt,...)
 {
 	va_list		ap;
+	StringInfoData full;
 
 	err->kind = kind;
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
-	va_end(ap);
+	/* The whole text first: the secret is masked before anything is cut. */
+	initStringInfo(&full);
+	for (;;)
+	{
+		int			needed;
+
+		va_start(ap, fmt);
+		needed = appendStringInfoVA(&full, fmt, ap);
+		va_end(ap);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&full, needed);
+	}
+	bc_copy_message(err->message, sizeof(err->message), full.data, err->secret);
+	pfree(full.data);
 }
 
-/* A printable excerpt of a body, for error messages. */
-static void
-body_excerpt(const char *data, size_t len, char *out, size_t outlen)
+/*
+ * A printable excerpt of a body, for error messages: at most BODY_EXCERPT
+ * characters, with the secret masked before the cut (the window read is
+ * long enough to hold a secret that starts inside the excerpt).
+ */
+static char *
+body_excerpt(const OdooError *err, const char *data, size_t len)
 {
-	size_t		n = Min(len, Min((size_t) BODY_EXCERPT, outlen - 1));
+	size_t		slen = err->secret ? strlen(err->secret) : 0;
+	size_t		n = Min(len, (size_t) BODY_EXCERPT * 4 + slen);
+	char	   *window = palloc(n + 1);
+	char	   *scrubbed;
+	char	   *out;
 
 	for (size_t i = 0; i < n; i++)
-		out[i] = isprint((unsigned char) data[i]) ? data[i] : ' ';
-	out[n] = '\0';
+		window[i] = (data[i] == '\0' || data[i] == '\r' || data[i] == '\n' || data[i] == '\t') ? ' ' : data[i];
+	window[n] = '\0';
+	scrubbed = bc_scrubbed_copy(window, err->secret);
+	bc_make_valid_utf8(scrubbed);
+	out = pnstrdup(scrubbed, bc_utf8_clip_length(scrubbed, BODY_EXCERPT));
+	pfree(window);
+	pfree(scrubbed);
+	return out;
 }
 
 static size_t
@@ -276,6 +304,7 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 
 	memset(err, 0, sizeof(*err));
 	err->retry_after_s = -1;
+	err->secret = client->secret;
 
 	json_object_object_add(params, "service", json_object_new_string(service));
 	json_object_object_add(params, "method", json_object_new_string(method));
@@ -310,27 +339,22 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 			set_error(err, ODOO_ERR_TRANSPORT, "%s", curl_easy_strerror(rc));
 		else if (status != 200)
 		{
-			char		excerpt[BODY_EXCERPT + 1];
-
-			body_excerpt(ts.body->data, ts.body->len, excerpt, sizeof(excerpt));
-			set_error(err, ODOO_ERR_HTTP, "HTTP %ld: %s", status, excerpt);
+			set_error(err, ODOO_ERR_HTTP, "HTTP %ld: %s", status,
+					  body_excerpt(err, ts.body->data, ts.body->len));
 		}
 		else
 		{
 			enum json_tokener_error jerr;
 
-			tok = json_tokener_new_ex(64);
+			tok = json_tokener_new_ex(BC_JSON_MAX_DEPTH);
 			response = json_tokener_parse_ex(tok, ts.body->data, ts.body->len);
 			jerr = json_tokener_get_error(tok);
 			if (response == NULL || jerr != json_tokener_success ||
 				json_tokener_get_parse_end(tok) != (size_t) ts.body->len)
 			{
-				char		excerpt[BODY_EXCERPT + 1];
-
-				body_excerpt(ts.body->data, ts.body->len, excerpt, sizeof(excerpt));
 				set_error(err, ODOO_ERR_BAD_RESPONSE, "invalid JSON (%s): %s",
 						  jerr == json_tokener_continue ? "truncated" : json_tokener_error_desc(jerr),
-						  excerpt);
+						  body_excerpt(err, ts.body->data, ts.body->len));
 			}
 			else if (!json_object_is_type(response, json_type_object))
 				set_error(err, ODOO_ERR_BAD_RESPONSE, "JSON-RPC answer is not an object");
@@ -380,36 +404,14 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 }
 
 /*
- * Replaces every occurrence of the secret in msg (a buffer of size bytes)
- * with "***".  The search goes on after each mask, which may itself contain
- * a short secret; a secret shorter than the mask lengthens the message, and
- * what no longer fits is cut off.
+ * Masks every occurrence of the secret in msg (a buffer of size bytes) with
+ * "***", then cuts the result at a character boundary to fit.  Masking
+ * comes first, so no fragment of the secret survives the cut.
  */
 void
 odoo_scrub_secret(char *msg, size_t size, const char *secret)
 {
-	size_t		slen = strlen(secret);
-	char	   *p = msg;
-
-	if (slen == 0)
-		return;
-	while ((p = strstr(p, secret)) != NULL)
-	{
-		size_t		pos = p - msg;
-		size_t		tail = strlen(p + slen) + 1;
-
-		if (pos + 3 >= size)
-		{
-			*p = '\0';
-			break;
-		}
-		if (pos + 3 + tail > size)
-			tail = size - pos - 3;
-		memmove(p + 3, p + slen, tail);
-		memcpy(p, "***", 3);
-		msg[size - 1] = '\0';
-		p += 3;
-	}
+	bc_copy_message(msg, size, msg, secret);
 }
 
 bool

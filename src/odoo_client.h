@@ -32,7 +32,8 @@ typedef struct OdooError
 	OdooErrorKind kind;
 	long		http_status;
 	int			retry_after_s;	/* from Retry-After, or -1 */
-	char		message[512];
+	const char *secret;			/* masked in message before it is cut */
+	char		message[512];	/* valid UTF-8, free of the secret */
 } OdooError;
 
 typedef struct OdooClient

@@ -35,12 +35,18 @@ int			bridgecore_gap_window_s = 120;
 int			bridgecore_connect_timeout_ms = 5000;
 int			bridgecore_request_timeout_ms = 30000;
 int			bridgecore_max_response_kb = 64 * 1024;
-int			bridgecore_max_backoff_ms = 300000;
+int			bridgecore_max_backoff_ms = 30000;
 
-/* Odoo locks an address out for 60 s after 5 failed logins. */
 #define FIELDS_RELEARN_MS (10 * 60 * 1000)
 
+/* Odoo locks an address out for 60 s after 5 failed logins. */
 #define AUTH_FAILED_MIN_DELAY_MS 60000
+
+/*
+ * An empty poll of a healthy instance writes nothing (no WAL, no ordering
+ * lock); its instance row's last_success_at is refreshed at most this often.
+ */
+#define IDLE_HEARTBEAT_MS 60000
 
 /* Fields BridgeCore reads from the source model, if the model has them. */
 static const char *const wanted_fields[] = {
@@ -68,6 +74,7 @@ typedef struct Instance
 	TimestampTz fields_learned_at;
 	OdooErrorKind last_error_kind;	/* of the last failed poll */
 	int			failures;		/* consecutive ones, as in the instance row */
+	TimestampTz row_written_at; /* last time a poll wrote the instance row */
 } Instance;
 
 typedef enum PollOutcome
@@ -103,7 +110,7 @@ WorkerDefineGucs(void)
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("bridgecore.max_backoff",
 							"Longest wait between retries of a failing Odoo instance.",
-							NULL, &bridgecore_max_backoff_ms, 300000, 10, 86400000,
+							NULL, &bridgecore_max_backoff_ms, 30000, 10, 86400000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 }
 
@@ -222,15 +229,15 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 	const char *state = err->kind == ODOO_ERR_AUTH_FAILED ? "auth_failed" : "backoff";
 	int64		cap_ms = bridgecore_max_backoff_ms;
 	int64		delay_ms = Min(1000, cap_ms);
-	Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	Datum		args[4];
-	bool		present;
+	MemoryContext caller = CurrentMemoryContext;
+	volatile bool present = true;
 
 	inst->last_error_kind = err->kind;
 	inst->failures++;
-	snprintf(message, sizeof(message), "%s: %s: %s", phase,
-			 odoo_error_kind_name(err->kind), err->message);
-	odoo_scrub_secret(message, sizeof(message), inst->secret);
+	/* Masked and made valid before the cut, and cut at a character. */
+	bc_copy_message(message, sizeof(message),
+					psprintf("%s: %s: %s", phase, odoo_error_kind_name(err->kind), err->message),
+					inst->secret);
 
 	for (int i = 1; i < inst->failures && delay_ms < cap_ms; i++)
 		delay_ms *= 2;
@@ -243,18 +250,41 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 		delay_ms = Max(delay_ms, (int64) err->retry_after_s * 1000);
 	inst->next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
 
-	bc_begin_work("bridgecore poller: recording failure");
-	present = extension_present();
-	if (present)
+	/*
+	 * Recording the failure must never be what stops the poller: if the
+	 * database refuses it (a lock timeout, a full disk), the backoff above
+	 * still holds, the server log still says why, and the next poll tries
+	 * again.
+	 */
+	PG_TRY();
 	{
-		args[0] = Int32GetDatum(inst->id);
-		args[1] = CStringGetTextDatum(state);
-		args[2] = CStringGetTextDatum(message);
-		args[3] = TimestampTzGetDatum(inst->next_attempt);
-		SPI_execute_with_args("SELECT bridgecore._record_failure($1, $2, $3, $4)",
-							  4, argtypes, args, NULL, false, 1);
+		Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+		Datum		args[4];
+
+		bc_begin_work("bridgecore poller: recording failure");
+		present = extension_present();
+		if (present)
+		{
+			args[0] = Int32GetDatum(inst->id);
+			args[1] = CStringGetTextDatum(state);
+			args[2] = CStringGetTextDatum(message);
+			args[3] = TimestampTzGetDatum(inst->next_attempt);
+			SPI_execute_with_args("SELECT bridgecore._record_failure($1, $2, $3, $4)",
+								  4, argtypes, args, NULL, false, 1);
+		}
+		bc_end_work();
+		inst->row_written_at = GetCurrentTimestamp();
 	}
-	bc_end_work();
+	PG_CATCH();
+	{
+		ErrorData  *edata = bc_abort_work(caller);
+
+		ereport(LOG,
+				(errmsg("bridgecore poller for instance \"%s\" could not record a failure: %s",
+						inst->name, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
 	if (!present)
 		return POLL_GONE;
 	ereport(LOG,
@@ -366,6 +396,7 @@ store_batch_in_transaction(Instance *inst, json_object *records)
 	TimestampTz started = GetCurrentTimestamp();
 	Datum		id = Int32GetDatum(inst->id);
 	Oid			idtype = INT4OID;
+	int64		old_cursor = inst->cursor;
 
 	bc_begin_work("bridgecore poller: storing events");
 	/*
@@ -409,7 +440,16 @@ store_batch_in_transaction(Instance *inst, json_object *records)
 			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 2, &isnull));
 			MemoryContextSwitchTo(old);
 			inst->failures = 0;	/* _advance_cursor reset the row's count too */
-			outcome = (int) n >= inst->batch_size ? POLL_FULL_BATCH : POLL_CAUGHT_UP;
+			inst->row_written_at = GetCurrentTimestamp();
+
+			/*
+			 * A full batch is followed at once by the next only when it moved
+			 * the cursor: a batch of records the cursor cannot pass (no usable
+			 * id, or ids Odoo keeps returning) would otherwise be asked for
+			 * again and again without a pause.
+			 */
+			outcome = ((int) n >= inst->batch_size && inst->cursor > old_cursor)
+				? POLL_FULL_BATCH : POLL_CAUGHT_UP;
 		}
 	}
 	bc_end_work();
@@ -439,9 +479,16 @@ store_batch(Instance *inst, json_object *records)
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata = bc_abort_work(caller);
+
 		err.kind = ODOO_ERR_STORE;
 		err.retry_after_s = -1;
-		snprintf(err.message, sizeof(err.message), "%s", bc_abort_work(caller));
+		bc_copy_message(err.message, sizeof(err.message),
+						psprintf("%s (SQLSTATE %s)%s%s", edata->message,
+								 unpack_sql_state(edata->sqlerrcode),
+								 edata->detail ? ": " : "", edata->detail ? edata->detail : ""),
+						inst->secret);
+		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	if (err.kind == ODOO_ERR_STORE)
@@ -503,6 +550,19 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		snprintf(err.message, sizeof(err.message), "search_read did not answer a list");
 		return record_failure(inst, &err, "search_read");
 	}
+	/*
+	 * Nothing new, nothing to settle: no transaction at all, so an idle
+	 * instance costs no WAL and never takes the ordering lock.  Open gaps
+	 * (which expire), a failure count to clear, and a periodic heartbeat
+	 * still go through the store path.
+	 */
+	if (json_object_array_length(records) == 0 && inst->failures == 0 &&
+		ARR_NDIM(inst->gaps) == 0 &&
+		!TimestampDifferenceExceeds(inst->row_written_at, GetCurrentTimestamp(), IDLE_HEARTBEAT_MS))
+	{
+		json_object_put(records);
+		return POLL_CAUGHT_UP;
+	}
 	PG_TRY();
 	{
 		outcome = store_batch(inst, records);
@@ -552,6 +612,7 @@ bridgecore_poller_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(bridgecore_database, NULL, 0);
+	bc_pin_worker_session();
 
 	memset(&inst, 0, sizeof(inst));
 	if (!load_instance(instance_id, &inst))

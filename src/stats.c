@@ -59,7 +59,7 @@ typedef struct ModelKey
 {
 	Oid			database_id;
 	int32		instance_id;
-	char		model[128];
+	char		model[129];		/* model names are at most 128 bytes (decode.c) */
 } ModelKey;
 
 typedef struct ModelStats
@@ -306,11 +306,16 @@ stats_count_model(int32 instance_id, const char *model, int64 events, double sec
 	key.instance_id = instance_id;
 	strlcpy(key.model, model, sizeof(key.model));
 
+	/*
+	 * The entry is updated while the lock is held (shared is enough for the
+	 * atomics): _stats_forget removes entries under the exclusive lock, so a
+	 * pointer kept past the release could point into a reused entry.
+	 */
 	LWLockAcquire(stats->lock, LW_SHARED);
 	m = hash_search(model_stats, &key, HASH_FIND, NULL);
-	LWLockRelease(stats->lock);
 	if (m == NULL)
 	{
+		LWLockRelease(stats->lock);
 		LWLockAcquire(stats->lock, LW_EXCLUSIVE);
 		m = hash_search(model_stats, &key, HASH_ENTER_NULL, &found);
 		if (m != NULL && !found)
@@ -318,12 +323,13 @@ stats_count_model(int32 instance_id, const char *model, int64 events, double sec
 			pg_atomic_init_u64(&m->events, 0);
 			histogram_reset(&m->processing, true);
 		}
-		LWLockRelease(stats->lock);
-		if (m == NULL)
-			return;				/* full: bridgecore.max_stat_models */
 	}
-	pg_atomic_fetch_add_u64(&m->events, events);
-	observe(&m->processing, seconds);
+	if (m != NULL)				/* NULL: full, bridgecore.max_stat_models */
+	{
+		pg_atomic_fetch_add_u64(&m->events, events);
+		observe(&m->processing, seconds);
+	}
+	LWLockRelease(stats->lock);
 }
 
 /* ---- SQL interface ------------------------------------------------------ */

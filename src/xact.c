@@ -35,21 +35,36 @@ bc_end_work(void)
 }
 
 /*
- * In a PG_CATCH of a worker: rolls back the transaction the error
- * interrupted and returns the error's message, allocated in context.
+ * In a PG_CATCH of a worker: copies the error (message, SQLSTATE, detail)
+ * into context while it is still intact, rolls back the transaction it
+ * interrupted, and returns the copy, which the caller frees with
+ * FreeErrorData.  CurrentMemoryContext is context afterwards.
  */
-char *
+ErrorData *
 bc_abort_work(MemoryContext context)
 {
 	ErrorData  *edata;
-	char	   *message;
 
 	MemoryContextSwitchTo(context);
 	edata = CopyErrorData();
 	FlushErrorState();
 	AbortCurrentTransaction();
-	message = pstrdup(edata->message);
-	FreeErrorData(edata);
+	MemoryContextSwitchTo(context);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return message;
+	return edata;
+}
+
+/*
+ * Every worker session: a search_path of pg_catalog only, whatever the
+ * database's or the role's settings say.  The workers run as the bootstrap
+ * superuser, so an unqualified name resolved through a schema that others
+ * can create in (public, or one an ALTER DATABASE ... SET search_path
+ * names) would run their code as superuser.  Session level, so reloads and
+ * ALTER DATABASE/ROLE settings (lower sources) never replace it, while
+ * functions' own SET search_path clauses still apply inside them.
+ */
+void
+bc_pin_worker_session(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 }

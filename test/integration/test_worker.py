@@ -974,69 +974,6 @@ def test_lifecycle():
     sd.stop()
 
 
-def test_decode_parity():
-    """The worker (C decoder, array INSERT) and bridgecore.ingest() (SQL)
-    store the same records the same way and dead-letter the others with
-    the same reasons."""
-    ts = "2025-11-16 10:30:00"
-    base = {"model": "sale.order", "record_id": 7, "event": "write", "timestamp": ts}
-    variants = [
-        {},                                                     # legacy field set
-        {"priority": "high", "category": "business", "user_id": [2, "Mitchell Admin"],
-         "payload": {"name": "S\u00e9 \"q\" \\ /", "_changed_fields": ["name", 1, None, {"b": 1, "a": [2, 3]}]}},
-        {"priority": False, "category": False, "user_id": False, "payload": False},
-        {"timestamp": "2025-11-16T10:30:00.250Z", "record_id": -1, "event": "unlink"},
-        {"record_id": 3000000000.0, "payload": {"n": 0.1, "big": 1e300, "neg": -0.0}},
-        {"model": None}, {"model": ""}, {"model": "Sale Order"}, {"model": 5},
-        {"record_id": 0}, {"record_id": "5"}, {"record_id": 1.5}, {"record_id": None},
-        {"event": "archive"}, {"event": None}, {"event": 5}, {"event": {"b": 1, "a": [2, 3]}},
-        {"timestamp": "2025-02-30 10:00:00"}, {"timestamp": False}, {"timestamp": "yesterday"},
-        {"priority": "urgent"}, {"priority": 3},
-        {"category": ""}, {"category": "c" * 65}, {"category": ["x"]},
-        {"user_id": "bob"}, {"user_id": [0, "x"]}, {"user_id": [2]}, {"user_id": [2, 3]},
-        {"payload": {"body": "a\u0000b"}},
-    ]
-    sd = Standin()
-    for v in variants:
-        row = dict(base)
-        for k, val in v.items():
-            if val is None:
-                row.pop(k, None)
-            else:
-                row[k] = val
-        sd.control("add_raw", row=row)
-    # Both paths get exactly what search_read serves (false for what is missing).
-    records = sd.rows()
-    worker = add_instance("parity_c", sd)
-    DB.all("SELECT count(*) FROM bridgecore.add_instance('parity_sql', 'http://127.0.0.1:9',"
-           " 'odoo', 'x', 'x', enabled => false)")
-    sql_inst = DB.val("SELECT id FROM bridgecore.instance WHERE name = 'parity_sql'")
-    DB.all("SELECT bridgecore.ingest('parity_sql', %s::json)", (json.dumps(records),))
-    T.wait(lambda: DB.val("SELECT cursor FROM bridgecore.instance WHERE id = %s", (worker,))
-           >= records[-1]["id"], 10, "parity: the worker passed every record")
-
-    def stored(inst):
-        return DB.all("SELECT odoo_id, model, record_id, event::text, priority::text, category,"
-                      " payload, changed_fields, odoo_user_id, odoo_user_name, occurred_at,"
-                      " regexp_replace(doc::text, '^[{]\"id\" : [0-9]+, ', '{')"
-                      " FROM bridgecore.event WHERE instance_id = %s ORDER BY odoo_id", (inst,))
-
-    def dead(inst):
-        return DB.all("SELECT odoo_id, reason FROM bridgecore.dead_letter"
-                      " WHERE instance_id = %s ORDER BY odoo_id", (inst,))
-    c_rows, sql_rows = stored(worker), stored(sql_inst)
-    T.ok(len(c_rows) == 5 and c_rows == sql_rows,
-         "parity: the same %d events, field by field" % len(c_rows),
-         "C:   %r" % (c_rows,), "SQL: %r" % (sql_rows,))
-    c_dead, sql_dead = dead(worker), dead(sql_inst)
-    T.ok(len(c_dead) == len(variants) - 5 and c_dead == sql_dead,
-         "parity: the same %d dead letters with the same reasons" % len(c_dead),
-         *["%s | C: %r | SQL: %r" % (a[0], a[1], b[1]) for a, b in zip(c_dead, sql_dead) if a != b])
-    remove_instance("parity_c")
-    remove_instance("parity_sql")
-    sd.stop()
-
-
 # ---- operations (0.2.0) -------------------------------------------------------
 
 # The middleware's model classification (odoo-contract.md, "Models for discovery").
@@ -1562,6 +1499,288 @@ def test_stats_from_worker():
     sd.stop()
 
 
+
+# ---- hardening (0.3.0) --------------------------------------------------------
+
+def poll_requests(sd):
+    return sd.stats()["search_reads"]
+
+
+def test_search_path_is_pinned():
+    """Whatever is planted in public or named by ALTER DATABASE ... SET
+    search_path, the workers (superuser) never run it."""
+    db = DB.val("SELECT current_database()")
+    DB.all("DROP ROLE IF EXISTS bc_planter")
+    DB.all("CREATE ROLE bc_planter")
+    DB.all("GRANT CREATE ON SCHEMA public TO bc_planter")
+    DB.all("CREATE TABLE public.bc_planted_ran (who text, super boolean)")
+    DB.all("GRANT INSERT ON public.bc_planted_ran TO bc_planter")
+    DB.all("SET ROLE bc_planter")
+    try:
+        # numeric * integer has no exact match in pg_catalog: a planted
+        # public.*(numeric, integer) would win over numeric * numeric.
+        DB.all("CREATE FUNCTION public.bc_planted_mul(numeric, integer) RETURNS numeric"
+               " LANGUAGE plpgsql AS $$ BEGIN"
+               "  INSERT INTO public.bc_planted_ran VALUES (current_user,"
+               "    (SELECT rolsuper FROM pg_roles WHERE rolname = current_user));"
+               "  BEGIN EXECUTE 'ALTER ROLE bc_planter SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;"
+               "  RETURN $1 * $2::numeric; END $$")
+        DB.all("CREATE OPERATOR public.* (LEFTARG = numeric, RIGHTARG = integer,"
+               " FUNCTION = public.bc_planted_mul)")
+        DB.all("CREATE FUNCTION public.bc_planted_eq(bigint, bigint) RETURNS boolean"
+               " LANGUAGE plpgsql AS $$ BEGIN"
+               "  INSERT INTO public.bc_planted_ran VALUES (current_user, true);"
+               "  RETURN $1 OPERATOR(pg_catalog.=) $2; END $$")
+    finally:
+        DB.all("RESET ROLE")
+    DB.all("ALTER DATABASE %s SET search_path = public, pg_catalog" % db)
+    sd = Standin()
+    sd.add(3)
+    try:
+        inst = add_instance("pinned", sd)
+        wait_all("pinned", inst, sd, 15, "search_path: events arrive with a planted operator in public")
+        # A restarted poller and launcher read their settings again.
+        DB.all("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+               " WHERE backend_type IN ('bridgecore launcher', 'bridgecore poller')")
+        sd.add(2)
+        wait_all("pinned", inst, sd, 20, "search_path: events arrive after the workers restarted")
+        T.ok(DB.val("SELECT count(*) FROM public.bc_planted_ran") == 0,
+             "search_path: the planted operator never ran in a worker",
+             DB.all("SELECT * FROM public.bc_planted_ran"))
+        T.ok(not DB.val("SELECT rolsuper FROM pg_roles WHERE rolname = 'bc_planter'"),
+             "search_path: the planting role did not become superuser")
+    finally:
+        DB.all("ALTER DATABASE %s RESET search_path" % db)
+        remove_instance("pinned")
+        DB.all("DROP OPERATOR IF EXISTS public.* (numeric, integer)")
+        DB.all("DROP FUNCTION IF EXISTS public.bc_planted_mul(numeric, integer)")
+        DB.all("DROP FUNCTION IF EXISTS public.bc_planted_eq(bigint, bigint)")
+        DB.all("DROP TABLE IF EXISTS public.bc_planted_ran")
+        DB.all("REVOKE CREATE ON SCHEMA public FROM bc_planter")
+        DB.all("ALTER ROLE bc_planter NOSUPERUSER")
+        DB.all("DROP ROLE bc_planter")
+        sd.stop()
+
+
+def test_odoo_text_and_secret():
+    """A long translated Odoo error is recorded (valid UTF-8, cut at a
+    character), never crash-loops the poller, and no fragment of the secret
+    survives in last_error or the server log."""
+    secret = "Zq7-secret-7Hk2-vX9p-3LmN"
+    sd = Standin(password=secret)
+    inst = add_instance("texts", sd)
+    wait_for(lambda: poller_pid(inst), 10, "the poller of texts")
+    pid = poller_pid(inst)
+    offset = log_offset()
+    # Cyrillic (2-byte) text that crosses every cut, then the secret right at
+    # the 512-byte message buffer's end and at the 700-byte status line's.
+    long_ru = "Доступ запрещён: недостаточно прав для операции. " * 12
+    for pad in (0, 1, 3, 470, 471, 475, 480):
+        msg = ("ы" * pad) + secret + " " + long_ru
+        sd.control("fault", kind="rpc_error", name="odoo.exceptions.AccessError", message=msg, count=1)
+        want = sd.stats()["requests"] + 1
+        wait_for(lambda: sd.stats()["requests"] >= want, 10, "the faulty answer to be served")
+        wait_for(lambda: (status("texts") or {}).get("last_error_at") is not None, 10, "a recorded failure")
+    wait_for(lambda: sd.stats()["faults_pending"] == 0, 30, "every faulty answer served")
+    sd.add(2)
+    set_guc("bridgecore.max_backoff", "200ms")
+    try:
+        wait_all("texts", inst, sd, 20, "texts: events flow after long non-ASCII errors")
+    finally:
+        reset_guc("bridgecore.max_backoff")
+    T.ok(poller_pid(inst) == pid, "texts: the poller never exited (pid %s, now %s)" % (pid, poller_pid(inst)))
+    err = DB.val("SELECT last_error FROM bridgecore.instance WHERE id = %s", (inst,)) or ""
+    log = log_since(offset)
+    frags = {secret[i:i + 4] for i in range(len(secret) - 3)}
+    T.ok(not any(f in err for f in frags), "texts: no 4-character fragment of the secret in last_error", err)
+    leaked = [f for f in frags if f in log]
+    T.ok(not leaked, "texts: no 4-character fragment of the secret in the server log", leaked)
+    T.ok("invalid byte sequence" not in log, "texts: no encoding error while recording failures")
+    remove_instance("texts")
+    sd.stop()
+
+
+def test_secret_needs_secret_to_move():
+    """An admin who is not superuser cannot send the stored secret to a
+    server of their own; a failing add_instance does not log the secret."""
+    DB.all("DROP ROLE IF EXISTS bc_ops")
+    DB.all("CREATE ROLE bc_ops LOGIN IN ROLE bridgecore_admin")
+    sd = Standin()
+    inst = add_instance("moving", sd)
+    conn = psycopg2.connect("", user="bc_ops", application_name="bridgecore worker test (ops)")
+    conn.autocommit = True
+    try:
+        state = sql_error("SELECT bridgecore.alter_instance('moving', url => 'http://127.0.0.1:9')", conn=conn)[0]
+        T.ok(state == "42501", "secret: a new url without the secret is refused (%s)" % state)
+        state = sql_error("SELECT bridgecore.alter_instance('moving', verify_tls => false)", conn=conn)[0]
+        T.ok(state == "42501", "secret: verify_tls => false without the secret is refused (%s)" % state)
+        T.ok(DB.val("SELECT url FROM bridgecore.instance WHERE id = %s", (inst,)) == sd.url,
+             "secret: the url is unchanged")
+        state = sql_error("SELECT bridgecore.alter_instance('moving', url => %s, secret => %s)",
+                          (sd.url + "/", sd.password), conn=conn)[0]
+        T.ok(state is None, "secret: a new url with the secret is accepted (%s)" % state)
+        state = sql_error("SELECT bridgecore.alter_instance('moving', batch_size => 50)", conn=conn)[0]
+        T.ok(state is None, "secret: other settings need no secret (%s)" % state)
+        offset = log_offset()
+        secret = "must-not-be-logged-4f1c"
+        state = sql_error("SELECT bridgecore.add_instance('moving', 'http://127.0.0.1:9', 'db', 'bot', %s)",
+                          (secret,), conn=conn)[0]
+        T.ok(state == "23505", "secret: add_instance of an existing name fails (%s)" % state)
+        wait_for(lambda: "already exists" in log_since(offset), 5, "the error in the server log")
+        T.ok(secret not in log_since(offset), "secret: the failing statement is not logged with the secret")
+    finally:
+        conn.close()
+        remove_instance("moving")
+        DB.all("DROP ROLE bc_ops")
+        sd.stop()
+
+
+def test_large_id_jump():
+    """One record far above the cursor (3*10^8, and near 2^62) is stored at
+    once; gap bookkeeping is bounded by the batch, not the distance."""
+    sd = Standin()
+    sd.add(3)
+    inst = add_instance("jump", sd)
+    wait_all("jump", inst, sd, 10, "jump: the first events arrive")
+    other_sd = Standin()
+    other = add_instance("bystander", other_sd)
+    for count in (300000000, 2 ** 62):
+        sd.control("skip", count=count)
+        ids = sd.add(1)
+        t0 = time.monotonic()
+        T.wait(lambda: DB.val("SELECT cursor FROM bridgecore.instance WHERE id = %s", (inst,)) >= ids[0],
+               10, "jump: an id %d above the cursor is stored" % count)
+        T.diag("jump of %d stored in %.2f s" % (count, time.monotonic() - t0))
+        other_sd.add(1)
+        wait_all("bystander", other, other_sd, 5, "jump: another instance is not held up")
+    gaps = DB.val("SELECT count(*) FROM bridgecore.gap WHERE instance_id = %s", (inst,))
+    T.ok(gaps <= 1000, "jump: at most 1000 gaps recorded (%d)" % gaps)
+    for name, s in (("jump", sd), ("bystander", other_sd)):
+        remove_instance(name)
+        s.stop()
+
+
+def test_poison_records():
+    """NaN/Infinity, invalid UTF-8 and deep nesting in one record: that
+    record is dead-lettered (or, for nesting, stored), the rest of the batch
+    is stored and the cursor moves on, on the worker path."""
+    sd = Standin()
+    base = {"model": "sale.order", "record_id": 1, "event": "write", "timestamp": odoo_now()}
+    sd.add(2)
+    nan = sd.control("add_raw", row=dict(base, payload={"x": float("nan")}))["ids"][0]
+    inf = sd.control("add_raw", row=dict(base, payload={"x": float("inf")}))["ids"][0]
+    bad_utf8 = sd.control("add_raw", row=dict(base, payload={"name": "caf\udce9 \udcff"}))["ids"][0]
+    bad_model = sd.control("add_raw", row=dict(base, model="sale\udcff.order"))["ids"][0]
+    deep = {"v": 1}
+    for _ in range(100):
+        deep = {"d": deep}
+    deep_id = sd.control("add_raw", row=dict(base, payload=deep))["ids"][0]
+    sd.add(2)
+    inst = add_instance("poison", sd)
+    T.wait(lambda: DB.val("SELECT cursor FROM bridgecore.instance WHERE id = %s", (inst,))
+           >= sd.stats()["max_id"], 15, "poison: the cursor passes every record")
+    dead = dict(DB.all("SELECT odoo_id, reason FROM bridgecore.dead_letter WHERE instance_id = %s", (inst,)))
+    T.ok(set(dead) == {nan, inf, bad_utf8, bad_model}, "poison: exactly the four bad records are dead letters", dead)
+    T.ok("NaN or Infinity" in dead.get(nan, "") and "NaN or Infinity" in dead.get(inf, ""),
+         "poison: NaN and Infinity have a reason", dead)
+    T.ok("invalid UTF-8" in dead.get(bad_utf8, "") and "invalid UTF-8" in dead.get(bad_model, ""),
+         "poison: invalid UTF-8 has a reason", dead)
+    T.ok(DB.val("SELECT count(*) FROM bridgecore.event WHERE instance_id = %s", (inst,)) == 5,
+         "poison: the five good records (one nested 100 deep) are stored")
+    T.ok(DB.val("SELECT payload #>> '{d,d,d,d,d,d,d,d,d,d}' IS NOT NULL FROM bridgecore.event"
+                " WHERE instance_id = %s AND odoo_id = %s", (inst, deep_id)),
+         "poison: the deeply nested payload is stored whole")
+    # Everything stored is valid UTF-8 that clients and pg_dump can read.
+    T.ok(DB.val("SELECT bool_and(record::text IS NOT NULL AND convert_to(record::text, 'UTF8') IS NOT NULL)"
+                " FROM bridgecore.dead_letter WHERE instance_id = %s", (inst,)),
+         "poison: dead letters hold valid JSON text")
+    T.ok(DB.val("SELECT record->'payload'->>'x' FROM bridgecore.dead_letter WHERE odoo_id = %s"
+                " AND instance_id = %s", (nan, inst)) == "NaN", "poison: NaN is kept as the string \"NaN\"")
+    remove_instance("poison")
+    sd.stop()
+
+
+def test_idless_records_do_not_spin():
+    """A full batch of records the cursor cannot pass (no id, or id 2^63-1)
+    is dead-lettered once and polled at the poll interval, not in a loop."""
+    sd = Standin()
+    base = {"model": "sale.order", "record_id": 1, "event": "write", "timestamp": odoo_now()}
+    for i in range(3):
+        sd.control("add_raw", row=dict(base, record_id=i + 1, __no_id=True))
+    for i in range(2):
+        sd.control("add_raw", row=dict(base, record_id=i + 10, __id_as=2 ** 63 - 1))
+    inst = add_instance("idless", sd, batch_size=5, poll_interval="200 milliseconds")
+    T.wait(lambda: DB.val("SELECT count(*) FROM bridgecore.dead_letter WHERE instance_id = %s", (inst,)) >= 5,
+           10, "idless: the records are dead-lettered", lambda: DB.all("SELECT * FROM bridgecore.dead_letter"))
+    start = poll_requests(sd)
+    time.sleep(2.0)     # a window in which to count polls, not a wait for a condition
+    polls = poll_requests(sd) - start
+    T.ok(polls <= 20, "idless: a full batch without progress is polled at the interval (%d polls in 2 s)" % polls)
+    n = DB.val("SELECT count(*) FROM bridgecore.dead_letter WHERE instance_id = %s", (inst,))
+    T.ok(n == 5, "idless: each is kept once (3 id-less, 2 with id 2^63-1), not once per poll (%d)" % n)
+    T.ok(DB.val("SELECT min(attempts) FROM bridgecore.dead_letter WHERE instance_id = %s AND odoo_id IS NULL",
+                (inst,)) >= 2, "idless: repeats count as attempts")
+    remove_instance("idless")
+    sd.stop()
+
+
+def test_holes_below_first_batch():
+    """Rows that commit late just below an instance's first batch (a long
+    Odoo transaction running when the instance is added) are fetched."""
+    sd = Standin()
+    late = sd.control("reserve", count=3)["ids"]
+    sd.add(5)
+    inst = add_instance("below", sd)
+    T.wait(lambda: DB.val("SELECT count(*) FROM bridgecore.event WHERE instance_id = %s", (inst,)) == 5,
+           10, "below: the first batch arrives")
+    sd.control("publish", ids=late)
+    wait_all("below", inst, sd, 10, "below: the ids just below the first batch arrive once committed")
+    check_mirror(inst, sd, "below: every row exactly once")
+    remove_instance("below")
+    sd.stop()
+
+
+def test_launcher_survives_a_failed_read():
+    """A failing read of the instances (here: a column it needs is gone, as
+    when DROP EXTENSION commits mid-read) is logged; the launcher stays."""
+    pid = launcher_pid()
+    offset = log_offset()
+    DB.all("BEGIN")
+    DB.all("ALTER TABLE bridgecore.instance RENAME COLUMN enabled TO enabled_renamed")
+    DB.all("SELECT bridgecore._wake_poller()")
+    DB.all("COMMIT")
+    try:
+        T.wait(lambda: "could not read the instances" in log_since(offset), 10,
+               "launcher: the failed read is logged")
+        T.ok(holds_for(lambda: launcher_pid() == pid, 1.5), "launcher: it did not exit (pid %s)" % pid)
+    finally:
+        DB.all("ALTER TABLE bridgecore.instance RENAME COLUMN enabled_renamed TO enabled")
+
+
+def test_recovery_defaults():
+    """With default settings, a recovered Odoo is polled again within 30 s."""
+    T.ok(DB.val("SELECT boot_val::int <= 30000 FROM pg_settings WHERE name = 'bridgecore.max_backoff'"),
+         "recovery: bridgecore.max_backoff defaults to at most 30 s")
+
+
+def test_idle_poll_writes_nothing():
+    """An idle instance's polls write no WAL and take no ordering lock."""
+    sd = Standin()
+    sd.add(2)
+    inst = add_instance("idle", sd)
+    wait_all("idle", inst, sd, 10, "idle: events arrive")
+    settle(sd, requests=3)
+    xmin = DB.val("SELECT xmin::text::bigint FROM bridgecore.instance WHERE id = %s", (inst,))
+    lsn = DB.val("SELECT pg_current_wal_insert_lsn()")
+    settle(sd, requests=10)
+    T.ok(DB.val("SELECT xmin::text::bigint FROM bridgecore.instance WHERE id = %s", (inst,)) == xmin,
+         "idle: ten idle polls did not write the instance row")
+    wal = DB.val("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (lsn,))
+    T.diag("idle: %s bytes of WAL during ten idle polls (the whole cluster)" % wal)
+    remove_instance("idle")
+    sd.stop()
+
+
 TESTS = [
     test_order_and_full_batches,
     test_notify,
@@ -1569,7 +1788,6 @@ TESTS = [
     test_unicode_and_large,
     test_legacy_fields,
     test_dead_letter,
-    test_decode_parity,
     test_credentials_and_session,
     test_faults,
     test_hung_instance,
@@ -1581,6 +1799,16 @@ TESTS = [
     test_retention_and_devices,
     test_dead_letter_refetch,
     test_stats_from_worker,
+    test_search_path_is_pinned,
+    test_odoo_text_and_secret,
+    test_secret_needs_secret_to_move,
+    test_large_id_jump,
+    test_poison_records,
+    test_idless_records_do_not_spin,
+    test_holes_below_first_batch,
+    test_launcher_survives_a_failed_read,
+    test_recovery_defaults,
+    test_idle_poll_writes_nothing,
 ]
 
 

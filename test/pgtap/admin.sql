@@ -1,7 +1,7 @@
 -- Administration: instances, app types, cleanup, sync_state / sync_reset.
 \ir setup.psql
 
-SELECT plan(91);
+SELECT plan(99);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -25,7 +25,7 @@ $$;
 -------------------------------------------------------------------------------
 SELECT is((SELECT count(*)::int FROM bridgecore.instances), 0, 'no instance after CREATE EXTENSION');
 
-INSERT INTO r SELECT 'added', to_jsonb(a) FROM bridgecore.add_instance('main', 'https://erp.example.com/', 'prod', 'bot', 's3cret') a;
+INSERT INTO r SELECT 'added', to_jsonb(a) FROM bridgecore.add_instance('main', 'https://erp.example.com/', 'prod', 'bot', 's3cret-secret-key') a;
 SELECT ok(pg_temp.r('added') @>
           '{"name": "main", "url": "https://erp.example.com", "database": "prod", "login": "bot",
             "source_model": "update.webhook", "poll_interval": "00:00:01", "batch_size": 500, "enabled": true,
@@ -34,34 +34,34 @@ SELECT ok(pg_temp.r('added') @>
             "lag": null, "purged_through": 0}'::jsonb,
           'add_instance returns the new instance with defaults, trailing slash trimmed');
 SELECT is(pg_temp.r('added') ? 'secret', false, 'add_instance does not return the secret');
-SELECT is((SELECT secret FROM bridgecore.instance WHERE name = 'main'), 's3cret', 'the secret is stored');
+SELECT is((SELECT secret FROM bridgecore.instance WHERE name = 'main'), 's3cret-secret-key', 'the secret is stored');
 SELECT hasnt_column('bridgecore', 'instances', 'secret', 'the instances view has no secret column');
 
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('main', 'https://x.example.com', 'd', 'l', 's') $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('main', 'https://x.example.com', 'd', 'l', 's-secret-key') $$,
                  '23505', NULL, 'duplicate instance name');
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('-bad', 'https://x.example.com', 'd', 'l', 's') $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('-bad', 'https://x.example.com', 'd', 'l', 's-secret-key') $$,
                  '22023', NULL, 'invalid instance name');
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'ftp://x.example.com', 'd', 'l', 's') $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'ftp://x.example.com', 'd', 'l', 's-secret-key') $$,
                  '22023', NULL, 'url must be http(s)');
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', '', 'l', 's') $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', '', 'l', 's-secret-key') $$,
                  '22023', NULL, 'empty database');
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', '', 's') $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', '', 's-secret-key') $$,
                  '22023', NULL, 'empty login');
 SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', '') $$,
                  '22023', NULL, 'empty secret');
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's', source_model => 'Update Webhook') $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's-secret-key', source_model => 'Update Webhook') $$,
                  '22023', NULL, 'invalid source_model');
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's', poll_interval => '1 millisecond') $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's-secret-key', poll_interval => '1 millisecond') $$,
                  '22023', NULL, 'poll_interval below 10 ms');
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's', batch_size => 10001) $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's-secret-key', batch_size => 10001) $$,
                  '22023', NULL, 'batch_size above 10000');
-SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', NULL, 's') $$,
+SELECT throws_ok($$ SELECT * FROM bridgecore.add_instance('x', 'https://x.example.com', 'd', NULL, 's-secret-key') $$,
                  '22004', NULL, 'null argument');
 SELECT is((SELECT count(*)::int FROM bridgecore.instance), 1, 'failed add_instance calls stored nothing');
 
 SELECT results_eq(
     $$ SELECT name, poll_interval, batch_size, enabled, verify_tls, state
-         FROM bridgecore.add_instance('second', 'http://10.0.0.5:8069', 'db2', 'bot2', 'k2',
+         FROM bridgecore.add_instance('second', 'http://10.0.0.5:8069', 'db2', 'bot2', 'k2-secret-key',
                                       poll_interval => '5 seconds', batch_size => 100,
                                       enabled => false, verify_tls => false) $$,
     $$ VALUES ('second', '5 seconds'::interval, 100, false, false, 'disabled') $$,
@@ -77,10 +77,10 @@ SELECT results_eq(
     $$ VALUES ('main', 'https://erp.example.com', 50, 'backoff', 3) $$,
     'changing batch_size only keeps the backoff');
 SELECT results_eq(
-    $$ SELECT url, login, state, consecutive_failures, next_attempt_at FROM bridgecore.alter_instance('main', url => 'https://new.example.com/', secret => 'n3w') $$,
+    $$ SELECT url, login, state, consecutive_failures, next_attempt_at FROM bridgecore.alter_instance('main', url => 'https://new.example.com/', secret => 'n3w-secret-key') $$,
     $$ VALUES ('https://new.example.com', 'bot', 'ok', 0, NULL::timestamptz) $$,
     'new connection settings reset the backoff; omitted ones are kept');
-SELECT is((SELECT secret FROM bridgecore.instance WHERE name = 'main'), 'n3w', 'secret changed');
+SELECT is((SELECT secret FROM bridgecore.instance WHERE name = 'main'), 'n3w-secret-key', 'secret changed');
 SELECT is((SELECT batch_size FROM bridgecore.instances WHERE name = 'main'), 50, 'earlier change kept');
 
 INSERT INTO r VALUES ('main_id', to_jsonb((SELECT id FROM bridgecore.instance WHERE name = 'main')));
@@ -195,7 +195,7 @@ INSERT INTO r SELECT 'c1_max', to_jsonb(max(e.id)) FROM bridgecore.event e JOIN 
  WHERE i.name = 'second' AND e.odoo_id IN (100, 101);
 INSERT INTO r VALUES ('c1', bridgecore.cleanup('2021-01-01 00:00:00+00', instance => 'second'));
 SELECT is(pg_temp.r('c1'),
-          '{"ok": true, "deleted": 2, "message": "Deleted 2 events older than 2021-01-01T00:00:00Z"}'::jsonb,
+          '{"ok": true, "deleted": 2, "message": "Deleted 2 events older than 2021-01-01T00:00:00Z (up to the first newer event of each instance)"}'::jsonb,
           'cleanup answer {ok, deleted, message}');
 SELECT is(pg_temp.nev('second'), 1, 'cleanup removed the old events of the named instance');
 SELECT is(pg_temp.nev('main'), 6, '... and nothing of the other instance');
@@ -213,12 +213,17 @@ SELECT is(pg_temp.r('c3')->'deleted', '0'::jsonb, 'nothing older left: deleted 0
 SELECT is(pg_temp.r('c3')->'ok', 'true'::jsonb, '... still ok');
 
 -- Retention: before omitted means now() - bridgecore.retention.
-DO $$ BEGIN PERFORM bridgecore.ingest('main', pg_temp.batch(300, 1, now() - interval '3 days')); END $$;
+DO $$ BEGIN
+    PERFORM bridgecore.cleanup(now() + interval '1 day', 'main');   -- an empty log
+    PERFORM bridgecore.ingest('main', pg_temp.batch(300, 1, now() - interval '3 days'));
+    PERFORM bridgecore.ingest('main', pg_temp.batch(301, 1, now()));
+END $$;
 SET LOCAL bridgecore.retention = '2d';
 INSERT INTO r VALUES ('c4', bridgecore.cleanup());
 SELECT is(pg_temp.r('c4'),
           jsonb_build_object('ok', true, 'deleted', 1, 'message',
-                             'Deleted 1 events older than ' || to_char((now() - interval '2 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                             'Deleted 1 events older than ' || to_char((now() - interval '2 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                             || ' (up to the first newer event of each instance)'),
           'cleanup() uses bridgecore.retention');
 SELECT is(pg_temp.nev('main'), 1, 'the event inside the retention window is kept');
 SET LOCAL bridgecore.retention = 0;
@@ -228,18 +233,62 @@ SELECT is(pg_temp.r('c_keep') - 'message', '{"ok": true, "deleted": 0}'::jsonb,
 SELECT is(pg_temp.nev('main'), 1, '... the events are kept');
 SELECT is(to_jsonb(bridgecore.cleanup('2000-01-01'))->'deleted', '0'::jsonb, 'retention 0 with an explicit before works');
 
+-- Retention removes a prefix of the log: a late event with an old timestamp
+-- (a backfill, a retried dead letter, clock skew) waits behind a newer one,
+-- so every retained event stays deliverable and nobody is told to resync.
+DO $$ BEGIN
+    PERFORM bridgecore.sync_pull(7, 'late-dev', 'sales_app', instance => 'main');
+    PERFORM bridgecore.ingest('main', pg_temp.batch(900, 1, '2020-06-01 00:00:00+00'));
+END $$;
+SELECT is(to_jsonb(bridgecore.cleanup('2021-01-01 00:00:00+00', instance => 'main'))->'deleted', '0'::jsonb,
+          'a late old event behind a newer one is not removed');
+INSERT INTO r VALUES ('late', to_jsonb(bridgecore.sync_pull(7, 'late-dev', 'sales_app', instance => 'main')));
+SELECT is(pg_temp.r('late') -> 'resync_required', 'false'::jsonb, '... a device below it is not told to resync');
+SELECT is((SELECT array_agg((e ->> 'record_id')::int) FROM jsonb_array_elements(pg_temp.r('late') -> 'events') e),
+          ARRAY[1], '... and gets it');
+
+-- resync_required is per model: removing events a device does not want
+-- does not send it into a resync.
+DO $$ BEGIN
+    PERFORM bridgecore.cleanup(now() + interval '1 day', 'main');
+    PERFORM bridgecore.sync_pull(7, 'late-dev', 'sales_app', instance => 'main');   -- told to resync,
+    PERFORM bridgecore.sync_pull(7, 'wh-dev', 'warehouse_app', instance => 'main'); -- now past the horizon
+    PERFORM bridgecore.ingest('main', pg_temp.batch(910, 2, '2020-06-01 00:00:00+00', 'stock.quant'));
+    PERFORM bridgecore.ingest('main', pg_temp.batch(920, 1, now(), 'sale.order'));
+END $$;
+SELECT is(to_jsonb(bridgecore.cleanup('2021-01-01 00:00:00+00', instance => 'main'))->'deleted', '2'::jsonb,
+          'the two old stock.quant events are removed');
+INSERT INTO r VALUES ('sales', to_jsonb(bridgecore.sync_pull(7, 'late-dev', 'sales_app', instance => 'main')));
+INSERT INTO r VALUES ('wh', to_jsonb(bridgecore.sync_pull(7, 'wh-dev', 'warehouse_app', instance => 'main')));
+SELECT is(pg_temp.r('sales') -> 'resync_required', 'false'::jsonb,
+          'a sales_app device from the start is not told to resync for stock.quant removals');
+SELECT is(pg_temp.r('sales') -> 'new_events_count', '1'::jsonb, '... and gets the retained sale.order event');
+SELECT is(pg_temp.r('wh') -> 'resync_required', 'true'::jsonb,
+          'a warehouse_app device (it wants stock.quant) from the start is told to resync');
+SELECT is((SELECT through FROM bridgecore.purged p JOIN bridgecore.instance i ON i.id = p.instance_id
+            WHERE i.name = 'main' AND p.model = 'stock.quant'),
+          (SELECT max(id) FROM bridgecore.event) - 1,
+          'purged records the highest removed id per model');
+
 -- Batches: 250 rows with batch size 100 take three rounds; 200 rows two full ones and an empty one.
 SET LOCAL bridgecore.cleanup_batch_size = 100;
-DO $$ BEGIN PERFORM bridgecore.ingest('main', pg_temp.batch(1000, 250, '2020-06-01 00:00:00+00')); END $$;
+DO $$ BEGIN
+    PERFORM bridgecore.cleanup(now() + interval '1 day', 'main');
+    PERFORM bridgecore.ingest('main', pg_temp.batch(1000, 250, '2020-06-01 00:00:00+00'));
+    PERFORM bridgecore.ingest('main', pg_temp.batch(1300, 1, now()));
+END $$;
 SELECT is(pg_temp.nev('main'), 251, '250 old events added');
-INSERT INTO r SELECT 'c5_max', to_jsonb(max(id)) FROM bridgecore.event;
+INSERT INTO r SELECT 'c5_max', to_jsonb(max(id)) FROM bridgecore.event WHERE occurred_at < '2021-01-01';
 INSERT INTO r VALUES ('c5', bridgecore.cleanup('2021-01-01 00:00:00+00', instance => 'main'));
 SELECT is(pg_temp.r('c5')->'deleted', '250'::jsonb, 'batch size 100: all 250 deleted');
-SELECT is(pg_temp.nev('main'), 1, '... none left behind');
+SELECT is(pg_temp.nev('main'), 1, '... none left behind, the newer one kept');
 SELECT is((SELECT purged_through FROM bridgecore.instances WHERE name = 'main'),
           (pg_temp.r('c5_max'))::text::bigint,
           'purged_through covers the last batch');
-DO $$ BEGIN PERFORM bridgecore.ingest('main', pg_temp.batch(2000, 200, '2020-06-01 00:00:00+00')); END $$;
+DO $$ BEGIN
+    PERFORM bridgecore.cleanup(now() + interval '1 day', 'main');
+    PERFORM bridgecore.ingest('main', pg_temp.batch(2000, 200, '2020-06-01 00:00:00+00'));
+END $$;
 SELECT is(to_jsonb(bridgecore.cleanup('2021-01-01 00:00:00+00', instance => 'main'))->'deleted', '200'::jsonb,
           'batch size 100: exactly 200 deleted');
 SELECT throws_ok($$ SET LOCAL bridgecore.cleanup_batch_size = 10 $$, '22023', NULL, 'cleanup_batch_size below 100 is refused');

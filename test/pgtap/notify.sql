@@ -49,7 +49,7 @@ SELECT dblink_connect('listener', pg_temp.conninfo(pg_temp.scratch())) IS NOT NU
 SELECT dblink_exec('writer', $$
     SET client_min_messages = warning;
     CREATE EXTENSION bridgecore;
-    DO $r$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret'); END $r$;
+    DO $r$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key'); END $r$;
 $$) IS NOT NULL AS ok \gset
 SELECT dblink_exec('listener', 'LISTEN bridgecore_events') IS NOT NULL AS ok \gset
 
@@ -118,7 +118,7 @@ SELECT dblink_exec(pg_temp.conninfo(current_database()), format('DROP DATABASE %
 -- Part 2: the notifications count, inside this transaction
 -------------------------------------------------------------------------------
 CREATE EXTENSION bridgecore;
-DO $$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret'); END $$;
+DO $$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key'); END $$;
 
 SELECT is(to_jsonb(bridgecore.ingest('main', '[
     {"id": 1, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"},

@@ -54,9 +54,9 @@ $$;
 DO $$ BEGIN PERFORM bridgecore.stats_reset(); END $$;
 
 DO $$ BEGIN
-    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret');
-    PERFORM bridgecore.add_instance('second', 'https://two.example.com', 'prod', 'bot', 's3cret');
-    PERFORM bridgecore.add_instance('off', 'https://off.example.com', 'prod', 'bot', 's3cret', enabled => false);
+    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key');
+    PERFORM bridgecore.add_instance('second', 'https://two.example.com', 'prod', 'bot', 's3cret-secret-key');
+    PERFORM bridgecore.add_instance('off', 'https://off.example.com', 'prod', 'bot', 's3cret-secret-key', enabled => false);
 END $$;
 
 -------------------------------------------------------------------------------

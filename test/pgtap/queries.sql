@@ -18,7 +18,7 @@ CREATE FUNCTION pg_temp.ids(answer anyelement) RETURNS jsonb LANGUAGE sql AS $$
 $$;
 
 DO $$ BEGIN
-    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret');
+    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key');
     PERFORM bridgecore.ingest('main', '[
       {"id": 1, "model": "sale.order", "record_id": 456, "event": "create", "timestamp": "2025-11-16 10:00:00",
        "priority": "high", "category": "business", "payload": {"name": "S00456"}},
@@ -86,7 +86,7 @@ SELECT is(to_jsonb(bridgecore.check_updates(since => '2030-01-01')),
 SELECT throws_ok($$ SELECT bridgecore.check_updates("limit" => 0) $$, '22023', NULL, 'limit 0');
 SELECT throws_ok($$ SELECT bridgecore.check_updates("limit" => NULL) $$, '22004', NULL, 'null limit');
 
-DO $$ BEGIN PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x'); END $$;
+DO $$ BEGIN PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x-secret-key'); END $$;
 SELECT throws_ok($$ SELECT bridgecore.check_updates() $$, '22004', NULL, 'instance omitted with two instances');
 SELECT is(to_jsonb(bridgecore.check_updates(instance => 'second')),
           '{"has_update": false, "last_update_at": null, "summary": []}'::jsonb, 'per instance');

@@ -11,8 +11,8 @@ CREATE EXTENSION bridgecore;
 SELECT plan(30);
 
 DO $$ BEGIN
-    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret');
-    PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x');
+    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key');
+    PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x-secret-key');
 END $$;
 
 CREATE TEMP TABLE dev (k text PRIMARY KEY, id text NOT NULL);

@@ -5,7 +5,7 @@
 SELECT plan(65);
 
 DO $$ BEGIN
-    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret');
+    PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key');
     PERFORM bridgecore.ingest('main', '[{"id": 1, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"}]');
 END $$;
 
@@ -119,7 +119,7 @@ SELECT is(to_jsonb(bridgecore.events())->'count', '1'::jsonb, 'app role: events 
 SELECT is(to_jsonb(bridgecore.check_updates())->'has_update', 'true'::jsonb, 'app role: check_updates works');
 SELECT throws_ok($$ SELECT bridgecore.ingest('main', '[]') $$, '42501', NULL, 'app role: ingest denied');
 SELECT throws_ok($$ SELECT bridgecore.cleanup(now()) $$, '42501', NULL, 'app role: cleanup denied');
-SELECT throws_ok($$ SELECT bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's') $$, '42501', NULL,
+SELECT throws_ok($$ SELECT bridgecore.add_instance('x', 'https://x.example.com', 'd', 'l', 's-secret-key') $$, '42501', NULL,
                  'app role: add_instance denied');
 SELECT throws_ok($$ SELECT bridgecore.alter_instance('main', enabled => false) $$, '42501', NULL, 'app role: alter_instance denied');
 SELECT throws_ok($$ SELECT bridgecore.remove_instance('main') $$, '42501', NULL, 'app role: remove_instance denied');
@@ -163,7 +163,7 @@ RESET ROLE;
 -- confined to it.
 -------------------------------------------------------------------------------
 DO $$ BEGIN
-    PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x');
+    PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x-secret-key');
     PERFORM bridgecore.ingest('second', '[{"id": 1, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2020-01-01 00:00:00"}]');
     PERFORM bridgecore.ingest('main', '[{"id": 3, "model": "sale.order", "record_id": 3, "event": "create", "timestamp": "2020-01-01 00:00:00"}]');
 END $$;
@@ -189,8 +189,8 @@ SELECT throws_ok($$ SELECT bridgecore.cleanup(now(), instance => 'second') $$, '
                  'instance claim: cleanup of a named other instance refused');
 SELECT throws_ok($$ SELECT bridgecore.remove_instance('second') $$, '42501', NULL, 'instance claim: removing another instance refused');
 -- cleanup() with instance omitted is confined to the claimed instance too.
-SELECT is(to_jsonb(bridgecore.cleanup('2021-01-01'))->'deleted', '1'::jsonb,
-          'instance claim: cleanup without instance deletes only the claimed instance''s old event');
+SELECT is(to_jsonb(bridgecore.cleanup('2026-01-01'))->'deleted', '3'::jsonb,
+          'instance claim: cleanup without instance deletes only the claimed instance''s old events');
 RESET ROLE;
 SELECT is(pg_temp.nev('second'), 1, 'instance claim: cleanup without instance leaves other instances alone');
 

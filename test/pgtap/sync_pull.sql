@@ -2,7 +2,7 @@
 -- resync after cleanup and per-instance isolation.
 \ir setup.psql
 
-SELECT plan(79);
+SELECT plan(82);
 
 -------------------------------------------------------------------------------
 -- Fixtures. Identity sequences are not rolled back, so local event ids and
@@ -42,7 +42,7 @@ CREATE FUNCTION pg_temp.cursor_of(uid bigint, dev text, inst text DEFAULT 'main'
      WHERE s.instance_id = pg_temp.inst(inst) AND s.user_id = uid AND s.device_id = dev
 $$;
 
-DO $$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret'); END $$;
+DO $$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key'); END $$;
 
 -- Odoo ids 1..9; the batch is deliberately not in id order.
 -- sales_app wants 1, 3, 4, 5, 7, 8; 2, 6 and 9 are warehouse models.
@@ -184,15 +184,27 @@ SELECT throws_ok($$ SELECT bridgecore.sync_pull(1, E'dev\n1', 'sales_app') $$, '
 -- Sync tokens
 -------------------------------------------------------------------------------
 -- dev-a is at ev(9). Continue from the first answer's token: re-delivered,
--- and the state follows the answer.
+-- and the stored state does not move back, so the token of the latest
+-- answer stays valid (a second sync path, or the app's own last answer).
 INSERT INTO r VALUES ('t1', bridgecore.sync_pull(1, 'dev-a', 'sales_app', "limit" => 1,
                                                  sync_token => pg_temp.r('p1')->>'next_sync_token'));
 SELECT is(pg_temp.ids(pg_temp.r('t1')), pg_temp.evs('{4}'), 'token re-delivers the events after it');
-SELECT is(pg_temp.cursor_of(1, 'dev-a'), pg_temp.ev(4), 'state follows the token (moved back to what was delivered)');
+SELECT is(pg_temp.cursor_of(1, 'dev-a'), pg_temp.ev(9), 'a replayed older token does not move the stored state back');
 SELECT is(pg_temp.r('t1')->>'next_sync_token', pg_temp.tok(pg_temp.ev(4)), 'token of the re-delivered page');
 
-INSERT INTO r VALUES ('t2', bridgecore.sync_pull(1, 'dev-a', 'sales_app'));
-SELECT is(pg_temp.ids(pg_temp.r('t2')), pg_temp.evs('{5,7,8}'), 'next pull without a token continues from the state');
+INSERT INTO r VALUES ('t2', bridgecore.sync_pull(1, 'dev-a', 'sales_app',
+                                                 sync_token => pg_temp.r('t1')->>'next_sync_token'));
+SELECT is(pg_temp.ids(pg_temp.r('t2')), pg_temp.evs('{5,7,8}'), 'the replayed page''s token continues from there');
+SELECT lives_ok(format($$ SELECT bridgecore.sync_pull(1, 'dev-a', 'sales_app', sync_token => %L) $$,
+                       pg_temp.tok(pg_temp.ev(9))),
+                'the token of the latest answer is still accepted after a replay (not "ahead")');
+
+-- "0" is the starting token: a device whose first answer was lost asks
+-- for the same page again.
+INSERT INTO r VALUES ('z1', bridgecore.sync_pull(1, 'dev-new', 'sales_app', "limit" => 2, sync_token => '0'));
+INSERT INTO r VALUES ('z2', bridgecore.sync_pull(1, 'dev-new', 'sales_app', "limit" => 2, sync_token => '0'));
+SELECT is(pg_temp.ids(pg_temp.r('z2')), pg_temp.ids(pg_temp.r('z1')), 'starting token "0": a lost first answer is served again');
+SELECT is(jsonb_array_length(pg_temp.r('z2')->'events'), 2, '... the first page of the log');
 
 INSERT INTO r VALUES ('t3', bridgecore.sync_pull(1, 'dev-a', 'sales_app', sync_token => pg_temp.ev(1)::text));
 SELECT is(pg_temp.ids(pg_temp.r('t3')), pg_temp.evs('{3,4,5,7,8}'), 'plain decimal token (today''s format) is accepted');
@@ -241,7 +253,7 @@ SELECT is(pg_temp.r('r4')->>'next_sync_token', pg_temp.tok(pg_temp.ev(9)), '... 
 -------------------------------------------------------------------------------
 -- Two instances
 -------------------------------------------------------------------------------
-DO $$ BEGIN PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x'); END $$;
+DO $$ BEGIN PERFORM bridgecore.add_instance('second', 'https://other.example.com', 'db2', 'bot', 'x-secret-key'); END $$;
 INSERT INTO r SELECT 'ingest2', bridgecore.ingest('second', jsonb_build_array(
     pg_temp.rec(1, 'sale.order'), pg_temp.rec(2, 'res.partner'))::json);
 

@@ -3,7 +3,7 @@
 SET bridgecore.rate_limit_sync_pull = 0;
 SET bridgecore.cleanup_batch_size = 100;
 
-SELECT bridgecore.add_instance('second', 'http://odoo2.example:8069', 'db2', 'bot', 'k2') IS NOT NULL AS added;
+SELECT bridgecore.add_instance('second', 'http://odoo2.example:8069', 'db2', 'bot', 'k2-secret-key') IS NOT NULL AS added;
 SELECT bridgecore.ingest('second', (
     SELECT json_agg(json_build_object('id', g, 'model', 'sale.order', 'record_id', g, 'event', 'create',
                                       'timestamp', to_char(timestamp '2025-01-01' + g * interval '1 minute', 'YYYY-MM-DD HH24:MI:SS')))

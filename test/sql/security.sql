@@ -29,7 +29,7 @@ SET ROLE regress_bc_device;
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'app-device', 'sales_app') -> 'status' $$);
 SELECT try($$ SELECT bridgecore.ingest('main', '[]') $$);
 SELECT try($$ SELECT bridgecore.cleanup(now()) $$);
-SELECT try($$ SELECT bridgecore.add_instance('evil', 'http://evil.example', 'db', 'u', 'k') $$);
+SELECT try($$ SELECT bridgecore.add_instance('evil', 'http://evil.example', 'db', 'u', 'k-secret-key') $$);
 SELECT try($$ SELECT secret FROM bridgecore.instance $$);
 SELECT try($$ SELECT * FROM bridgecore.sync_state $$);
 SELECT try($$ UPDATE bridgecore.sync_state SET last_event_id = 0 $$);

@@ -18,5 +18,5 @@ $$;
 -- No instance yet: every API says so.
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app') $$);
 
-SELECT name, url, state, cursor FROM bridgecore.add_instance('main', 'https://erp.example.com/', 'prod', 'bot', 's3cret');
+SELECT name, url, state, cursor FROM bridgecore.add_instance('main', 'https://erp.example.com/', 'prod', 'bot', 's3cret-secret-key');
 SELECT name, models, is_default FROM bridgecore.app_type ORDER BY name;
