@@ -496,6 +496,27 @@ store_batch(Instance *inst, json_object *records)
 	return outcome;
 }
 
+/*
+ * Whether ids were asked for meanwhile (retry_dead_letter opens a gap so
+ * that the poller fetches the row again): a read-only look, which writes
+ * no WAL.
+ */
+static bool
+gaps_requested(Instance *inst)
+{
+	Datum		arg = Int32GetDatum(inst->id);
+	Oid			argtype = INT4OID;
+	bool		requested = false;
+
+	bc_begin_work("bridgecore poller: checking for requested ids");
+	if (extension_present() &&
+		SPI_execute_with_args("SELECT 1 FROM bridgecore.gap WHERE instance_id = $1 LIMIT 1",
+							  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT)
+		requested = SPI_processed > 0;
+	bc_end_work();
+	return requested;
+}
+
 static PollOutcome
 fetch_and_store(OdooClient *client, Instance *inst)
 {
@@ -558,7 +579,8 @@ fetch_and_store(OdooClient *client, Instance *inst)
 	 */
 	if (json_object_array_length(records) == 0 && inst->failures == 0 &&
 		ARR_NDIM(inst->gaps) == 0 &&
-		!TimestampDifferenceExceeds(inst->row_written_at, GetCurrentTimestamp(), IDLE_HEARTBEAT_MS))
+		!TimestampDifferenceExceeds(inst->row_written_at, GetCurrentTimestamp(), IDLE_HEARTBEAT_MS) &&
+		!gaps_requested(inst))
 	{
 		json_object_put(records);
 		return POLL_CAUGHT_UP;

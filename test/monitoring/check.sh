@@ -370,9 +370,9 @@ instance_status() {
 
 control '{"op": "add_events", "count": 5, "model": "sale.order"}' >/dev/null
 control '{"op": "add_events", "count": 3, "model": "res.partner"}' >/dev/null
-sql "SELECT name FROM bridgecore.add_instance('$INSTANCE', '$STANDIN', 'odoo', 'bridgecore', '$SECRET-secret-key',
+sql "SELECT name FROM bridgecore.add_instance('$INSTANCE', '$STANDIN', 'odoo', 'bridgecore', '$SECRET',
                                               poll_interval => '100 milliseconds')" >/dev/null
-sql "SELECT name FROM bridgecore.add_instance('$IDLE', '$STANDIN', 'odoo', 'bridgecore', '$SECRET-secret-key',
+sql "SELECT name FROM bridgecore.add_instance('$IDLE', '$STANDIN', 'odoo', 'bridgecore', '$SECRET',
                                               enabled => false)" >/dev/null
 if wait_until 30 stored_is 8; then
     pass "metrics: the worker stores the stand-in's 8 events"
