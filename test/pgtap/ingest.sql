@@ -5,7 +5,7 @@ SET LOCAL client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION bridgecore;
 
-SELECT plan(62);
+SELECT plan(65);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -200,6 +200,21 @@ INSERT INTO r SELECT 'bad3', bridgecore.ingest('main', $j$[
 ]$j$);
 SELECT is(pg_temp.r('bad3')->'dead_lettered', '1'::jsonb, 'duplicate bad id in one batch: one dead letter');
 SELECT is((pg_temp.dl(120)).reason, 'unknown event "x2"', '... holding the last occurrence');
+
+-- A good and a bad version of one Odoo id: the stored one wins, in either
+-- order, and no dead letter is left pending for it.
+INSERT INTO r SELECT 'goodbad', bridgecore.ingest('main', $j$[
+  {"id": 130, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 130, "model": "sale.order", "record_id": 1, "event": "bogus", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 131, "model": "sale.order", "record_id": 1, "event": "bogus", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 131, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00"}
+]$j$);
+SELECT is(pg_temp.r('goodbad') - 'instance' - 'max_odoo_id',
+          '{"inserted": 2, "duplicates": 2, "dead_lettered": 0, "notifications": 1}'::jsonb,
+          'good and bad versions of one id, in either order: the good one stored, the bad one a duplicate');
+SELECT is((SELECT count(*)::int FROM bridgecore.dead_letter WHERE odoo_id IN (130, 131) AND status <> 'resolved'), 0,
+          '... no pending dead letter for a stored id');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id IN (130, 131)), 2, '... each stored once');
 
 -------------------------------------------------------------------------------
 -- Records jsonb cannot hold (\u0000, lone surrogates), through the json parameter
