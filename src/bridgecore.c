@@ -45,8 +45,14 @@ bridgecore_shmem_request(void)
 #endif
 	RequestAddinShmemSpace(add_size(add_size(RateLimitShmemSize(), LauncherShmemSize()),
 									BcStatsShmemSize()));
-	/* Lock 0: the rate limiter; lock 1: statistics. */
+	/*
+	 * Tranche "bridgecore": lock 0 is unused (it was the rate limiter's single
+	 * lock, and stays so that the statistics keep lock 1); lock 1: statistics.
+	 * The rate limiter's partition locks are a tranche of their own,
+	 * "bridgecore_rate_limit", so waits on them show under that name.
+	 */
 	RequestNamedLWLockTranche("bridgecore", 2);
+	RateLimitRequestLocks();
 }
 
 static void

@@ -67,8 +67,11 @@ extern int	bridgecore_rate_limit_sync_pull;
 extern int	bridgecore_rate_limit_sync_state;
 extern int	bridgecore_rate_limit_sync_reset;
 extern int	bridgecore_rate_limit_entries;
+extern int	bridgecore_rate_limit_per_user_factor;
+extern int	bridgecore_rate_limit_new_devices;
 extern void RateLimitDefineGucs(void);
 extern Size RateLimitShmemSize(void);
+extern void RateLimitRequestLocks(void);
 extern void RateLimitShmemInit(void);
 
 /* poller.c, launcher.c: the background workers */

@@ -2,7 +2,7 @@
 -- user check.
 \ir setup.psql
 
-SELECT plan(65);
+SELECT plan(67);
 
 DO $$ BEGIN
     PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key');
@@ -131,6 +131,8 @@ SELECT throws_ok($$ SELECT count(*) FROM bridgecore.instances $$, '42501', NULL,
 SELECT throws_ok($$ SET bridgecore.rate_limit_sync_pull = 0 $$, '42501', NULL, 'app role: cannot lift its rate limit');
 SELECT throws_ok($$ SELECT set_config('bridgecore.rate_limit_sync_pull', '0', true) $$, '42501', NULL,
                  'app role: cannot lift its rate limit through set_config');
+SELECT throws_ok($$ SET bridgecore.rate_limit_per_user_factor = 0 $$, '42501', NULL, 'app role: cannot lift its per-user rate limit');
+SELECT throws_ok($$ SET bridgecore.rate_limit_new_devices = 0 $$, '42501', NULL, 'app role: cannot lift its cap on new devices');
 
 -- JWT: a PostgREST caller whose token carries user_id acts only for that user.
 SELECT is(set_config('request.jwt.claims', '{"user_id": 7, "role": "bridgecore_app"}', true) IS NOT NULL, true, 'JWT claims set for user 7');
