@@ -75,6 +75,8 @@ typedef struct Instance
 	OdooErrorKind last_error_kind;	/* of the last failed poll */
 	int			failures;		/* consecutive ones, as in the instance row */
 	TimestampTz row_written_at; /* last time a poll wrote the instance row */
+	int			fetch_limit;	/* records asked for; below batch_size while isolating */
+	int			poison_strikes; /* failures of one-record fetches in a row */
 } Instance;
 
 typedef enum PollOutcome
@@ -200,6 +202,7 @@ load_instance(int32 instance_id, Instance *inst)
 			inst->source_model = copy_text(tup, desc, 6);
 			inst->poll_interval_ms = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 			inst->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+			inst->fetch_limit = inst->batch_size;
 			inst->verify_tls = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 			inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
 			old = MemoryContextSwitchTo(TopMemoryContext);
@@ -448,7 +451,7 @@ store_batch_in_transaction(Instance *inst, json_object *records)
 			 * id, or ids Odoo keeps returning) would otherwise be asked for
 			 * again and again without a pause.
 			 */
-			outcome = ((int) n >= inst->batch_size && inst->cursor > old_cursor)
+			outcome = ((int) n >= inst->fetch_limit && inst->cursor > old_cursor)
 				? POLL_FULL_BATCH : POLL_CAUGHT_UP;
 		}
 	}
@@ -517,6 +520,146 @@ gaps_requested(Instance *inst)
 	return requested;
 }
 
+/*
+ * Failures that a single record can cause: an answer above
+ * bridgecore.max_response_size, or one too deeply nested to read.
+ */
+static bool
+record_may_be_the_cause(const OdooError *err)
+{
+	return err->kind == ODOO_ERR_TOO_LARGE ||
+		(err->kind == ODOO_ERR_BAD_RESPONSE && strstr(err->message, "nesting too deep") != NULL);
+}
+
+/*
+ * Dead-letters the record with the given Odoo id, which Odoo cannot send in
+ * a usable answer, and moves the cursor past it, in one transaction.
+ */
+static PollOutcome
+store_unreadable_in_transaction(Instance *inst, int64 odoo_id, const char *reason)
+{
+	PollOutcome outcome = POLL_GONE;
+	Datum		id = Int32GetDatum(inst->id);
+	Oid			idtype = INT4OID;
+
+	bc_begin_work("bridgecore poller: dead-lettering an unreadable record");
+	if (extension_present() &&
+		SPI_execute_with_args("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
+							  1, &idtype, &id, NULL, false, 0) == SPI_OK_SELECT &&
+		SPI_processed == 1 && extension_present())
+	{
+		Oid			dtypes[4] = {INT4OID, INT8OID, TEXTOID, TEXTOID};
+		Datum		dargs[4];
+		Oid			atypes[3] = {INT4OID, INT8ARRAYOID, INTERVALOID};
+		Datum		aargs[3];
+		Datum		seen = Int64GetDatum(odoo_id);
+
+		dargs[0] = Int32GetDatum(inst->id);
+		dargs[1] = Int64GetDatum(odoo_id);
+		dargs[2] = CStringGetTextDatum(psprintf("{\"id\": " INT64_FORMAT "}", odoo_id));
+		dargs[3] = CStringGetTextDatum(reason);
+		SPI_execute_with_args("INSERT INTO bridgecore.dead_letter AS d (instance_id, odoo_id, record, reason)"
+							  " SELECT $1, $2, $3::json, $4"
+							  "  WHERE NOT EXISTS (SELECT 1 FROM bridgecore.event e"
+							  "                     WHERE e.instance_id = $1 AND e.odoo_id = $2)"
+							  " ON CONFLICT (instance_id, odoo_id) WHERE odoo_id IS NOT NULL DO UPDATE"
+							  "   SET reason = EXCLUDED.reason, last_failed_at = now(), attempts = d.attempts + 1,"
+							  "       status = CASE d.status WHEN 'ignored' THEN d.status ELSE 'pending' END",
+							  4, dtypes, dargs, NULL, false, 0);
+		aargs[0] = Int32GetDatum(inst->id);
+		aargs[1] = PointerGetDatum(construct_array(&seen, 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		aargs[2] = DirectFunctionCall3(interval_in,
+									   CStringGetDatum(psprintf("%d seconds", bridgecore_gap_window_s)),
+									   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, 0, NULL)",
+								  3, atypes, aargs, NULL, false, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+			MemoryContext old;
+
+			inst->cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			pfree(inst->gaps);
+			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			MemoryContextSwitchTo(old);
+			inst->failures = 0;
+			inst->row_written_at = GetCurrentTimestamp();
+			outcome = POLL_FULL_BATCH;	/* go on at once with the records after it */
+		}
+	}
+	bc_end_work();
+	if (outcome != POLL_GONE)
+		stats_count_ingest(inst->id, 0, 0, 1, 0, -1);
+	return outcome;
+}
+
+/*
+ * Asks Odoo for just the id of the first record the poll wants, and
+ * dead-letters that record (the one-record answer failed twice).  Returns
+ * false when even that is not answered: then it is Odoo, not a record.
+ */
+static bool
+isolate_unreadable_record(OdooClient *client, Instance *inst, OdooError *cause,
+						  PollOutcome *outcome)
+{
+	json_object *args = json_object_new_array();
+	json_object *kwargs = json_object_new_object();
+	json_object *fields = json_object_new_array();
+	json_object *answer;
+	json_object *idv = NULL;
+	OdooError	err;
+	int64		odoo_id = 0;
+	bool		found = false;
+	MemoryContext caller = CurrentMemoryContext;
+
+	json_object_array_add(args, build_domain(inst));
+	json_object_array_add(fields, json_object_new_string("id"));
+	json_object_object_add(kwargs, "fields", fields);
+	json_object_object_add(kwargs, "limit", json_object_new_int(1));
+	json_object_object_add(kwargs, "order", json_object_new_string("id asc"));
+	answer = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &err);
+	if (answer == NULL)
+		return false;
+	if (json_object_is_type(answer, json_type_array) && json_object_array_length(answer) == 1 &&
+		json_object_object_get_ex(json_object_array_get_idx(answer, 0), "id", &idv) &&
+		json_object_is_type(idv, json_type_int))
+	{
+		errno = 0;
+		odoo_id = json_object_get_int64(idv);
+		found = errno == 0 && odoo_id >= 1 && odoo_id < PG_INT64_MAX;
+	}
+	json_object_put(answer);
+	if (!found)
+		return false;
+
+	PG_TRY();
+	{
+		char		reason[600];
+
+		bc_copy_message(reason, sizeof(reason),
+						psprintf("unreadable record: %s: %s", odoo_error_kind_name(cause->kind), cause->message),
+						inst->secret);
+		*outcome = store_unreadable_in_transaction(inst, odoo_id, reason);
+		ereport(LOG,
+				(errmsg("bridgecore poller for instance \"%s\": Odoo record " INT64_FORMAT " cannot be read (%s); it is a dead letter now",
+						inst->name, odoo_id, reason)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = bc_abort_work(caller);
+
+		ereport(LOG,
+				(errmsg("bridgecore poller for instance \"%s\" could not dead-letter Odoo record " INT64_FORMAT ": %s",
+						inst->name, odoo_id, edata->message)));
+		FreeErrorData(edata);
+		return false;
+	}
+	PG_END_TRY();
+	inst->poison_strikes = 0;
+	return true;
+}
+
 static PollOutcome
 fetch_and_store(OdooClient *client, Instance *inst)
 {
@@ -544,7 +687,7 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		json_object_array_add(args, build_domain(inst));
 		kwargs = json_object_new_object();
 		json_object_object_add(kwargs, "fields", json_object_get(inst->fields));
-		json_object_object_add(kwargs, "limit", json_object_new_int(inst->batch_size));
+		json_object_object_add(kwargs, "limit", json_object_new_int(inst->fetch_limit));
 		json_object_object_add(kwargs, "order", json_object_new_string("id asc"));
 		records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &err);
 		if (records != NULL)
@@ -560,8 +703,27 @@ fetch_and_store(OdooClient *client, Instance *inst)
 			json_object_put(inst->fields);
 			inst->fields = NULL;
 		}
+		if (record_may_be_the_cause(&err))
+		{
+			PollOutcome isolated;
+
+			/*
+			 * One record can make the whole answer unusable (too large, or
+			 * nested too deep to read): ask for fewer records at a time, down
+			 * to one; a single record that fails twice is dead-lettered by
+			 * its id, so the stream moves on.
+			 */
+			if (inst->fetch_limit > 1)
+				inst->fetch_limit = Max(1, inst->fetch_limit / 2);
+			else if (++inst->poison_strikes >= 2 &&
+					 isolate_unreadable_record(client, inst, &err, &isolated))
+				return isolated;
+		}
 		return record_failure(inst, &err, "search_read");
 	}
+	/* A good answer: back towards the configured batch size. */
+	inst->fetch_limit = Min(inst->batch_size, inst->fetch_limit * 2);
+	inst->poison_strikes = 0;
 
 	if (!json_object_is_type(records, json_type_array))
 	{

@@ -1700,6 +1700,36 @@ def test_poison_records():
     sd.stop()
 
 
+def test_unreadable_record_isolated():
+    """A record that makes every answer holding it unusable (here: larger
+    than bridgecore.max_response_size) is isolated by asking for fewer
+    records, then dead-lettered by its id; the records around it are stored."""
+    sd = Standin()
+    set_guc("bridgecore.max_response_size", "256kB")
+    set_guc("bridgecore.max_backoff", "100ms")
+    try:
+        before = sd.add(20)
+        huge = sd.add(1, payload_size=400 * 1024)[0]
+        after = sd.add(20)
+        inst = add_instance("unreadable", sd, batch_size=50)
+        T.wait(lambda: DB.val("SELECT cursor FROM bridgecore.instance WHERE id = %s", (inst,)) >= after[-1],
+               30, "unreadable: the cursor passes the oversized record", describe("unreadable", inst, sd))
+        stored = set(stored_ids(inst))
+        T.ok(stored == set(before + after), "unreadable: the 40 records around it are stored",
+             sorted(set(before + after) - stored))
+        reason = DB.val("SELECT reason FROM bridgecore.dead_letter WHERE instance_id = %s AND odoo_id = %s",
+                        (inst, huge))
+        T.ok(reason and reason.startswith("unreadable record: too_large"),
+             "unreadable: it is a dead letter with its reason (%s)" % reason)
+        sd.add(60)
+        wait_all("unreadable", inst, sd, 15, "unreadable: later batches go on (back to full size)", dead=1)
+    finally:
+        reset_guc("bridgecore.max_response_size")
+        reset_guc("bridgecore.max_backoff")
+    remove_instance("unreadable")
+    sd.stop()
+
+
 def test_idless_records_do_not_spin():
     """A full batch of records the cursor cannot pass (no id, or id 2^63-1)
     is dead-lettered once and polled at the poll interval, not in a loop."""
@@ -1805,6 +1835,7 @@ TESTS = [
     test_large_id_jump,
     test_poison_records,
     test_idless_records_do_not_spin,
+    test_unreadable_record_isolated,
     test_holes_below_first_batch,
     test_launcher_survives_a_failed_read,
     test_recovery_defaults,
