@@ -1787,6 +1787,43 @@ def test_launcher_survives_a_failed_read():
         DB.all("ALTER TABLE bridgecore.instance RENAME COLUMN enabled_renamed TO enabled")
 
 
+def launcher_memory():
+    """The launcher's total memory, as pg_log_backend_memory_contexts logs it."""
+    pid = launcher_pid()
+    offset = log_offset()
+    DB.all("SELECT pg_log_backend_memory_contexts(%s)", (pid,))
+    found = wait_for(lambda: re.search(r"\[%d\] LOG:  Grand total: (\d+) bytes" % pid, log_since(offset)),
+                     10, "the launcher's memory contexts in the log")
+    return int(found.group(1))
+
+
+def test_launcher_memory_is_flat():
+    """Each wake of the launcher frees what it allocated (a loop context)."""
+    if not CLUSTER_DIR:
+        T.skip("launcher: memory stays flat", "needs CLUSTER_DIR to read the server log")
+        return
+    sd = Standin()
+    names = ["mem%d" % i for i in range(5)]
+    for n in names:
+        add_instance(n, sd, poll_interval="1 second")
+    wait_for(lambda: len(poller_pids()) >= 5, 15, "five pollers")
+    for _ in range(20):
+        DB.all("SELECT bridgecore._wake_poller()")
+    before = launcher_memory()
+    for _ in range(300):
+        DB.all("SELECT bridgecore._wake_poller()")
+        time.sleep(0.005)       # pacing, so that wakes are not coalesced into one
+
+    wait_for(lambda: DB.val("SELECT wait_event = 'Extension' FROM pg_stat_activity"
+                            " WHERE backend_type = 'bridgecore launcher'"), 10, "the launcher idle again")
+    after = launcher_memory()
+    T.ok(after - before < 8192, "launcher: 300 wakes with 5 instances grew its memory by %d bytes (< 8 kB)"
+         % (after - before))
+    for n in names:
+        remove_instance(n)
+    sd.stop()
+
+
 def test_recovery_defaults():
     """With default settings, a recovered Odoo is polled again within 30 s."""
     T.ok(DB.val("SELECT boot_val::int <= 30000 FROM pg_settings WHERE name = 'bridgecore.max_backoff'"),
@@ -1839,6 +1876,7 @@ TESTS = [
     test_holes_below_first_batch,
     test_launcher_survives_a_failed_read,
     test_recovery_defaults,
+    test_launcher_memory_is_flat,
     test_idle_poll_writes_nothing,
 ]
 
