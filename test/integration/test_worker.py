@@ -1596,6 +1596,13 @@ def test_odoo_text_and_secret():
     leaked = [f for f in frags if f in log]
     T.ok(not leaked, "texts: no 4-character fragment of the secret in the server log", leaked)
     T.ok("invalid byte sequence" not in log, "texts: no encoding error while recording failures")
+    # The same text reaches a client of discover_models() intact.
+    sd.control("fault", kind="rpc_error", name="odoo.exceptions.AccessError",
+               message=("ы" * 471) + secret + " " + long_ru, count=1)
+    state, text = sql_error("SELECT bridgecore.discover_models('texts')")
+    T.ok(state == "38000", "texts: discover_models reports Odoo's long error as 38000 (%s)" % state, text)
+    T.ok(text and not any(f in text for f in frags), "texts: ... without a fragment of the secret")
+    sd.control("clear_faults")
     remove_instance("texts")
     sd.stop()
 
