@@ -280,6 +280,68 @@ run_transfer(OdooClient *client)
 }
 
 /*
+ * Classifies the body of an HTTP 200 answer to a JSON-RPC call.  Returns
+ * the "result" member (a new reference the caller releases with
+ * json_object_put), or NULL: with err->kind set on a failure, or with
+ * err->kind left at ODOO_OK when the result is JSON null (a method that
+ * returned None; json-c has no null object).  Only err->kind and
+ * err->message are written.  Besides json-c objects it allocates only
+ * the error message (palloc), so it throws only when memory runs out.
+ */
+json_object *
+odoo_classify_answer(const char *body, size_t len, OdooError *err)
+{
+	json_object *response;
+	json_object *result = NULL;
+	json_object *member;
+	json_tokener *tok;
+	enum json_tokener_error jerr;
+
+	tok = json_tokener_new_ex(BC_JSON_MAX_DEPTH);
+	response = json_tokener_parse_ex(tok, body, len);
+	jerr = json_tokener_get_error(tok);
+	if (response == NULL || jerr != json_tokener_success ||
+		json_tokener_get_parse_end(tok) != len)
+		set_error(err, ODOO_ERR_BAD_RESPONSE, "invalid JSON (%s): %s",
+				  jerr == json_tokener_continue ? "truncated" : json_tokener_error_desc(jerr),
+				  body_excerpt(err, body, len));
+	else if (!json_object_is_type(response, json_type_object))
+		set_error(err, ODOO_ERR_BAD_RESPONSE, "JSON-RPC answer is not an object");
+	else if (json_object_object_get_ex(response, "error", &member) && member != NULL)
+	{
+		json_object *data = NULL;
+		json_object *name = NULL;
+		json_object *msg = NULL;
+		const char *name_s = "";
+
+		/* Odoo: branch on error.data.name, not on error.code. */
+		if (json_object_object_get_ex(member, "data", &data) && data != NULL)
+		{
+			if (json_object_object_get_ex(data, "name", &name) && json_object_is_type(name, json_type_string))
+				name_s = json_object_get_string(name);
+			json_object_object_get_ex(data, "message", &msg);
+		}
+		if (msg == NULL || !json_object_is_type(msg, json_type_string))
+			json_object_object_get_ex(member, "message", &msg);
+		set_error(err,
+				  strcmp(name_s, "odoo.exceptions.AccessDenied") == 0 ? ODOO_ERR_ACCESS_DENIED :
+				  strcmp(name_s, "odoo.http.SessionExpiredException") == 0 ? ODOO_ERR_SESSION_EXPIRED :
+				  ODOO_ERR_RPC,
+				  "%s%s%s", name_s, *name_s ? ": " : "",
+				  msg && json_object_is_type(msg, json_type_string) ? json_object_get_string(msg) : "error without message");
+	}
+	else if (json_object_object_get_ex(response, "result", &member))
+		result = member ? json_object_get(member) : json_object_new_null();
+	else if (json_object_object_get_ex(response, "jsonrpc", &member))
+		result = json_object_new_null();	/* a method that returned None */
+	else
+		set_error(err, ODOO_ERR_BAD_RESPONSE, "not a JSON-RPC answer");
+	json_tokener_free(tok);
+	json_object_put(response);
+	return result;
+}
+
+/*
  * Posts one JSON-RPC call and returns the "result" member of the answer
  * (a new reference the caller releases with json_object_put), or NULL with
  * err set.  A call whose method returns None yields a JSON null object.
@@ -291,11 +353,8 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 	json_object *request = json_object_new_object();
 	json_object *params = json_object_new_object();
 	/* volatile: assigned in PG_TRY and released in PG_FINALLY */
-	json_object *volatile response = NULL;
 	json_object *volatile result = NULL;
-	json_object *member;
 	struct curl_slist *volatile headers = NULL;
-	json_tokener *volatile tok = NULL;
 	TransferState ts;
 	const char *body;
 	size_t		body_len;
@@ -343,58 +402,11 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 					  body_excerpt(err, ts.body->data, ts.body->len));
 		}
 		else
-		{
-			enum json_tokener_error jerr;
-
-			tok = json_tokener_new_ex(BC_JSON_MAX_DEPTH);
-			response = json_tokener_parse_ex(tok, ts.body->data, ts.body->len);
-			jerr = json_tokener_get_error(tok);
-			if (response == NULL || jerr != json_tokener_success ||
-				json_tokener_get_parse_end(tok) != (size_t) ts.body->len)
-			{
-				set_error(err, ODOO_ERR_BAD_RESPONSE, "invalid JSON (%s): %s",
-						  jerr == json_tokener_continue ? "truncated" : json_tokener_error_desc(jerr),
-						  body_excerpt(err, ts.body->data, ts.body->len));
-			}
-			else if (!json_object_is_type(response, json_type_object))
-				set_error(err, ODOO_ERR_BAD_RESPONSE, "JSON-RPC answer is not an object");
-			else if (json_object_object_get_ex(response, "error", &member) && member != NULL)
-			{
-				json_object *data = NULL;
-				json_object *name = NULL;
-				json_object *msg = NULL;
-				const char *name_s = "";
-
-				/* Odoo: branch on error.data.name, not on error.code. */
-				if (json_object_object_get_ex(member, "data", &data) && data != NULL)
-				{
-					if (json_object_object_get_ex(data, "name", &name) && json_object_is_type(name, json_type_string))
-						name_s = json_object_get_string(name);
-					json_object_object_get_ex(data, "message", &msg);
-				}
-				if (msg == NULL || !json_object_is_type(msg, json_type_string))
-					json_object_object_get_ex(member, "message", &msg);
-				set_error(err,
-						  strcmp(name_s, "odoo.exceptions.AccessDenied") == 0 ? ODOO_ERR_ACCESS_DENIED :
-						  strcmp(name_s, "odoo.http.SessionExpiredException") == 0 ? ODOO_ERR_SESSION_EXPIRED :
-						  ODOO_ERR_RPC,
-						  "%s%s%s", name_s, *name_s ? ": " : "",
-						  msg && json_object_is_type(msg, json_type_string) ? json_object_get_string(msg) : "error without message");
-			}
-			else if (json_object_object_get_ex(response, "result", &member))
-				result = member ? json_object_get(member) : json_object_new_null();
-			else if (json_object_object_get_ex(response, "jsonrpc", &member))
-				result = json_object_new_null();	/* a method that returned None */
-			else
-				set_error(err, ODOO_ERR_BAD_RESPONSE, "not a JSON-RPC answer");
-		}
+			result = odoo_classify_answer(ts.body->data, ts.body->len, err);
 	}
 	PG_FINALLY();
 	{
 		curl_slist_free_all(headers);
-		if (tok)
-			json_tokener_free(tok);
-		json_object_put(response);
 		json_object_put(request);	/* also frees args */
 		pfree(ts.body->data);
 		pfree(ts.body);

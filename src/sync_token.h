@@ -1,0 +1,11 @@
+/*
+ * sync_token.h: the sync tokens bridgecore.sync_pull() hands out.
+ */
+#ifndef BRIDGECORE_SYNC_TOKEN_H
+#define BRIDGECORE_SYNC_TOKEN_H
+
+#include "bridgecore.h"
+
+extern bool sync_token_parse(const char *s, size_t len, int32 *instance_id, int64 *position);
+
+#endif
