@@ -168,6 +168,12 @@ SELECT i.name AS instance, s.user_id, s.device_id, s.app_type, s.is_active,
 -------------------------------------------------------------------------------
 -- Sync: tokens never move a device back
 -------------------------------------------------------------------------------
+-- The token parser in C (one implementation, fuzzed): 'bc1:<instance>:<event>',
+-- a plain decimal event id, or the starting token "0".
+CREATE OR REPLACE FUNCTION bridgecore._token_position(token text, instance_id integer)
+RETURNS bigint LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'bridgecore_token_position';
+
 CREATE OR REPLACE FUNCTION bridgecore.sync_pull(
     user_id bigint,
     device_id text,
