@@ -1575,8 +1575,11 @@ def test_odoo_text_and_secret():
     # Cyrillic (2-byte) text that crosses every cut, then the secret right at
     # the 512-byte message buffer's end and at the 700-byte status line's.
     long_ru = "Доступ запрещён: недостаточно прав для операции. " * 12
-    for pad in (0, 1, 3, 470, 471, 475, 480):
-        msg = ("ы" * pad) + secret + " " + long_ru
+    # "odoo.exceptions.AccessError: " is 29 bytes: pads of 231 to 240 two-byte
+    # characters put the secret across the 511th byte; an odd "x" shifts the
+    # cut by one byte so that it also falls inside a character.
+    for pad in (0, 1, 230, 233, 236, 238, 239, 240, 241):
+        msg = ("ы" * pad) + ("x" * (pad % 2)) + secret + " " + long_ru
         sd.control("fault", kind="rpc_error", name="odoo.exceptions.AccessError", message=msg, count=1)
         want = sd.stats()["requests"] + 1
         wait_for(lambda: sd.stats()["requests"] >= want, 10, "the faulty answer to be served")
@@ -1598,7 +1601,7 @@ def test_odoo_text_and_secret():
     T.ok("invalid byte sequence" not in log, "texts: no encoding error while recording failures")
     # The same text reaches a client of discover_models() intact.
     sd.control("fault", kind="rpc_error", name="odoo.exceptions.AccessError",
-               message=("ы" * 471) + secret + " " + long_ru, count=1)
+               message=("ы" * 236) + "x" + secret + " " + long_ru, count=1)
     state, text = sql_error("SELECT bridgecore.discover_models('texts')")
     T.ok(state == "38000", "texts: discover_models reports Odoo's long error as 38000 (%s)" % state, text)
     T.ok(text and not any(f in text for f in frags), "texts: ... without a fragment of the secret")
