@@ -2,6 +2,12 @@
 # and the demo.  cluster_start exports PGHOST, PGPORT, PGUSER, PGDATABASE;
 # cluster_stop removes everything.  Works as root (the cluster then runs as
 # the postgres user) and as an ordinary user.
+#
+# The server inherits the caller's environment (runuser keeps it, and pg_ctl
+# passes it on to the postmaster and so to every backend and background
+# worker): test/sanitize.sh sets ASAN_OPTIONS and UBSAN_OPTIONS that way.
+# With BRIDGECORE_LOG_DIR set, cluster_stop keeps the server log there, as
+# server-<port>.log, for test/sanitize.sh to search for sanitizer reports.
 
 PG_BINDIR=$(pg_config --bindir)
 
@@ -50,6 +56,9 @@ cluster_stop() {
     [ -n "${CLUSTER_DIR:-}" ] || return 0
     as_cluster_owner "$PG_BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -w -t 60 -m immediate stop \
         >/dev/null 2>&1 || true
+    if [ -n "${BRIDGECORE_LOG_DIR:-}" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
+        cp "$CLUSTER_DIR/server.log" "$BRIDGECORE_LOG_DIR/server-$PGPORT.log"
+    fi
     rm -rf "$CLUSTER_DIR"
     CLUSTER_DIR=
 }
