@@ -41,10 +41,13 @@ integral(json_object *v, int64 *out)
 {
 	if (json_object_is_type(v, json_type_int))
 	{
-		/* json-c saturates what does not fit in 64 bits */
+		/*
+		 * json-c saturates what does not fit in 64 bits to the extremes, so
+		 * they cannot be told from a real 2^63-1 or -2^63: both are refused.
+		 */
 		errno = 0;
 		*out = json_object_get_int64(v);
-		return errno == 0 && *out != PG_INT64_MAX;
+		return errno == 0 && *out != PG_INT64_MAX && *out != PG_INT64_MIN;
 	}
 	if (json_object_is_type(v, json_type_double))
 	{

@@ -5,7 +5,7 @@ SET LOCAL client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION bridgecore;
 
-SELECT plan(65);
+SELECT plan(67);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -215,6 +215,15 @@ SELECT is(pg_temp.r('goodbad') - 'instance' - 'max_odoo_id',
 SELECT is((SELECT count(*)::int FROM bridgecore.dead_letter WHERE odoo_id IN (130, 131) AND status <> 'resolved'), 0,
           '... no pending dead letter for a stored id');
 SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id IN (130, 131)), 2, '... each stored once');
+
+-- Integers beyond 64 bits are refused, not saturated to the extremes.
+INSERT INTO r SELECT 'huge', bridgecore.ingest('main', $j$[
+  {"id": 140, "model": "sale.order", "record_id": -100000000000000000000, "event": "create", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 9223372036854775807, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"}
+]$j$);
+SELECT is((pg_temp.dl(140)).reason, 'missing or invalid record_id', 'a record_id below -2^63 is refused');
+SELECT is((SELECT count(*)::int FROM bridgecore.dead_letter WHERE odoo_id IS NULL AND record::text LIKE '%9223372036854775807%'), 1,
+          'id 2^63-1 is refused as an id (kept without one)');
 
 -------------------------------------------------------------------------------
 -- Records jsonb cannot hold (\u0000, lone surrogates), through the json parameter
