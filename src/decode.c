@@ -157,6 +157,48 @@ valid_model_name(const char *s)
 	return !need_word;
 }
 
+/*
+ * True when numeric, which jsonb stores numbers in, holds the JSON number
+ * s: at most 131072 digits before the decimal point, a display scale of
+ * at most 16383 and an exponent below a billion.
+ */
+static bool
+numeric_holds(const char *s)
+{
+	size_t		nint;
+	size_t		nfrac = 0;
+	const char *q;
+	long		exponent = 0;
+
+	if (*s == '-')
+		s++;
+	nint = strspn(s, "0123456789");
+	q = s + nint;
+	if (*q == '.')
+	{
+		nfrac = strspn(q + 1, "0123456789");
+		q += 1 + nfrac;
+	}
+	if (*q == 'e' || *q == 'E')
+	{
+		errno = 0;
+		exponent = strtol(q + 1, NULL, 10);
+		if (errno == ERANGE || exponent >= PG_INT32_MAX / 2 || exponent <= -(PG_INT32_MAX / 2))
+			return false;
+	}
+	if ((int64) nfrac - exponent > 16383)
+		return false;
+	/* the power of ten of the first digit that is not 0; a zero has none */
+	for (size_t i = 0; i < nint + nfrac; i++)
+	{
+		char		c = i < nint ? s[i] : s[i + 1];
+
+		if (c != '0')
+			return (int64) nint - 1 - (int64) i + exponent < 131072;
+	}
+	return true;
+}
+
 /* True when s (len bytes) is valid UTF-8 without NUL. */
 static bool
 storable_string(const char *s, size_t len)
@@ -183,8 +225,11 @@ unstorable_part(json_object *v)
 				return "unstorable record: invalid UTF-8 in a string";
 			return NULL;
 		case json_type_double:
-			return isfinite(json_object_get_double(v)) ? NULL :
-				"unstorable record: NaN or Infinity is not a JSON number";
+			if (!isfinite(json_object_get_double(v)))
+				return "unstorable record: NaN or Infinity is not a JSON number";
+			/* json-c keeps a number's text, which reaches jsonb as sent */
+			return numeric_holds(json_object_get_string(v)) ? NULL :
+				"unstorable record: value overflows numeric format";
 		case json_type_array:
 			for (size_t i = 0; i < json_object_array_length(v); i++)
 			{

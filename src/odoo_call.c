@@ -138,7 +138,7 @@ bridgecore_odoo_call(PG_FUNCTION_ARGS)
 		}
 
 		initStringInfo(&out);
-		if (result != NULL)
+		if (result != NULL || err.kind == ODOO_OK)	/* NULL: the method returned None */
 		{
 			appendStringInfoString(&out, "{\"result\": ");
 			appendStringInfoString(&out, json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN));

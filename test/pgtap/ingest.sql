@@ -5,7 +5,7 @@ SET LOCAL client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION bridgecore;
 
-SELECT plan(67);
+SELECT plan(69);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -215,6 +215,15 @@ SELECT is(pg_temp.r('goodbad') - 'instance' - 'max_odoo_id',
 SELECT is((SELECT count(*)::int FROM bridgecore.dead_letter WHERE odoo_id IN (130, 131) AND status <> 'resolved'), 0,
           '... no pending dead letter for a stored id');
 SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id IN (130, 131)), 2, '... each stored once');
+
+-- A number jsonb's numeric cannot hold is a bad record, not a failed batch.
+INSERT INTO r SELECT 'numeric', bridgecore.ingest('main', $j$[
+  {"id": 150, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00", "payload": {"x": 1e-20000}},
+  {"id": 151, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00", "payload": {"x": 1.5e300}}
+]$j$);
+SELECT is(pg_temp.r('numeric') -> 'inserted', '1'::jsonb, 'a payload number numeric can hold is stored');
+SELECT is((pg_temp.dl(150)).reason, 'unstorable record: value overflows numeric format',
+          'one numeric cannot hold is dead-lettered');
 
 -- Integers beyond 64 bits are refused, not saturated to the extremes.
 INSERT INTO r SELECT 'huge', bridgecore.ingest('main', $j$[
