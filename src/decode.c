@@ -199,6 +199,44 @@ numeric_holds(const char *s)
 	return true;
 }
 
+/*
+ * True when s is a number as JSON writes it.  json-c also reads forms
+ * such as 0625.5 and keeps their text, which jsonb would then refuse.
+ */
+static bool
+json_number_syntax(const char *s)
+{
+	if (*s == '-')
+		s++;
+	if (*s == '0')
+		s++;
+	else if (*s >= '1' && *s <= '9')
+		s += strspn(s, "0123456789");
+	else
+		return false;
+	if (*s == '.')
+	{
+		size_t		n = strspn(s + 1, "0123456789");
+
+		if (n == 0)
+			return false;
+		s += 1 + n;
+	}
+	if (*s == 'e' || *s == 'E')
+	{
+		size_t		n;
+
+		s++;
+		if (*s == '+' || *s == '-')
+			s++;
+		n = strspn(s, "0123456789");
+		if (n == 0)
+			return false;
+		s += n;
+	}
+	return *s == '\0';
+}
+
 /* True when s (len bytes) is valid UTF-8 without NUL. */
 static bool
 storable_string(const char *s, size_t len)
@@ -228,6 +266,8 @@ unstorable_part(json_object *v)
 			if (!isfinite(json_object_get_double(v)))
 				return "unstorable record: NaN or Infinity is not a JSON number";
 			/* json-c keeps a number's text, which reaches jsonb as sent */
+			if (!json_number_syntax(json_object_get_string(v)))
+				return "unstorable record: invalid JSON number";
 			return numeric_holds(json_object_get_string(v)) ? NULL :
 				"unstorable record: value overflows numeric format";
 		case json_type_array:

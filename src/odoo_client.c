@@ -328,7 +328,8 @@ odoo_classify_answer(const char *body, size_t len, OdooError *err)
 				  strcmp(name_s, "odoo.http.SessionExpiredException") == 0 ? ODOO_ERR_SESSION_EXPIRED :
 				  ODOO_ERR_RPC,
 				  "%s%s%s", name_s, *name_s ? ": " : "",
-				  msg && json_object_is_type(msg, json_type_string) ? json_object_get_string(msg) : "error without message");
+				  msg && json_object_is_type(msg, json_type_string) && *json_object_get_string(msg)
+				  ? json_object_get_string(msg) : "error without message");
 	}
 	else if (json_object_object_get_ex(response, "result", &member))
 		result = member ? json_object_get(member) : json_object_new_null();
