@@ -5,8 +5,9 @@
  * odoo_classify_answer() as in rpc_call(), and every element of the
  * resulting list (or the result itself when it is no list) is decoded.
  *
- * A separate reference decoder, written from the rules of
- * bridgecore._decode(), names the reason each record must get (or none).
+ * A separate reference decoder, written from the documented ingestion
+ * rules (docs/sql-api.md, ingest), names the reason each record must get
+ * (or none).
  * Invariants: the same reason, or none; when there is none, every
  * required field is set to the record's value (the timestamp to the
  * reference parser's microsecond, the model a valid name), every text is
@@ -139,7 +140,7 @@ one_of(json_object *v, const char *a, const char *b, const char *c)
 }
 
 /*
- * The reason bridgecore._decode() gives, NULL for a storable record.  A
+ * The reason the documented rules give, NULL for a storable record.  A
  * reason ending in a space is followed by the value's JSON.
  */
 static const char *

@@ -8,7 +8,7 @@
  * accepts, with the same numbers (instance id -1 for the bare form); a
  * refused token leaves the outputs alone.  The SQL function, called on the
  * text the server would pass (valid UTF-8), returns the position for the
- * token's own instance and raises 22023 with the plpgsql's messages and
+ * token's own instance and raises 22023 with the documented messages and
  * hints otherwise: 'malformed sync_token "<first 64 characters>"', 'sync_token
  * belongs to another instance'.
  */
@@ -162,12 +162,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		else
 		{
 			expect_value(call_sql(s, size, false, inst, false), pos);
-			/* plpgsql: NULL <> instance is not true, so no error */
+			/* SQL: NULL <> instance is not true, so no error */
 			expect_value(call_sql(s, size, false, 0, true), pos);
 			expect_error(call_sql(s, size, false, inst == other ? other + 1 : other, false),
 						 "sync_token belongs to another instance", HINT_OTHER);
 		}
-		/* plpgsql RAISE shows a NULL argument as <NULL> */
+		/* RAISE shows a NULL argument as <NULL> */
 		expect_error(call_sql("", 0, true, 1, false), "malformed sync_token \"<NULL>\"", HINT_MALFORMED);
 	}
 	fuzz_reset_memory();
