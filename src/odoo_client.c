@@ -438,6 +438,8 @@ odoo_login(OdooClient *client, OdooError *err)
 	json_object_array_add(args, json_object_new_string(client->secret));
 	json_object_array_add(args, json_object_new_object());
 	result = rpc_call(client, "common", "authenticate", args, err);
+	if (result == NULL && err->kind == ODOO_OK)
+		set_error(err, ODOO_ERR_BAD_RESPONSE, "login answered neither a user id nor false");
 	if (result == NULL)
 		return false;
 

@@ -315,6 +315,12 @@ learn_fields(OdooClient *client, Instance *inst, OdooError *err)
 	json_object_object_add(kwargs, "attributes", attributes);
 	result = odoo_execute_kw(client, inst->source_model, "fields_get",
 							 json_object_new_array(), kwargs, err);
+	if (result == NULL && err->kind == ODOO_OK)
+	{
+		/* Odoo answered null (a method returning None): not an answer here */
+		err->kind = ODOO_ERR_BAD_RESPONSE;
+		snprintf(err->message, sizeof(err->message), "fields_get answered null");
+	}
 	if (result == NULL)
 		return false;
 	if (!json_object_is_type(result, json_type_object))
@@ -703,6 +709,12 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &err);
 		if (records != NULL)
 			break;
+		if (err.kind == ODOO_OK)
+		{
+			/* Odoo answered null (a method returning None): not a list */
+			err.kind = ODOO_ERR_BAD_RESPONSE;
+			snprintf(err.message, sizeof(err.message), "search_read answered null");
+		}
 		if ((err.kind == ODOO_ERR_ACCESS_DENIED || err.kind == ODOO_ERR_SESSION_EXPIRED) && attempt == 0)
 		{
 			client->uid = 0;

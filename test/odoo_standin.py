@@ -749,6 +749,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_body(200, b'{"jsonrpc": "2.0", "id": 1, "result": "' + b"x" * f.get("bytes", 1 << 20) + b'"}')
         elif kind == "not_rpc":
             self.send_body(200, b'{"hello": "world"}')
+        elif kind == "null_result":
+            self.send_body(200, b'{"jsonrpc": "2.0", "id": 1, "result": null}')
         else:
             return False
         return True

@@ -1834,6 +1834,25 @@ def test_launcher_memory_is_flat():
     sd.stop()
 
 
+def test_null_answer():
+    """An answer of null where a list is due is a bad response, with a
+    message, and the poller goes on."""
+    sd = Standin()
+    inst = add_instance("nullish", sd)
+    wait_for(lambda: state_is("nullish", "ok") and sd.stats()["search_reads"] > 0, 10, "a first poll")
+    sd.control("fault", kind="null_result")
+    T.wait(lambda: (status("nullish")["last_error"] or "").startswith("search_read: bad_response: search_read answered null"),
+           10, "null: recorded as a bad response with a message", lambda: status("nullish"))
+    sd.add(2)
+    set_guc("bridgecore.max_backoff", "200ms")
+    try:
+        wait_all("nullish", inst, sd, 10, "null: events flow afterwards")
+    finally:
+        reset_guc("bridgecore.max_backoff")
+    remove_instance("nullish")
+    sd.stop()
+
+
 def test_recovery_defaults():
     """With default settings, a recovered Odoo is polled again within 30 s."""
     T.ok(DB.val("SELECT boot_val::int <= 30000 FROM pg_settings WHERE name = 'bridgecore.max_backoff'"),
@@ -1886,6 +1905,7 @@ TESTS = [
     test_holes_below_first_batch,
     test_launcher_survives_a_failed_read,
     test_recovery_defaults,
+    test_null_answer,
     test_launcher_memory_is_flat,
     test_idle_poll_writes_nothing,
 ]
