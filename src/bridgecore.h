@@ -98,6 +98,7 @@ extern ErrorData *bc_abort_work(MemoryContext context);
 extern void bc_pin_worker_session(void);
 
 /* text_util.c: Odoo text made valid UTF-8, cut at characters, secret masked */
+extern int	bc_utf8_char_length(const unsigned char *s, size_t len);
 extern void bc_make_valid_utf8(char *s);
 extern size_t bc_utf8_clip_length(const char *s, size_t maxbytes);
 extern char *bc_scrubbed_copy(const char *s, const char *secret);

@@ -327,9 +327,9 @@ append_safe_string(StringInfo buf, const char *s, size_t len)
 			continue;
 		}
 		{
-			int			n = pg_utf_mblen(p);
+			int			n = bc_utf8_char_length(p, end - p);
 
-			if (p + n <= end && pg_utf8_islegal(p, n))
+			if (n > 0)
 			{
 				appendBinaryStringInfo(buf, (const char *) p, n);
 				p += n;

@@ -279,32 +279,56 @@ run_transfer(OdooClient *client)
 	return result;
 }
 
+static json_object *classify_parsed(json_object *response, enum json_tokener_error jerr,
+									size_t parse_end, const char *body, size_t len,
+									OdooError *err);
+
 /*
  * Classifies the body of an HTTP 200 answer to a JSON-RPC call.  Returns
  * the "result" member (a new reference the caller releases with
  * json_object_put), or NULL: with err->kind set on a failure, or with
  * err->kind left at ODOO_OK when the result is JSON null (a method that
- * returned None; json-c has no null object).  Only err->kind and
- * err->message are written.  Besides json-c objects it allocates only
- * the error message (palloc), so it throws only when memory runs out.
+ * returned None; json-c has no null object).  Only err->kind,
+ * err->record_sized and err->message are written.
  */
 json_object *
 odoo_classify_answer(const char *body, size_t len, OdooError *err)
 {
-	json_object *response;
+	json_tokener *tok = json_tokener_new_ex(BC_JSON_MAX_DEPTH);
+	json_object *volatile response = json_tokener_parse_ex(tok, body, len);
+	json_object *volatile result = NULL;
+	enum json_tokener_error jerr = json_tokener_get_error(tok);
+	size_t		parse_end = json_tokener_get_parse_end(tok);
+
+	json_tokener_free(tok);
+	/* building a message pallocs: the answer is freed even if that throws */
+	PG_TRY();
+	{
+		result = classify_parsed(response, jerr, parse_end, body, len, err);
+	}
+	PG_FINALLY();
+	{
+		json_object_put(response);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* odoo_classify_answer() once json-c has parsed the body. */
+static json_object *
+classify_parsed(json_object *response, enum json_tokener_error jerr, size_t parse_end,
+				const char *body, size_t len, OdooError *err)
+{
 	json_object *result = NULL;
 	json_object *member;
-	json_tokener *tok;
-	enum json_tokener_error jerr;
 
-	tok = json_tokener_new_ex(BC_JSON_MAX_DEPTH);
-	response = json_tokener_parse_ex(tok, body, len);
-	jerr = json_tokener_get_error(tok);
-	if (response == NULL || jerr != json_tokener_success ||
-		json_tokener_get_parse_end(tok) != len)
+	if (response == NULL || jerr != json_tokener_success || parse_end != len)
+	{
+		err->record_sized = (jerr == json_tokener_error_depth);
 		set_error(err, ODOO_ERR_BAD_RESPONSE, "invalid JSON (%s): %s",
 				  jerr == json_tokener_continue ? "truncated" : json_tokener_error_desc(jerr),
 				  body_excerpt(err, body, len));
+	}
 	else if (!json_object_is_type(response, json_type_object))
 		set_error(err, ODOO_ERR_BAD_RESPONSE, "JSON-RPC answer is not an object");
 	else if (json_object_object_get_ex(response, "error", &member) && member != NULL)
@@ -337,8 +361,6 @@ odoo_classify_answer(const char *body, size_t len, OdooError *err)
 		result = json_object_new_null();	/* a method that returned None */
 	else
 		set_error(err, ODOO_ERR_BAD_RESPONSE, "not a JSON-RPC answer");
-	json_tokener_free(tok);
-	json_object_put(response);
 	return result;
 }
 
@@ -392,9 +414,12 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 		err->retry_after_s = ts.retry_after_s;
 
 		if (ts.too_large || rc == CURLE_FILESIZE_EXCEEDED)
+		{
+			err->record_sized = true;
 			set_error(err, ODOO_ERR_TOO_LARGE,
 					  "response larger than bridgecore.max_response_size (%d kB)",
 					  bridgecore_max_response_kb);
+		}
 		else if (rc != CURLE_OK)
 			set_error(err, ODOO_ERR_TRANSPORT, "%s", curl_easy_strerror(rc));
 		else if (status != 200)

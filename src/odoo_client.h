@@ -33,6 +33,7 @@ typedef struct OdooError
 	long		http_status;
 	int			retry_after_s;	/* from Retry-After, or -1 */
 	const char *secret;			/* masked in message before it is cut */
+	bool		record_sized;	/* a failure one record can cause: too large, too deep */
 	char		message[512];	/* valid UTF-8, free of the secret */
 } OdooError;
 

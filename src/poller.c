@@ -300,6 +300,19 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 /* ---- one poll ---------------------------------------------------------- */
 
 /*
+ * A call that returned no value (NULL) without an error was answered null
+ * (a method returning None): where the poller needs a value, a bad response.
+ */
+static void
+null_is_bad_response(OdooError *err, const char *method)
+{
+	if (err->kind != ODOO_OK)
+		return;
+	err->kind = ODOO_ERR_BAD_RESPONSE;
+	snprintf(err->message, sizeof(err->message), "%s answered null", method);
+}
+
+/*
  * Asks fields_get which of the wanted fields the source model has (an older
  * addon has only model, record_id, event and timestamp).
  */
@@ -315,14 +328,11 @@ learn_fields(OdooClient *client, Instance *inst, OdooError *err)
 	json_object_object_add(kwargs, "attributes", attributes);
 	result = odoo_execute_kw(client, inst->source_model, "fields_get",
 							 json_object_new_array(), kwargs, err);
-	if (result == NULL && err->kind == ODOO_OK)
-	{
-		/* Odoo answered null (a method returning None): not an answer here */
-		err->kind = ODOO_ERR_BAD_RESPONSE;
-		snprintf(err->message, sizeof(err->message), "fields_get answered null");
-	}
 	if (result == NULL)
+	{
+		null_is_bad_response(err, "fields_get");
 		return false;
+	}
 	if (!json_object_is_type(result, json_type_object))
 	{
 		snprintf(err->message, sizeof(err->message), "fields_get did not answer an object");
@@ -390,6 +400,70 @@ build_domain(Instance *inst)
 }
 
 /*
+ * In the store transaction: locks our instance row, then checks that the
+ * extension is the one we started under.  In this order, a DROP and CREATE
+ * EXTENSION committing meanwhile cannot let a batch land in a new instance
+ * with our id.
+ */
+static bool
+lock_own_instance(Instance *inst)
+{
+	Datum		id = Int32GetDatum(inst->id);
+	Oid			idtype = INT4OID;
+
+	return extension_present() &&
+		SPI_execute_with_args("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
+							  1, &idtype, &id, NULL, false, 0) == SPI_OK_SELECT &&
+		SPI_processed == 1 && extension_present();
+}
+
+/*
+ * In the store transaction: moves the cursor past the seen Odoo ids
+ * (bridgecore._advance_cursor records the holes as gaps and resets the
+ * failure state) and takes the new cursor and open gaps.  newest is NULL
+ * when no valid record came.  Returns false if the instance is gone.
+ */
+static bool
+advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
+			   const TimestampTz *newest)
+{
+	Oid			argtypes[5] = {INT4OID, INT8ARRAYOID, INTERVALOID, INT8OID, TIMESTAMPTZOID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum	   *ids = palloc(sizeof(Datum) * Max(nseen, 1));
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	MemoryContext old;
+
+	for (int i = 0; i < nseen; i++)
+		ids[i] = Int64GetDatum(seen[i]);
+	args[0] = Int32GetDatum(inst->id);
+	args[1] = PointerGetDatum(construct_array(ids, nseen, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = DirectFunctionCall3(interval_in,
+								  CStringGetDatum(psprintf("%d seconds", bridgecore_gap_window_s)),
+								  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	args[3] = Int64GetDatum(inserted);
+	args[4] = newest ? TimestampTzGetDatum(*newest) : (Datum) 0;
+	if (newest == NULL)
+		nulls[4] = 'n';
+	if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, $4, $5)",
+							  5, argtypes, args, nulls, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	pfree(inst->gaps);
+	inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 2, &isnull));
+	MemoryContextSwitchTo(old);
+	inst->failures = 0;			/* _advance_cursor reset the row's count too */
+	inst->row_written_at = GetCurrentTimestamp();
+	return true;
+}
+
+/*
  * Stores the batch and moves the cursor past it, in one transaction: a crash
  * at any point neither loses nor duplicates an event.
  */
@@ -397,60 +471,18 @@ static PollOutcome
 store_batch_in_transaction(Instance *inst, json_object *records)
 {
 	size_t		n = json_object_array_length(records);
-	Oid			argtypes[5] = {INT4OID, INT8ARRAYOID, INTERVALOID, INT8OID, TIMESTAMPTZOID};
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	PollOutcome outcome = POLL_GONE;
 	IngestSummary summary;
 	TimestampTz started = GetCurrentTimestamp();
-	Datum		id = Int32GetDatum(inst->id);
-	Oid			idtype = INT4OID;
 	int64		old_cursor = inst->cursor;
 
 	bc_begin_work("bridgecore poller: storing events");
-	/*
-	 * Lock our instance row before checking that the extension is the one
-	 * we started under: a DROP and CREATE EXTENSION committing meanwhile
-	 * would otherwise let this batch land in a new instance with our id.
-	 */
-	if (extension_present() &&
-		SPI_execute_with_args("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
-							  1, &idtype, &id, NULL, false, 0) == SPI_OK_SELECT &&
-		SPI_processed == 1 && extension_present())
+	if (lock_own_instance(inst))
 	{
-		Datum	   *seen;
-
 		ingest_batch(inst->id, inst->name, records, &summary);
-		seen = palloc(sizeof(Datum) * Max(summary.nseen, 1));
-		for (int i = 0; i < summary.nseen; i++)
-			seen[i] = Int64GetDatum(summary.seen[i]);
-		args[0] = Int32GetDatum(inst->id);
-		args[1] = PointerGetDatum(construct_array(seen, summary.nseen, INT8OID, 8,
-												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[2] = DirectFunctionCall3(interval_in,
-									  CStringGetDatum(psprintf("%d seconds", bridgecore_gap_window_s)),
-									  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-		args[3] = Int64GetDatum(summary.inserted);
-		args[4] = TimestampTzGetDatum(summary.newest);
-		if (!summary.has_newest)
-			nulls[4] = 'n';
-		if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, $4, $5)",
-								  5, argtypes, args, nulls, false, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
+		if (advance_cursor(inst, summary.seen, summary.nseen, summary.inserted,
+						   summary.has_newest ? &summary.newest : NULL))
 		{
-			HeapTuple	tup = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			MemoryContext old;
-
-			inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			old = MemoryContextSwitchTo(TopMemoryContext);
-			pfree(inst->gaps);
-			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 2, &isnull));
-			MemoryContextSwitchTo(old);
-			inst->failures = 0;	/* _advance_cursor reset the row's count too */
-			inst->row_written_at = GetCurrentTimestamp();
-
 			/*
 			 * A full batch is followed at once by the next only when it moved
 			 * the cursor: a batch of records the cursor cannot pass (no usable
@@ -538,17 +570,6 @@ gaps_requested(Instance *inst)
 }
 
 /*
- * Failures that a single record can cause: an answer above
- * bridgecore.max_response_size, or one too deeply nested to read.
- */
-static bool
-record_may_be_the_cause(const OdooError *err)
-{
-	return err->kind == ODOO_ERR_TOO_LARGE ||
-		(err->kind == ODOO_ERR_BAD_RESPONSE && strstr(err->message, "nesting too deep") != NULL);
-}
-
-/*
  * Dead-letters the record with the given Odoo id, which Odoo cannot send in
  * a usable answer, and moves the cursor past it, in one transaction.
  */
@@ -556,20 +577,12 @@ static PollOutcome
 store_unreadable_in_transaction(Instance *inst, int64 odoo_id, const char *reason)
 {
 	PollOutcome outcome = POLL_GONE;
-	Datum		id = Int32GetDatum(inst->id);
-	Oid			idtype = INT4OID;
 
 	bc_begin_work("bridgecore poller: dead-lettering an unreadable record");
-	if (extension_present() &&
-		SPI_execute_with_args("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
-							  1, &idtype, &id, NULL, false, 0) == SPI_OK_SELECT &&
-		SPI_processed == 1 && extension_present())
+	if (lock_own_instance(inst))
 	{
 		Oid			dtypes[4] = {INT4OID, INT8OID, TEXTOID, TEXTOID};
 		Datum		dargs[4];
-		Oid			atypes[3] = {INT4OID, INT8ARRAYOID, INTERVALOID};
-		Datum		aargs[3];
-		Datum		seen = Int64GetDatum(odoo_id);
 
 		dargs[0] = Int32GetDatum(inst->id);
 		dargs[1] = Int64GetDatum(odoo_id);
@@ -583,27 +596,8 @@ store_unreadable_in_transaction(Instance *inst, int64 odoo_id, const char *reaso
 							  "   SET reason = EXCLUDED.reason, last_failed_at = now(), attempts = d.attempts + 1,"
 							  "       status = CASE d.status WHEN 'ignored' THEN d.status ELSE 'pending' END",
 							  4, dtypes, dargs, NULL, false, 0);
-		aargs[0] = Int32GetDatum(inst->id);
-		aargs[1] = PointerGetDatum(construct_array(&seen, 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		aargs[2] = DirectFunctionCall3(interval_in,
-									   CStringGetDatum(psprintf("%d seconds", bridgecore_gap_window_s)),
-									   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-		if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, 0, NULL)",
-								  3, atypes, aargs, NULL, false, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			bool		isnull;
-			MemoryContext old;
-
-			inst->cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			old = MemoryContextSwitchTo(TopMemoryContext);
-			pfree(inst->gaps);
-			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-			MemoryContextSwitchTo(old);
-			inst->failures = 0;
-			inst->row_written_at = GetCurrentTimestamp();
+		if (advance_cursor(inst, &odoo_id, 1, 0, NULL))
 			outcome = POLL_FULL_BATCH;	/* go on at once with the records after it */
-		}
 	}
 	bc_end_work();
 	if (outcome != POLL_GONE)
@@ -709,12 +703,7 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &err);
 		if (records != NULL)
 			break;
-		if (err.kind == ODOO_OK)
-		{
-			/* Odoo answered null (a method returning None): not a list */
-			err.kind = ODOO_ERR_BAD_RESPONSE;
-			snprintf(err.message, sizeof(err.message), "search_read answered null");
-		}
+		null_is_bad_response(&err, "search_read");
 		if ((err.kind == ODOO_ERR_ACCESS_DENIED || err.kind == ODOO_ERR_SESSION_EXPIRED) && attempt == 0)
 		{
 			client->uid = 0;
@@ -726,7 +715,7 @@ fetch_and_store(OdooClient *client, Instance *inst)
 			json_object_put(inst->fields);
 			inst->fields = NULL;
 		}
-		if (record_may_be_the_cause(&err))
+		if (err.record_sized)
 		{
 			PollOutcome isolated;
 

@@ -18,8 +18,8 @@
  * Length in bytes of the valid UTF-8 sequence at s (of at most len bytes),
  * or 0 when the bytes there are not one.
  */
-static int
-utf8_sequence_length(const unsigned char *s, size_t len)
+int
+bc_utf8_char_length(const unsigned char *s, size_t len)
 {
 	int			n = pg_utf_mblen(s);
 
@@ -52,7 +52,7 @@ bc_make_valid_utf8(char *s)
 			continue;
 		}
 		{
-			int			n = utf8_sequence_length(p, len);
+			int			n = bc_utf8_char_length(p, len);
 
 			if (n == 0)
 			{

@@ -15,6 +15,7 @@ any, select the tests whose function names contain one of them.
 
 Needs Python 3 with psycopg2 only.
 """
+import contextlib
 import json
 import os
 import re
@@ -179,6 +180,16 @@ def reset_guc(name):
     DB.all("SELECT pg_reload_conf()")
     wait_for(lambda: DB.val("SELECT setting = boot_val FROM pg_settings WHERE name = %s", (name,)),
              10, "%s back to its default after reload" % name)
+
+
+@contextlib.contextmanager
+def guc(name, value):
+    """set_guc for the duration of a with block, then reset_guc."""
+    set_guc(name, value)
+    try:
+        yield
+    finally:
+        reset_guc(name)
 
 
 def launcher_pid():
@@ -1586,11 +1597,8 @@ def test_odoo_text_and_secret():
         wait_for(lambda: (status("texts") or {}).get("last_error_at") is not None, 10, "a recorded failure")
     wait_for(lambda: sd.stats()["faults_pending"] == 0, 30, "every faulty answer served")
     sd.add(2)
-    set_guc("bridgecore.max_backoff", "200ms")
-    try:
+    with guc("bridgecore.max_backoff", "200ms"):
         wait_all("texts", inst, sd, 20, "texts: events flow after long non-ASCII errors")
-    finally:
-        reset_guc("bridgecore.max_backoff")
     T.ok(poller_pid(inst) == pid, "texts: the poller never exited (pid %s, now %s)" % (pid, poller_pid(inst)))
     err = DB.val("SELECT last_error FROM bridgecore.instance WHERE id = %s", (inst,)) or ""
     log = log_since(offset)
@@ -1715,9 +1723,7 @@ def test_unreadable_record_isolated():
     than bridgecore.max_response_size) is isolated by asking for fewer
     records, then dead-lettered by its id; the records around it are stored."""
     sd = Standin()
-    set_guc("bridgecore.max_response_size", "256kB")
-    set_guc("bridgecore.max_backoff", "100ms")
-    try:
+    with guc("bridgecore.max_response_size", "256kB"), guc("bridgecore.max_backoff", "100ms"):
         before = sd.add(20)
         huge = sd.add(1, payload_size=400 * 1024)[0]
         after = sd.add(20)
@@ -1733,9 +1739,6 @@ def test_unreadable_record_isolated():
              "unreadable: it is a dead letter with its reason (%s)" % reason)
         sd.add(60)
         wait_all("unreadable", inst, sd, 15, "unreadable: later batches go on (back to full size)", dead=1)
-    finally:
-        reset_guc("bridgecore.max_response_size")
-        reset_guc("bridgecore.max_backoff")
     remove_instance("unreadable")
     sd.stop()
 
@@ -1844,11 +1847,8 @@ def test_null_answer():
     T.wait(lambda: (status("nullish")["last_error"] or "").startswith("search_read: bad_response: search_read answered null"),
            10, "null: recorded as a bad response with a message", lambda: status("nullish"))
     sd.add(2)
-    set_guc("bridgecore.max_backoff", "200ms")
-    try:
+    with guc("bridgecore.max_backoff", "200ms"):
         wait_all("nullish", inst, sd, 10, "null: events flow afterwards")
-    finally:
-        reset_guc("bridgecore.max_backoff")
     remove_instance("nullish")
     sd.stop()
 
