@@ -346,8 +346,8 @@ append_safe_string(StringInfo buf, const char *s, size_t len)
 
 /*
  * Appends v as JSON that PostgreSQL's json type and a dump/restore accept,
- * whatever Odoo sent: invalid UTF-8 becomes U+FFFD, NUL is escaped, NaN and
- * Infinity become strings.  For dead letters, which keep the record.
+ * whatever Odoo sent: invalid UTF-8 becomes U+FFFD, NUL is escaped, NaN,
+ * Infinity and numbers JSON cannot write become strings.  For dead letters, which keep the record.
  */
 static void
 append_safe_json(StringInfo buf, json_object *v)
@@ -394,6 +394,14 @@ append_safe_json(StringInfo buf, json_object *v)
 				if (!isfinite(d))
 				{
 					appendStringInfoString(buf, isnan(d) ? "\"NaN\"" : d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+					break;
+				}
+				/* a number JSON cannot write (json-c keeps 0625.5 as read): as text */
+				if (!json_number_syntax(json_object_get_string(v)))
+				{
+					const char *text = json_object_get_string(v);
+
+					append_safe_string(buf, text, strlen(text));
 					break;
 				}
 			}

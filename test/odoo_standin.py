@@ -749,6 +749,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_body(200, b'{"jsonrpc": "2.0", "id": 1, "result": "' + b"x" * f.get("bytes", 1 << 20) + b'"}')
         elif kind == "not_rpc":
             self.send_body(200, b'{"hello": "world"}')
+        elif kind == "raw_result":
+            # A result exactly as given, for JSON that Python's json cannot write.
+            self.send_body(200, b'{"jsonrpc": "2.0", "id": 1, "result": ' + f["result"].encode() + b'}')
         elif kind == "null_result":
             self.send_body(200, b'{"jsonrpc": "2.0", "id": 1, "result": null}')
         else:

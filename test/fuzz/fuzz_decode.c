@@ -312,6 +312,12 @@ check_record(json_object *rec)
 	FUZZ_CHECK(ev.problem != NULL, "no reason, reference \"%s\": %s", want,
 			   json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN));
 	check_text("reason", ev.problem);
+	{
+		/* the copy a dead letter keeps must be text PostgreSQL's json accepts */
+		char	   *copy = dead_letter_record_text(rec);
+
+		FUZZ_CHECK(oracle_json(copy, strlen(copy), false), "dead-letter copy is not JSON: %.200s", copy);
+	}
 	if (want[strlen(want) - 1] != ' ')
 		FUZZ_CHECK(strcmp(ev.problem, want) == 0, "reason \"%s\", reference \"%s\"", ev.problem, want);
 	else

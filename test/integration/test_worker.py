@@ -1853,6 +1853,29 @@ def test_null_answer():
     sd.stop()
 
 
+def test_nonstandard_number():
+    """A number JSON cannot write (json-c reads 0625.5 and keeps its text) is
+    a dead letter whose copy is valid JSON; the batch is stored around it."""
+    sd = Standin()
+    inst = add_instance("numbers", sd)
+    wait_for(lambda: state_is("numbers", "ok") and sd.stats()["search_reads"] > 0, 10, "a first poll")
+    ts = odoo_now()
+    sd.control("fault", kind="raw_result", result=(
+        '[{"id": 900001, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "%s",'
+        ' "payload": {"amount": 0625.5}},'
+        ' {"id": 900002, "model": "sale.order", "record_id": 2, "event": "write", "timestamp": "%s"}]'
+        % (ts, ts)))
+    T.wait(lambda: DB.val("SELECT cursor FROM bridgecore.instance WHERE id = %s", (inst,)) >= 900002,
+           10, "number: the cursor passes the batch", lambda: status("numbers"))
+    reason, amount = DB.one("SELECT reason, record->'payload'->>'amount' FROM bridgecore.dead_letter"
+                            " WHERE instance_id = %s AND odoo_id = 900001", (inst,)) or (None, None)
+    T.ok(reason == "unstorable record: invalid JSON number" and amount == "0625.5",
+         "number: dead-lettered with its reason, the number kept as text (%s, %s)" % (reason, amount))
+    T.ok(stored_ids(inst) == [900002], "number: the other record of the batch is stored")
+    remove_instance("numbers")
+    sd.stop()
+
+
 def test_recovery_defaults():
     """With default settings, a recovered Odoo is polled again within 30 s."""
     T.ok(DB.val("SELECT boot_val::int <= 30000 FROM pg_settings WHERE name = 'bridgecore.max_backoff'"),
@@ -1906,6 +1929,7 @@ TESTS = [
     test_launcher_survives_a_failed_read,
     test_recovery_defaults,
     test_null_answer,
+    test_nonstandard_number,
     test_launcher_memory_is_flat,
     test_idle_poll_writes_nothing,
 ]
