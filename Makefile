@@ -13,7 +13,7 @@ SHLIB_LINK  = -lcurl -ljson-c
 
 # pg_regress and pg_isolation_regress read test/sql, test/specs and
 # test/expected (a link to the top-level expected/).
-REGRESS      = setup input_validation api ingest cleanup security upgrade
+REGRESS      = setup input_validation api ingest cleanup security upgrade encoding
 REGRESS_OPTS = --inputdir=test --outputdir=test/results
 ISOLATION      = ordering cleanup_concurrency
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso

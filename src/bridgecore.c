@@ -95,7 +95,10 @@ _PG_init(void)
 
 	/* pg_upgrade runs the server with no workers of ours. */
 	if (!IsBinaryUpgrade)
+	{
 		LauncherRegister();
+		LauncherInstallHooks();
+	}
 
 	/* Once per process, before any thread could exist. */
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)

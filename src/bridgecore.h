@@ -88,6 +88,8 @@ extern void LauncherDefineGucs(void);
 extern void LauncherRegister(void);
 extern Size LauncherShmemSize(void);
 extern void LauncherShmemInit(void);
+extern void LauncherInstallHooks(void);
+extern uint64 launcher_extension_drops(void);
 extern PGDLLEXPORT void bridgecore_launcher_main(Datum arg);
 extern PGDLLEXPORT void bridgecore_poller_main(Datum arg);
 

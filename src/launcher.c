@@ -13,8 +13,11 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -36,6 +39,8 @@ typedef struct LauncherShared
 {
 	/* Proc number of the running launcher, plus one; 0 when none runs. */
 	pg_atomic_uint32 launcher_procno;
+	/* Committed transactions that dropped an extension (any: it is rare). */
+	pg_atomic_uint64 extension_drops;
 } LauncherShared;
 
 typedef struct PollerSlot
@@ -57,6 +62,8 @@ typedef struct WantedInstance
 static LauncherShared *launcher_shared = NULL;
 static bool wake_registered = false;
 static bool wake_pending = false;
+static bool drop_pending = false;
+static object_access_hook_type prev_object_access_hook = NULL;
 
 PG_FUNCTION_INFO_V1(bridgecore_wake_poller);
 
@@ -74,7 +81,10 @@ LauncherShmemInit(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	launcher_shared = ShmemInitStruct("bridgecore launcher", sizeof(LauncherShared), &found);
 	if (!found)
+	{
 		pg_atomic_init_u32(&launcher_shared->launcher_procno, 0);
+		pg_atomic_init_u64(&launcher_shared->extension_drops, 0);
+	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -131,13 +141,17 @@ wake_at_commit(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending)
+			if (drop_pending && launcher_shared != NULL)
+				pg_atomic_fetch_add_u64(&launcher_shared->extension_drops, 1);
+			if (wake_pending || drop_pending)
 				wake_launcher();
-			wake_pending = false;
+			wake_pending = drop_pending = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_pending = false;
+		case XACT_EVENT_PREPARE:
+			/* a prepared drop commits elsewhere: pollers find it by looking */
+			wake_pending = drop_pending = false;
 			break;
 		default:
 			break;
@@ -148,16 +162,53 @@ wake_at_commit(XactEvent event, void *arg)
  * bridgecore._wake_poller() returns void: wake the launcher when the current
  * transaction commits; a rollback wakes nobody.
  */
-Datum
-bridgecore_wake_poller(PG_FUNCTION_ARGS)
+static void
+register_wake_at_commit(void)
 {
 	if (!wake_registered)
 	{
 		RegisterXactCallback(wake_at_commit, NULL);
 		wake_registered = true;
 	}
+}
+
+Datum
+bridgecore_wake_poller(PG_FUNCTION_ARGS)
+{
+	register_wake_at_commit();
 	wake_pending = true;
 	PG_RETURN_VOID();
+}
+
+/*
+ * Every DROP EXTENSION (direct or by cascade) passes here in the dropping
+ * backend; at its commit the drop counter moves, so waiting pollers need
+ * not open a transaction to find out whether theirs is gone.
+ */
+static void
+note_extension_drop(ObjectAccessType access, Oid classId, Oid objectId,
+					int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access == OAT_DROP && classId == ExtensionRelationId)
+	{
+		register_wake_at_commit();
+		drop_pending = true;
+	}
+}
+
+void
+LauncherInstallHooks(void)
+{
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = note_extension_drop;
+}
+
+uint64
+launcher_extension_drops(void)
+{
+	return launcher_shared ? pg_atomic_read_u64(&launcher_shared->extension_drops) : 0;
 }
 
 static void
@@ -423,6 +474,22 @@ bridgecore_launcher_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(bridgecore_database, NULL, 0);
 	bc_pin_worker_session();
+
+	/*
+	 * Odoo's text is Unicode and is stored as it comes: another database
+	 * encoding would store bytes that do not mean what they say.  The
+	 * install script refuses such a database; this covers one that had an
+	 * older version.  Exit code 0: not restarted until the server is.
+	 */
+	if (GetDatabaseEncoding() != PG_UTF8)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("bridgecore workers need a UTF8 database, and database \"%s\" is %s: no instance is polled",
+						bridgecore_database, GetDatabaseEncodingName()),
+				 errhint("Set bridgecore.database to a database created with ENCODING 'UTF8' and restart the server.")));
+		proc_exit(0);
+	}
 
 	pg_atomic_write_u32(&launcher_shared->launcher_procno, BRIDGECORE_MY_PROC_NUMBER + 1);
 	before_shmem_exit(clear_launcher_procno, 0);

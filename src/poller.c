@@ -43,10 +43,11 @@ int			bridgecore_max_backoff_ms = 30000;
 #define AUTH_FAILED_MIN_DELAY_MS 60000
 
 /*
- * An empty poll of a healthy instance writes nothing (no WAL, no ordering
- * lock); its instance row's last_success_at is refreshed at most this often.
+ * A poller waiting out a backoff learns of a dropped extension from the
+ * launcher's drop counter, without a transaction; it also looks itself this
+ * often, in case the drop was not seen (a prepared transaction's commit).
  */
-#define IDLE_HEARTBEAT_MS 60000
+#define EXTENSION_RECHECK_MS 60000
 
 /* Fields BridgeCore reads from the source model, if the model has them. */
 static const char *const wanted_fields[] = {
@@ -74,7 +75,6 @@ typedef struct Instance
 	TimestampTz fields_learned_at;
 	OdooErrorKind last_error_kind;	/* of the last failed poll */
 	int			failures;		/* consecutive ones, as in the instance row */
-	TimestampTz row_written_at; /* last time a poll wrote the instance row */
 	int			fetch_limit;	/* records asked for; below batch_size while isolating */
 	int			poison_strikes; /* failures of one-record fetches in a row */
 } Instance;
@@ -276,7 +276,6 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 								  4, argtypes, args, NULL, false, 1);
 		}
 		bc_end_work();
-		inst->row_written_at = GetCurrentTimestamp();
 	}
 	PG_CATCH();
 	{
@@ -459,7 +458,6 @@ advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
 	inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 2, &isnull));
 	MemoryContextSwitchTo(old);
 	inst->failures = 0;			/* _advance_cursor reset the row's count too */
-	inst->row_written_at = GetCurrentTimestamp();
 	return true;
 }
 
@@ -746,15 +744,13 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		return record_failure(inst, &err, "search_read");
 	}
 	/*
-	 * Nothing new, nothing to settle: no transaction at all, so an idle
-	 * instance costs no WAL and never takes the ordering lock.  Open gaps
-	 * (which expire), a failure count to clear, and a periodic heartbeat
-	 * still go through the store path.
+	 * Nothing new, nothing to settle: no write at all, so an idle instance
+	 * costs no WAL and never takes the ordering lock (its heartbeat is in
+	 * shared memory, stats_note_success).  Open gaps (which expire) and a
+	 * failure count to clear still go through the store path.
 	 */
 	if (json_object_array_length(records) == 0 && inst->failures == 0 &&
-		ARR_NDIM(inst->gaps) == 0 &&
-		!TimestampDifferenceExceeds(inst->row_written_at, GetCurrentTimestamp(), IDLE_HEARTBEAT_MS) &&
-		!gaps_requested(inst))
+		ARR_NDIM(inst->gaps) == 0 && !gaps_requested(inst))
 	{
 		json_object_put(records);
 		return POLL_CAUGHT_UP;
@@ -779,6 +775,8 @@ poll_once(OdooClient *client, Instance *inst)
 	uint64		bytes_before = client->bytes_received;
 	PollOutcome outcome = fetch_and_store(client, inst);
 
+	if (outcome == POLL_CAUGHT_UP || outcome == POLL_FULL_BATCH)
+		stats_note_success(inst->id);
 	if (outcome != POLL_GONE)
 		stats_count_poll(inst->id, outcome == POLL_FAILED ? (int) inst->last_error_kind : 0,
 						 client->bytes_received - bytes_before,
@@ -803,6 +801,7 @@ bridgecore_poller_main(Datum arg)
 	Instance	inst;
 	OdooClient *client;
 	MemoryContext poll_context;
+	uint64		drops_seen = launcher_extension_drops();
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -845,10 +844,17 @@ bridgecore_poller_main(Datum arg)
 		}
 		if (inst.next_attempt > now)
 		{
-			/* A long wait notices a dropped extension within a second. */
-			if (TimestampDifferenceExceeds(extension_checked_at, now, 1000) &&
+			/*
+			 * A long wait notices a dropped extension within a second, and
+			 * opens no transaction unless an extension was dropped.
+			 */
+			uint64		drops = launcher_extension_drops();
+
+			if ((drops != drops_seen ||
+				 TimestampDifferenceExceeds(extension_checked_at, now, EXTENSION_RECHECK_MS)) &&
 				!extension_still_present())
 				proc_exit(0);
+			drops_seen = drops;
 			wait_ms((long) Min((inst.next_attempt - now) / 1000, 1000L));
 			continue;
 		}

@@ -14,6 +14,7 @@
 #include "port/atomics.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 int			bridgecore_max_instances = 64;
@@ -39,6 +40,7 @@ typedef struct InstanceStats
 	pg_atomic_uint32 database_id;	/* instance ids are per database */
 	pg_atomic_uint64 since;		/* TimestampTz the slot was (re)started */
 	pg_atomic_uint64 last_used; /* TimestampTz of the last count: the least recent is reused */
+	pg_atomic_uint64 last_success;	/* TimestampTz of the last successful poll; kept by stats_reset */
 	pg_atomic_uint64 polls;
 	pg_atomic_uint64 failed_polls;
 	pg_atomic_uint64 events_ingested;
@@ -84,6 +86,7 @@ PG_FUNCTION_INFO_V1(bridgecore_stats_reset);
 PG_FUNCTION_INFO_V1(bridgecore_stats_forget);
 PG_FUNCTION_INFO_V1(bridgecore_count_sync_pull);
 PG_FUNCTION_INFO_V1(bridgecore_count_ingest);
+PG_FUNCTION_INFO_V1(bridgecore_last_success);
 
 void
 BcStatsDefineGucs(void)
@@ -123,11 +126,10 @@ histogram_reset(Histogram *h, bool first)
 	SET_U64(&h->sum_us, first);
 }
 
+/* Zeroes the counters of a slot, which keeps its instance and heartbeat. */
 static void
-instance_stats_reset(InstanceStats *s, uint32 instance_id, bool first)
+counters_reset(InstanceStats *s, bool first)
 {
-	TimestampTz now = first ? 0 : GetCurrentTimestamp();
-
 	SET_U64(&s->polls, first);
 	SET_U64(&s->failed_polls, first);
 	SET_U64(&s->events_ingested, first);
@@ -146,16 +148,32 @@ instance_stats_reset(InstanceStats *s, uint32 instance_id, bool first)
 		SET_U64(&s->rate_events[i], first);
 		SET_U64(&s->rate_second[i], first);
 	}
+	if (!first)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		pg_atomic_write_u64(&s->since, (uint64) now);
+		pg_atomic_write_u64(&s->last_used, (uint64) now);
+	}
+}
+
+/* Gives a slot, zeroed, to instance_id (0: free). */
+static void
+instance_stats_reset(InstanceStats *s, uint32 instance_id, bool first)
+{
 	if (first)
 	{
 		pg_atomic_init_u64(&s->since, 0);
 		pg_atomic_init_u64(&s->last_used, 0);
+		pg_atomic_init_u64(&s->last_success, 0);
+		counters_reset(s, true);
 		pg_atomic_init_u32(&s->database_id, InvalidOid);
 		pg_atomic_init_u32(&s->instance_id, instance_id);
 		return;
 	}
-	pg_atomic_write_u64(&s->since, (uint64) now);
-	pg_atomic_write_u64(&s->last_used, (uint64) now);
+	pg_atomic_write_u32(&s->instance_id, 0);	/* first: readers match on it */
+	pg_atomic_write_u64(&s->last_success, 0);
+	counters_reset(s, false);
 	pg_atomic_write_u32(&s->database_id, (uint32) MyDatabaseId);
 	pg_atomic_write_u32(&s->instance_id, instance_id);	/* last: readers match on it */
 }
@@ -290,6 +308,20 @@ stats_count_ingest(int32 instance_id, int64 inserted, int64 duplicates,
 	if (pg_atomic_exchange_u64(&s->rate_second[slot], second) != second)
 		pg_atomic_write_u64(&s->rate_events[slot], 0);
 	pg_atomic_fetch_add_u64(&s->rate_events[slot], inserted);
+}
+
+/*
+ * A successful poll, found something or not: the heartbeat that status()
+ * and bridgecore.instances show as last_success_at.  Kept here, not in the
+ * instance row, so an idle instance writes nothing.
+ */
+void
+stats_note_success(int32 instance_id)
+{
+	InstanceStats *s = instance_slot(instance_id);
+
+	if (s != NULL)
+		pg_atomic_write_u64(&s->last_success, (uint64) GetCurrentTimestamp());
 }
 
 void
@@ -464,8 +496,9 @@ bridgecore_stats_reset(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	LWLockAcquire(stats->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < bridgecore_max_instances; i++)
-		if (pg_atomic_read_u32(&stats->instances[i].database_id) == (uint32) MyDatabaseId)
-			instance_stats_reset(&stats->instances[i], 0, false);
+		if (pg_atomic_read_u32(&stats->instances[i].database_id) == (uint32) MyDatabaseId &&
+			pg_atomic_read_u32(&stats->instances[i].instance_id) != 0)
+			counters_reset(&stats->instances[i], false);
 	hash_seq_init(&seq, model_stats);
 	while ((m = hash_seq_search(&seq)) != NULL)
 		if (m->key.database_id == MyDatabaseId)
@@ -517,4 +550,30 @@ bridgecore_count_ingest(PG_FUNCTION_ARGS)
 	stats_count_ingest(PG_GETARG_INT32(0), PG_GETARG_INT64(1), PG_GETARG_INT64(2),
 					   PG_GETARG_INT64(3), PG_GETARG_INT64(4), -1);
 	PG_RETURN_VOID();
+}
+
+/*
+ * bridgecore._last_success(instance_id int) returns timestamptz: the end of
+ * the instance's last successful poll since the server started, or NULL.
+ * Only looks: a slot is claimed by counting, not by reading.
+ */
+Datum
+bridgecore_last_success(PG_FUNCTION_ARGS)
+{
+	int32		instance_id = PG_GETARG_INT32(0);
+
+	for (int i = 0; stats && i < bridgecore_max_instances; i++)
+	{
+		InstanceStats *s = &stats->instances[i];
+		TimestampTz at;
+
+		if (!slot_is(s, instance_id))
+			continue;
+		at = (TimestampTz) pg_atomic_read_u64(&s->last_success);
+		/* the slot may have changed hands while it was read */
+		if (at != 0 && slot_is(s, instance_id))
+			PG_RETURN_TIMESTAMPTZ(at);
+		break;
+	}
+	PG_RETURN_NULL();
 }

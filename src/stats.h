@@ -25,6 +25,7 @@ extern void stats_count_poll(int32 instance_id, int error_kind, uint64 bytes,
 							 double seconds);
 extern void stats_count_ingest(int32 instance_id, int64 inserted, int64 duplicates,
 							   int64 dead_letters, int64 notifications, double seconds);
+extern void stats_note_success(int32 instance_id);
 extern void stats_count_model(int32 instance_id, const char *model, int64 events,
 							  double seconds);
 

@@ -1891,12 +1891,90 @@ def test_idle_poll_writes_nothing():
     settle(sd, requests=3)
     xmin = DB.val("SELECT xmin::text::bigint FROM bridgecore.instance WHERE id = %s", (inst,))
     lsn = DB.val("SELECT pg_current_wal_insert_lsn()")
+    before = DB.val("SELECT clock_timestamp()")
     settle(sd, requests=10)
     T.ok(DB.val("SELECT xmin::text::bigint FROM bridgecore.instance WHERE id = %s", (inst,)) == xmin,
          "idle: ten idle polls did not write the instance row")
     wal = DB.val("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (lsn,))
     T.diag("idle: %s bytes of WAL during ten idle polls (the whole cluster)" % wal)
+    # The heartbeat is in shared memory: both views show it current.
+    seen = DB.one("SELECT (SELECT last_success_at FROM bridgecore.instances WHERE name = 'idle'),"
+                  "       (SELECT last_success_at FROM bridgecore.status() WHERE instance = 'idle')")
+    T.ok(all(t is not None and t > before for t in seen),
+         "idle: last_success_at moves with idle polls (instances, status())",
+         "before the polls %s, after %s" % (before, seen))
     remove_instance("idle")
+    sd.stop()
+
+
+def test_waiting_poller_is_quiet():
+    """A poller waiting out a backoff opens no transaction, yet a DROP
+    EXTENSION ends it within a second or so (the lifecycle test checks the
+    latter for a down Odoo; here the wait is a refused login's minute)."""
+    sd = Standin()
+    inst = add_instance("waiting", sd, secret="wrong-secret-key")
+    wait_for(lambda: state_is("waiting", "auth_failed"), 10, "state auth_failed",
+             lambda: status("waiting"))
+    pid = poller_pid(inst)
+
+    def activity():
+        return DB.one("SELECT state_change, xact_start FROM pg_stat_activity WHERE pid = %s", (pid,))
+
+    first = activity()
+    T.ok(pid and holds_for(lambda: activity() == first and first[1] is None, 3.0),
+         "waiting: a poller waiting a minute after a refused login opens no transaction in 3 s",
+         "first %s, now %s" % (first, activity()))
+    remove_instance("waiting")
+    sd.stop()
+
+
+def test_recovery_within_30s():
+    """After eight failures in a row, with default settings, a recovered
+    Odoo's events flow again within 30 s."""
+    sd = Standin()
+    sd.add(2)
+    inst = add_instance("recover", sd)
+    wait_all("recover", inst, sd, 10, "recovery: first events arrive")
+    # Seven failures recorded already (as after a long outage), and the
+    # eighth comes from Odoo: the restarted poller reads the count.
+    reset_guc("bridgecore.max_backoff")     # the suite runs with 2 s
+    try:
+        DB.all("UPDATE bridgecore.instance SET consecutive_failures = 7 WHERE id = %s", (inst,))
+        sd.control("fault", kind="http502", count=1)
+        DB.all("SELECT pg_terminate_backend(%s)", (poller_pid(inst),))
+        st = wait_for(lambda: (status("recover") or {}).get("consecutive_failures") == 8 and status("recover"),
+                      15, "eighth failure", lambda: status("recover"))
+        failed_at = DB.val("SELECT last_error_at FROM bridgecore.instance WHERE id = %s", (inst,))
+        wait = (st["next_attempt_at"] - failed_at).total_seconds()
+        T.ok(wait <= 30.0, "recovery: the eighth failure waits %.1f s (at most 30 s)" % wait)
+        sd.add(3)
+        wait_all("recover", inst, sd, 35, "recovery: events flow again after the wait")
+        late = DB.val("SELECT extract(epoch FROM clock_timestamp() - %s)", (failed_at,))
+        T.ok(late <= 31.0, "recovery: events flow again %.1f s after the eighth failure"
+             " (at most 30 s, plus a poll)" % late)
+    finally:
+        set_guc("bridgecore.max_backoff", "2s")
+    remove_instance("recover")
+    sd.stop()
+
+
+def test_rolled_back_change_wakes_nobody():
+    """Admin changes wake the launcher at commit, in one session again and
+    again; a rolled-back change changes nothing."""
+    sd = Standin()
+    sd.add(1)
+    inst = add_instance("wake", sd)
+    wait_all("wake", inst, sd, 10, "wake: first event arrives")
+    pid = poller_pid(inst)
+    DB.all("BEGIN; SELECT bridgecore.alter_instance('wake', enabled => false); ROLLBACK")
+    T.ok(holds_for(lambda: poller_pid(inst) == pid, 2.0),
+         "wake: a rolled-back disable leaves the poller running")
+    for round_ in range(3):
+        DB.all("SELECT bridgecore.alter_instance('wake', enabled => false)")
+        T.wait(lambda: not poller_pid(inst), 5, "wake: disable %d stops the poller" % (round_ + 1))
+        DB.all("SELECT bridgecore.alter_instance('wake', enabled => true)")
+        T.wait(lambda: poller_pid(inst), 5, "wake: enable %d starts it again" % (round_ + 1))
+    remove_instance("wake")
     sd.stop()
 
 
@@ -1932,6 +2010,9 @@ TESTS = [
     test_nonstandard_number,
     test_launcher_memory_is_flat,
     test_idle_poll_writes_nothing,
+    test_waiting_poller_is_quiet,
+    test_recovery_within_30s,
+    test_rolled_back_change_wakes_nobody,
 ]
 
 

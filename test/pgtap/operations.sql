@@ -4,7 +4,7 @@
 -- functions and views.
 \ir setup.psql
 
-SELECT plan(183);
+SELECT plan(186);
 
 -------------------------------------------------------------------------------
 -- Fixtures. Identity sequences are not rolled back, so ids are looked up.
@@ -357,7 +357,13 @@ SELECT is(ARRAY[pg_temp.stat('main', 'events_ingested'), pg_temp.stat('main', 'd
           ARRAY[(pg_temp.r('before') ->> 'events_ingested')::bigint + 2, (pg_temp.r('before') ->> 'duplicates')::bigint + 1,
                 (pg_temp.r('before') ->> 'dead_letters')::bigint + 1, (pg_temp.r('before') ->> 'notifications')::bigint + 2],
           '... counted in events_ingested, duplicates, dead_letters and notifications');
+SELECT is(bridgecore.ingest('main', jsonb_build_array(pg_temp.rec(23, '{}', 'x.' || repeat('m', 126)))::json) ->> 'inserted',
+          '1', 'a record of a model with a 128-byte name is stored');
+SELECT is((SELECT max(length(model)) FROM bridgecore.stats_models WHERE instance = 'main' AND model LIKE 'x.%'), 128,
+          '... and counted in stats_models under its whole name');
 SELECT is(pg_temp.stat('main', 'polls'), 0::bigint, 'no poller here: no polls');
+SELECT is((SELECT last_success_at FROM bridgecore.instances WHERE name = 'off'), NULL,
+          '... and an instance never polled has no last_success_at');
 SELECT results_eq(
     $$ SELECT kind, count FROM bridgecore.stats_errors WHERE instance = 'main' $$,
     $$ SELECT k, 0::bigint FROM unnest('{transport,too_large,http,bad_response,rpc,access_denied,session_expired,auth_failed,store}'::text[]) k $$,

@@ -41,10 +41,11 @@ SELECT is_member_of('bridgecore_app', 'bridgecore_admin', 'bridgecore_admin is a
 SELECT is(pg_temp.executable('bridgecore_app'),
           ARRAY['check_updates', 'events', 'sync_pull', 'sync_reset', 'sync_reset_all', 'sync_state'],
           'the app role can execute exactly the sync and query functions');
--- Admins are monitors too; the stats views read the counters through the
--- three read-only _stats/_error_kinds helpers, so monitors may call them.
+-- Admins are monitors too; the stats views and bridgecore.instances read
+-- shared memory through the read-only _stats/_error_kinds/_last_success
+-- helpers, so monitors may call them.
 SELECT is(pg_temp.executable('bridgecore_admin'),
-          ARRAY['_error_kinds', '_stats_instances', '_stats_models',
+          ARRAY['_error_kinds', '_last_success', '_stats_instances', '_stats_models',
                 'add_instance', 'alter_instance', 'check_updates', 'cleanup',
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
                 'initialize_audit', 'metrics', 'remove_instance', 'retry_dead_letter',
