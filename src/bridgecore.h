@@ -45,7 +45,7 @@
 /* SQLSTATE PT429: PostgREST answers it with HTTP 429 Too Many Requests. */
 #define ERRCODE_BRIDGECORE_RATE_LIMITED MAKE_SQLSTATE('P', 'T', '4', '2', '9')
 
-#define BRIDGECORE_VERSION "0.3.0"
+#define BRIDGECORE_VERSION "0.4.0"
 
 /* A uniform random number in [0, 1): pg_prng from PostgreSQL 15 on. */
 #if PG_VERSION_NUM >= 150000

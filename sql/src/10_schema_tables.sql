@@ -89,6 +89,9 @@ CREATE TABLE bridgecore.event (
 COMMENT ON TABLE bridgecore.event IS 'Odoo change events; id is the devices'' cursor and follows commit order.';
 CREATE INDEX event_instance_id_idx ON bridgecore.event (instance_id, id);
 CREATE INDEX event_occurred_at_idx ON bridgecore.event (occurred_at);
+-- Per-model access for pulls of models that are rare in the log
+-- (sync_pull reads the first ids of each wanted model from it).
+CREATE INDEX event_instance_model_id_idx ON bridgecore.event (instance_id, model, id);
 
 -- Ids below an instance's cursor that Odoo did not show yet: an Odoo
 -- transaction that took a lower id may commit after a higher one. The poller

@@ -151,6 +151,13 @@ BEGIN
     -- of a model this device wants above its position (purged records the
     -- highest removed id per model; '*' stands for removals before 0.3.0,
     -- whose models were not recorded).
+    --
+    -- The page costs what the page holds, not what the log holds. First the
+    -- log is read in id order, at most 4 * (lim + 1) events: enough for a
+    -- device whose models are a quarter of the log or more, which is the
+    -- usual case, and the cheapest read. A device whose models are rarer
+    -- gets its page from the (instance, model, id) index instead: the first
+    -- lim + 1 ids of each wanted model above pos, merged.
     SELECT coalesce(json_agg(e.doc ORDER BY e.id) FILTER (WHERE e.rn <= lim), '[]'),
            count(*) FILTER (WHERE e.rn <= lim),
            max(e.id) FILTER (WHERE e.rn <= lim),
@@ -159,13 +166,36 @@ BEGIN
            (SELECT max(p.through) FROM bridgecore.purged p
              WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*'))
       INTO events_json, n, last_id, more, newest, purged
-      FROM (SELECT ev.id, ev.doc, row_number() OVER (ORDER BY ev.id) AS rn
-              FROM bridgecore.event ev
-             WHERE ev.instance_id = inst_id
-               AND ev.id > pos
-               AND ev.model = ANY (wanted)
-             ORDER BY ev.id
+      FROM (SELECT s.id, s.doc, row_number() OVER (ORDER BY s.id) AS rn
+              FROM (SELECT ev.id, ev.doc, ev.model
+                      FROM bridgecore.event ev
+                     WHERE ev.instance_id = inst_id AND ev.id > pos
+                     ORDER BY ev.id
+                     LIMIT 4 * (lim + 1)) s
+             WHERE s.model = ANY (wanted)
+             ORDER BY s.id
              LIMIT lim + 1) e;
+    IF NOT more AND EXISTS (SELECT 1 FROM bridgecore.event x
+                             WHERE x.instance_id = inst_id AND x.id > pos
+                             ORDER BY x.id OFFSET 4 * (lim + 1) - 1 LIMIT 1) THEN
+        SELECT coalesce(json_agg(e.doc ORDER BY e.id) FILTER (WHERE e.rn <= lim), '[]'),
+               count(*) FILTER (WHERE e.rn <= lim),
+               max(e.id) FILTER (WHERE e.rn <= lim),
+               count(*) > lim,
+               (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id),
+               (SELECT max(p.through) FROM bridgecore.purged p
+                 WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*'))
+          INTO events_json, n, last_id, more, newest, purged
+          FROM (SELECT ev.id, ev.doc, row_number() OVER (ORDER BY ev.id) AS rn
+                  FROM (SELECT k.id
+                          FROM (SELECT DISTINCT w FROM unnest(wanted) w) m(model),
+                               LATERAL (SELECT x.id FROM bridgecore.event x
+                                         WHERE x.instance_id = inst_id AND x.model = m.model
+                                           AND x.id > pos
+                                         ORDER BY x.id LIMIT lim + 1) k
+                         ORDER BY k.id LIMIT lim + 1) page
+                  JOIN bridgecore.event ev ON ev.id = page.id) e;
+    END IF;
     IF pos < purged THEN
         resync := true;
         IF NOT more THEN

@@ -1,5 +1,6 @@
--- Upgrading from 0.1.0 through 0.2.0 to 0.3.0 keeps the data and brings in
--- each version's objects, each defined as a fresh install of 0.3.0 defines it.
+-- Upgrading from 0.1.0 through 0.2.0 and 0.3.0 to 0.4.0 keeps the data and
+-- brings in each version's objects, each defined as a fresh install of the
+-- current version defines it.
 
 -- Temporary helpers, outside the extension. They name its objects only by
 -- text, so DROP EXTENSION leaves them.
@@ -236,7 +237,12 @@ SELECT bridgecore.ingest('old', '[{"id": 4, "model": "sale.order", "record_id": 
 SELECT r->>'new_events_count' AS pulled, r->>'resync_required' AS resync FROM bridgecore.sync_pull(1, 'd1', 'sales_app') r;
 SELECT odoo_id, reason, status FROM bridgecore.dead_letters;
 
--- A fresh install (bridgecore--0.3.0.sql, built from sql/src) and the updated
+ALTER EXTENSION bridgecore UPDATE TO '0.4.0';
+SELECT extversion FROM pg_extension WHERE extname = 'bridgecore';
+SELECT bridgecore.ingest('old', '[{"id": 5, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:00:04"}]') ->> 'inserted' AS inserted;
+SELECT r->>'new_events_count' AS pulled, r->>'resync_required' AS resync FROM bridgecore.sync_pull(1, 'd1', 'sales_app') r;
+
+-- A fresh install (bridgecore--0.4.0.sql, built from sql/src) and the updated
 -- one must define every object alike.
 -- Kinds of extension members without definition rows in install_digest (none).
 SELECT DISTINCT (pg_identify_object(d.classid, d.objid, d.objsubid)).type AS uncovered_kind

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Benchmark: the cost of one sync_pull as the event log grows.
+#
+# The log grows through the given sizes (default 10,000, 1,000,000 and
+# 10,000,000 events) in one cluster, with a skewed model mix like a real
+# Odoo log (mail.message 40 %, sale.order.line 20 %, sale.order 15 %,
+# res.partner 10 %, account.move and product.product 5 % each, stock.move
+# 4.9 %, stock.picking 0.1 %).  At each size a single client makes CALLS
+# pulls of up to 100 events in each scenario, each pull a transaction of its
+# own, timed in the server (clock_timestamp() around the call, so the
+# client's round trip is not in it):
+#
+#   fresh      a new sales_app device (90 % of the log is its models), from 0
+#   mid        a sales_app device whose state is in the middle of the log
+#   rare       a new device of stock.picking only (0.1 % of the log), from 0
+#   absent     a new device of a model the log does not hold (stock.quant)
+#   caught_up  a device whose state is at the newest event (empty answer)
+#
+# It prints p50 and p99 per size and scenario, the growth of each from the
+# smallest to the largest size, and the size of the event table and its
+# indexes per event.  Usage: bench/scale.sh [calls, default 1000] [sizes...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. test/lib/cluster.sh
+
+CALLS=${1:-1000}
+shift || true
+SIZES=("$@")
+[ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 1000000 10000000)
+
+make -s >/dev/null && make -s install >/dev/null
+trap cluster_stop EXIT
+cluster_start "shared_buffers = '2GB'" "max_wal_size = '16GB'" "checkpoint_timeout = '30min'" \
+              "bridgecore.rate_limit_sync_pull = 0" "bridgecore.maintenance_interval = 0"
+
+psql -q -v ON_ERROR_STOP=1 <<'SQL'
+CREATE EXTENSION bridgecore;
+SELECT name FROM bridgecore.add_instance('bench', 'http://odoo.invalid', 'db', 'bot', 'key-secret-key') \g /dev/null
+CREATE SCHEMA bench;
+CREATE TABLE bench.timing (size bigint, scenario text, ms float8, events int);
+
+-- Appends events with Odoo ids from + 1 to upto.
+CREATE PROCEDURE bench.grow(upto bigint) LANGUAGE plpgsql AS $$
+DECLARE
+    from_id bigint := coalesce((SELECT max(odoo_id) FROM bridgecore.event), 0);
+    step constant bigint := 1000000;
+BEGIN
+    WHILE from_id < upto LOOP
+        INSERT INTO bridgecore.event (instance_id, odoo_id, model, record_id, event, priority,
+                                      category, payload, occurred_at)
+        SELECT 1, g,
+               CASE WHEN g % 1000 = 0 THEN 'stock.picking'
+                    WHEN g % 1000 < 50 THEN 'stock.move'
+                    WHEN g % 1000 < 100 THEN 'account.move'
+                    WHEN g % 1000 < 150 THEN 'product.product'
+                    WHEN g % 1000 < 250 THEN 'res.partner'
+                    WHEN g % 1000 < 450 THEN 'sale.order.line'
+                    WHEN g % 1000 < 600 THEN 'sale.order'
+                    ELSE 'mail.message' END,
+               1 + g % 50000, 'write', 'medium', 'business',
+               jsonb_build_object('name', 'Record ' || g, 'amount', g % 1000,
+                                  '_changed_fields', jsonb_build_array('amount')),
+               timestamptz '2025-01-01' + g * interval '1 second'
+          FROM generate_series(from_id + 1, least(upto, from_id + step)) g;
+        from_id := least(upto, from_id + step);
+        COMMIT;
+    END LOOP;
+    UPDATE bridgecore.instance SET cursor = upto WHERE id = 1;
+    COMMIT;
+END
+$$;
+
+-- CALLS pulls of one scenario, each in a transaction of its own.
+CREATE PROCEDURE bench.measure(size bigint, scenario text, calls integer) LANGUAGE plpgsql AS $$
+DECLARE
+    newest bigint := (SELECT max(id) FROM bridgecore.event);
+    oldest bigint := (SELECT min(id) FROM bridgecore.event);
+    t0 timestamptz;
+    answer json;
+    dev text;
+    uid bigint;
+BEGIN
+    FOR i IN 1 .. calls LOOP
+        uid := size * 10 + i;       -- a user per device: no per-user limits apply
+        dev := scenario || '-' || size || '-' || i;
+        IF scenario = 'mid' THEN
+            INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type, last_event_id)
+            VALUES (1, uid, dev, 'sales_app', oldest + (newest - oldest) / 2);
+        ELSIF scenario = 'caught_up' THEN
+            INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type, last_event_id)
+            VALUES (1, uid, dev, 'sales_app', newest);
+        END IF;
+        COMMIT;
+        t0 := clock_timestamp();
+        answer := CASE scenario
+            WHEN 'rare' THEN bridgecore.sync_pull(uid, dev, 'warehouse_app', 100, '{stock.picking}')
+            WHEN 'absent' THEN bridgecore.sync_pull(uid, dev, 'warehouse_app', 100, '{stock.quant}')
+            ELSE bridgecore.sync_pull(uid, dev, 'sales_app', 100) END;
+        INSERT INTO bench.timing VALUES (size, scenario,
+            extract(epoch FROM clock_timestamp() - t0) * 1000, (answer ->> 'new_events_count')::int);
+        COMMIT;
+    END LOOP;
+END
+$$;
+SQL
+
+SCENARIOS=(fresh mid rare absent caught_up)
+for size in "${SIZES[@]}"; do
+    start=$(date +%s)
+    psql -q -v ON_ERROR_STOP=1 -c "CALL bench.grow($size)" -c "VACUUM (ANALYZE) bridgecore.event"
+    echo "log of $size events ready in $(( $(date +%s) - start )) s"
+    for s in "${SCENARIOS[@]}"; do
+        # A warm-up of the scenario's plans, not counted.
+        psql -q -v ON_ERROR_STOP=1 -c "CALL bench.measure($size, '$s', 20)" \
+             -c "DELETE FROM bench.timing WHERE size = $size AND scenario = '$s'" \
+             -c "DELETE FROM bridgecore.sync_state" -c "CALL bench.measure($size, '$s', $CALLS)"
+    done
+done
+
+psql -q -v ON_ERROR_STOP=1 <<SQL
+\pset footer off
+\echo
+\echo 'one sync_pull, ms (server time; $CALLS pulls per scenario and size)'
+SELECT size AS events, scenario,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 3) AS p50,
+       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3) AS p99,
+       round(avg(events), 1) AS events_per_answer
+  FROM bench.timing GROUP BY size, scenario
+ ORDER BY array_position('{fresh,mid,rare,absent,caught_up}'::text[], scenario), size;
+\echo 'growth from the smallest to the largest log'
+WITH p AS (
+    SELECT size, scenario, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
+      FROM bench.timing GROUP BY size, scenario)
+SELECT s.scenario, min(s.size) || ' -> ' || max(l.size) AS sizes,
+       round((max(l.p50) / max(s.p50))::numeric, 2) AS p50_growth,
+       round((max(l.p99) / max(s.p99))::numeric, 2) AS p99_growth
+  FROM p s JOIN p l ON l.scenario = s.scenario
+ WHERE s.size = (SELECT min(size) FROM p) AND l.size = (SELECT max(size) FROM p)
+ GROUP BY s.scenario ORDER BY array_position('{fresh,mid,rare,absent,caught_up}'::text[], s.scenario);
+\echo 'disk used by the largest log'
+SELECT count(*) AS events,
+       pg_size_pretty(pg_table_size('bridgecore.event')) AS table,
+       pg_size_pretty(pg_indexes_size('bridgecore.event')) AS indexes,
+       round(pg_table_size('bridgecore.event')::numeric / count(*)) AS table_bytes_per_event,
+       round(pg_indexes_size('bridgecore.event')::numeric / count(*)) AS index_bytes_per_event
+  FROM bridgecore.event;
+SELECT c.relname AS index, pg_size_pretty(pg_relation_size(c.oid)) AS size
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'bridgecore.event'::regclass ORDER BY c.relname;
+SQL

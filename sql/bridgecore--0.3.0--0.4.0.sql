@@ -1,0 +1,179 @@
+-- BridgeCore 0.3.0 -> 0.4.0: the event log at scale. Pulls cost what the
+-- page holds: a per-model index serves devices whose models are rare.
+\echo Use "ALTER EXTENSION bridgecore UPDATE TO '0.4.0'" to load this file. \quit
+
+-- Per-model access for pulls of models that are rare in the log
+-- (sync_pull reads the first ids of each wanted model from it).
+CREATE INDEX event_instance_model_id_idx ON bridgecore.event (instance_id, model, id);
+
+CREATE OR REPLACE FUNCTION bridgecore.sync_pull(
+    user_id bigint,
+    device_id text,
+    app_type text,
+    "limit" integer DEFAULT 100,
+    models_filter text[] DEFAULT NULL,
+    instance text DEFAULT NULL,
+    sync_token text DEFAULT NULL,
+    device_info jsonb DEFAULT NULL,
+    app_version text DEFAULT NULL)
+RETURNS json LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    purged bigint;
+    wanted text[];
+    cursor_id bigint;
+    prev_sync timestamptz;
+    pos bigint;
+    resync boolean := false;
+    lim integer := sync_pull."limit";
+    events_json json;
+    n integer;
+    last_id bigint;
+    more boolean;
+    newest bigint;
+BEGIN
+    PERFORM bridgecore._check_device(sync_pull.user_id, sync_pull.device_id);
+    PERFORM bridgecore._check_limit(lim, 'limit', 500);
+    IF sync_pull.app_type IS NULL THEN
+        RAISE EXCEPTION 'app_type must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Known app types: ' || (SELECT string_agg(a.name, ', ' ORDER BY a.name) FROM bridgecore.app_type a) || '.';
+    END IF;
+    SELECT a.models INTO wanted FROM bridgecore.app_type a WHERE a.name = sync_pull.app_type;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown app_type "%"', left(sync_pull.app_type, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known app types: ' || (SELECT string_agg(a.name, ', ' ORDER BY a.name) FROM bridgecore.app_type a) || '.';
+    END IF;
+    IF cardinality(models_filter) > 0 THEN
+        PERFORM bridgecore._check_model_names(models_filter, 'models_filter');
+        wanted := ARRAY(SELECT unnest(wanted) INTERSECT SELECT unnest(models_filter));
+    END IF;
+
+    inst_id := bridgecore._instance_id(sync_pull.instance);
+    PERFORM bridgecore._rate_limit('sync_pull', inst_id, sync_pull.user_id, sync_pull.device_id);
+
+    SELECT s.last_event_id, s.last_sync_time INTO cursor_id, prev_sync
+      FROM bridgecore.sync_state s
+     WHERE s.instance_id = inst_id AND s.user_id = sync_pull.user_id AND s.device_id = sync_pull.device_id
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type)
+        VALUES (inst_id, sync_pull.user_id, sync_pull.device_id, sync_pull.app_type)
+        ON CONFLICT DO NOTHING;
+        SELECT s.last_event_id, s.last_sync_time INTO cursor_id, prev_sync
+          FROM bridgecore.sync_state s
+         WHERE s.instance_id = inst_id AND s.user_id = sync_pull.user_id AND s.device_id = sync_pull.device_id
+           FOR UPDATE;
+    END IF;
+
+    -- A token names the last answer the app processed: continue from there.
+    -- "0" is the starting token: a device's first pull may pass it, so that
+    -- a lost first answer can be asked for again.
+    pos := cursor_id;
+    IF sync_token IS NOT NULL THEN
+        pos := bridgecore._token_position(sync_token, inst_id);
+        IF pos > cursor_id THEN
+            RAISE EXCEPTION 'sync_token is ahead of this device''s sync state'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('The token names event %s; the device''s state is at %s.', pos, cursor_id),
+                      HINT = 'Pass a token this device received, or omit it to continue from the stored state.';
+        END IF;
+    END IF;
+
+    -- One statement, one snapshot: the page, the retention horizon and the
+    -- newest visible id agree. Retention removes a prefix of the log, so
+    -- every retained event above pos is on the page (or the next ones); the
+    -- answer says resync_required exactly when retention removed an event
+    -- of a model this device wants above its position (purged records the
+    -- highest removed id per model; '*' stands for removals before 0.3.0,
+    -- whose models were not recorded).
+    --
+    -- The page costs what the page holds, not what the log holds. First the
+    -- log is read in id order, at most 4 * (lim + 1) events: enough for a
+    -- device whose models are a quarter of the log or more, which is the
+    -- usual case, and the cheapest read. A device whose models are rarer
+    -- gets its page from the (instance, model, id) index instead: the first
+    -- lim + 1 ids of each wanted model above pos, merged.
+    SELECT coalesce(json_agg(e.doc ORDER BY e.id) FILTER (WHERE e.rn <= lim), '[]'),
+           count(*) FILTER (WHERE e.rn <= lim),
+           max(e.id) FILTER (WHERE e.rn <= lim),
+           count(*) > lim,
+           (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id),
+           (SELECT max(p.through) FROM bridgecore.purged p
+             WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*'))
+      INTO events_json, n, last_id, more, newest, purged
+      FROM (SELECT s.id, s.doc, row_number() OVER (ORDER BY s.id) AS rn
+              FROM (SELECT ev.id, ev.doc, ev.model
+                      FROM bridgecore.event ev
+                     WHERE ev.instance_id = inst_id AND ev.id > pos
+                     ORDER BY ev.id
+                     LIMIT 4 * (lim + 1)) s
+             WHERE s.model = ANY (wanted)
+             ORDER BY s.id
+             LIMIT lim + 1) e;
+    IF NOT more AND EXISTS (SELECT 1 FROM bridgecore.event x
+                             WHERE x.instance_id = inst_id AND x.id > pos
+                             ORDER BY x.id OFFSET 4 * (lim + 1) - 1 LIMIT 1) THEN
+        SELECT coalesce(json_agg(e.doc ORDER BY e.id) FILTER (WHERE e.rn <= lim), '[]'),
+               count(*) FILTER (WHERE e.rn <= lim),
+               max(e.id) FILTER (WHERE e.rn <= lim),
+               count(*) > lim,
+               (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id),
+               (SELECT max(p.through) FROM bridgecore.purged p
+                 WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*'))
+          INTO events_json, n, last_id, more, newest, purged
+          FROM (SELECT ev.id, ev.doc, row_number() OVER (ORDER BY ev.id) AS rn
+                  FROM (SELECT k.id
+                          FROM (SELECT DISTINCT w FROM unnest(wanted) w) m(model),
+                               LATERAL (SELECT x.id FROM bridgecore.event x
+                                         WHERE x.instance_id = inst_id AND x.model = m.model
+                                           AND x.id > pos
+                                         ORDER BY x.id LIMIT lim + 1) k
+                         ORDER BY k.id LIMIT lim + 1) page
+                  JOIN bridgecore.event ev ON ev.id = page.id) e;
+    END IF;
+    IF pos < purged THEN
+        resync := true;
+        IF NOT more THEN
+            pos := greatest(pos, purged);
+        END IF;
+    END IF;
+
+    -- With nothing more to send, the cursor moves past the events this
+    -- device does not want, so they are not scanned again.
+    IF more THEN
+        pos := last_id;
+    ELSE
+        pos := greatest(pos, newest);
+    END IF;
+
+    -- The stored state never moves back: a token replayed from an earlier
+    -- answer (a lost answer, a second sync path) is served from its own
+    -- position, and every later token issued to this device stays valid.
+    UPDATE bridgecore.sync_state s
+       SET last_event_id = greatest(s.last_event_id, pos),
+           last_sync_time = now(),
+           sync_count = s.sync_count + 1,
+           last_event_count = n,
+           total_events_synced = s.total_events_synced + n,
+           app_type = sync_pull.app_type,
+           is_active = true,
+           device_info = coalesce(sync_pull.device_info, s.device_info),
+           app_version = coalesce(sync_pull.app_version, s.app_version)
+     WHERE s.instance_id = inst_id AND s.user_id = sync_pull.user_id AND s.device_id = sync_pull.device_id;
+
+    PERFORM bridgecore._count_sync_pull(inst_id, n);
+    RETURN json_build_object(
+        'status', 'success',
+        'has_updates', n > 0,
+        'new_events_count', n,
+        'events', events_json,
+        'next_sync_token', bridgecore._token(inst_id, pos),
+        'last_sync_time', bridgecore._iso(prev_sync),
+        'has_more', more,
+        'resync_required', resync);
+END
+$$;
