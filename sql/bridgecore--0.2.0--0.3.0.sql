@@ -5,19 +5,6 @@
 -- bookkeeping bounded by the batch.
 \echo Use "ALTER EXTENSION bridgecore UPDATE TO '0.3.0'" to load this file. \quit
 
--- Odoo's text is Unicode and is stored as it comes: in a database of
--- another encoding the same bytes would mean other characters.
-DO $$
-BEGIN
-    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
-        RAISE EXCEPTION 'bridgecore needs a UTF8 database, and database "%" is %',
-                        pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
-              USING ERRCODE = 'feature_not_supported',
-                    HINT = 'Create the database with ENCODING ''UTF8'' (and a UTF-8 locale or C) and install the extension there.';
-    END IF;
-END
-$$;
-
 -------------------------------------------------------------------------------
 -- Ingestion: the C implementation serves ingest(), retries and the worker
 -------------------------------------------------------------------------------
@@ -518,59 +505,8 @@ $$;
 
 
 -------------------------------------------------------------------------------
--- The heartbeat of a successful poll lives in shared memory: an idle
--- instance writes nothing.  last_success_at shows the later of the row's
--- value (the last poll that stored something) and the heartbeat.
--------------------------------------------------------------------------------
-CREATE FUNCTION bridgecore._last_success(instance_id integer)
-RETURNS timestamptz LANGUAGE c VOLATILE STRICT PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'bridgecore_last_success';
-
-CREATE OR REPLACE VIEW bridgecore.instances WITH (security_barrier) AS
-SELECT i.name, i.url, i.database, i.login, i.source_model, i.poll_interval,
-       i.batch_size, i.enabled, i.verify_tls,
-       CASE WHEN i.enabled THEN i.state ELSE 'disabled' END AS state,
-       i.cursor, greatest(i.last_success_at, bridgecore._last_success(i.id)) AS last_success_at,
-       i.last_error, i.last_error_at,
-       i.consecutive_failures, i.next_attempt_at, i.events_ingested,
-       now() - i.newest_event_at AS lag,
-       i.purged_through, i.created_at
-  FROM bridgecore.instance i;
-
-CREATE OR REPLACE FUNCTION bridgecore.status()
-RETURNS TABLE (instance text, state text, url text, lag interval, events_per_second numeric,
-               events_ingested bigint, cursor bigint, last_success_at timestamptz,
-               last_error text, last_error_at timestamptz, consecutive_failures integer,
-               next_attempt_at timestamptz, dead_letters_pending bigint, gaps_open bigint,
-               devices_active bigint, poller_pid integer)
-LANGUAGE sql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT i.name, CASE WHEN i.enabled THEN i.state ELSE 'disabled' END, i.url,
-           date_trunc('second', now() - i.newest_event_at),
-           round(coalesce(s.events_per_second, 0)::numeric, 2),
-           i.events_ingested, i.cursor, greatest(i.last_success_at, bridgecore._last_success(i.id)),
-           i.last_error, i.last_error_at,
-           i.consecutive_failures, i.next_attempt_at,
-           (SELECT count(*) FROM bridgecore.dead_letter d
-             WHERE d.instance_id = i.id AND d.status IN ('pending', 'retrying')),
-           (SELECT count(*) FROM bridgecore.gap g WHERE g.instance_id = i.id),
-           (SELECT count(*) FROM bridgecore.sync_state ss WHERE ss.instance_id = i.id AND ss.is_active),
-           (SELECT a.pid FROM pg_catalog.pg_stat_activity a
-             WHERE a.backend_type = 'bridgecore poller' AND a.datname = pg_catalog.current_database()
-               AND a.pid = (SELECT l.pid FROM pg_catalog.pg_locks l
-                             WHERE l.locktype = 'advisory' AND l.classid = 1112425298
-                               AND l.objid = i.id AND l.granted LIMIT 1))
-      FROM bridgecore.instance i
-      LEFT JOIN bridgecore._stats_instances() s ON s.instance_id = i.id
-     ORDER BY i.name
-$$;
-
-
--------------------------------------------------------------------------------
 -- Privileges
 -------------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA bridgecore FROM PUBLIC;
 REVOKE ALL ON bridgecore.purged FROM PUBLIC;
 GRANT SELECT ON bridgecore.purged TO bridgecore_admin;
-GRANT EXECUTE ON FUNCTION bridgecore._last_success(integer) TO bridgecore_monitor;
