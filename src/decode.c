@@ -12,6 +12,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "mb/pg_wchar.h"
+#include "common/jsonapi.h"
 #include "utils/json.h"
 
 #include <ctype.h>
@@ -263,13 +264,17 @@ unstorable_part(json_object *v)
 				return "unstorable record: invalid UTF-8 in a string";
 			return NULL;
 		case json_type_double:
+			/*
+			 * json-c keeps a number's text, which reaches jsonb as sent: a
+			 * number too large for a double (1e400) is still one numeric
+			 * holds.  NaN and Infinity have no text but their names.
+			 */
+			if (json_number_syntax(json_object_get_string(v)))
+				return numeric_holds(json_object_get_string(v)) ? NULL :
+					"unstorable record: value overflows numeric format";
 			if (!isfinite(json_object_get_double(v)))
 				return "unstorable record: NaN or Infinity is not a JSON number";
-			/* json-c keeps a number's text, which reaches jsonb as sent */
-			if (!json_number_syntax(json_object_get_string(v)))
-				return "unstorable record: invalid JSON number";
-			return numeric_holds(json_object_get_string(v)) ? NULL :
-				"unstorable record: value overflows numeric format";
+			return "unstorable record: invalid JSON number";
 		case json_type_array:
 			for (size_t i = 0; i < json_object_array_length(v); i++)
 			{
@@ -412,12 +417,43 @@ append_safe_json(StringInfo buf, json_object *v)
 	}
 }
 
-/* The record as a dead letter keeps it: valid JSON text, see above. */
+/* True when PostgreSQL's json type takes text as it is. */
+static bool
+json_type_accepts(char *text)
+{
+	size_t		len = strlen(text);
+
+	return pg_verify_mbstr(PG_UTF8, text, (int) len, true) &&
+		pg_parse_json(makeJsonLexContextCstringLen(text, (int) len, PG_UTF8, false),
+					  &nullSemAction) == JSON_SUCCESS;
+}
+
+/*
+ * The copy of a record a dead letter keeps: valid JSON text.  Where json-c's
+ * values lost what the record's text held (a saturated integer, a key cut at
+ * a NUL, U+FFFD for a surrogate escape, 625 for 0625), the text as Odoo sent
+ * it, if the json type takes it: so the copy shows the record as it was, and
+ * a retry of it is refused again instead of storing json-c's changed values.
+ * Else that text with its numbers JSON cannot write quoted (as below), if
+ * the json type takes that.  Otherwise, the record rebuilt from json-c's
+ * values (see above).
+ */
 char *
-dead_letter_record_text(json_object *rec)
+dead_letter_record_text(json_object *rec, const ScannedRecord *scanned)
 {
 	StringInfoData buf;
 
+	if (scanned->text != NULL)
+	{
+		char	   *quoted;
+
+		if (json_type_accepts(scanned->text))
+			return scanned->text;
+		if ((scanned->flags & JSON_SCAN_BAD_NUMBER) &&
+			(quoted = json_scan_quote_bad_numbers(scanned->text)) != NULL &&
+			json_type_accepts(quoted))
+			return quoted;
+	}
 	initStringInfo(&buf);
 	append_safe_json(&buf, rec);
 	return buf.data;
@@ -466,8 +502,31 @@ text_array_literal(json_object *arr)
 	return buf.data;
 }
 
+/*
+ * Why a record whose text holds what scan_flags (JSON_SCAN_*) say cannot be
+ * stored, or NULL.  json-c's values no longer show any of it, so these come
+ * before what unstorable_part() finds in them, in this order.
+ */
+static const char *
+unstorable_text(uint8 scan_flags)
+{
+	if (scan_flags & JSON_SCAN_KEY_ESCAPE)
+		return "unstorable record: unsupported Unicode escape sequence in a key";
+	if (scan_flags & JSON_SCAN_STRING_ESCAPE)
+		return "unstorable record: unsupported Unicode escape sequence";
+	if (scan_flags & JSON_SCAN_BAD_NUMBER)
+		return "unstorable record: invalid JSON number";
+	if (scan_flags & JSON_SCAN_BIG_INTEGER)
+		return "unstorable record: integer outside the 64-bit range";
+	return NULL;
+}
+
+/*
+ * Decodes rec, one element of a batch json-c parsed; scan_flags are what
+ * json_scan_records() found in its text.
+ */
 void
-decode_record(json_object *rec, DecodedEvent *out)
+decode_record(json_object *rec, uint8 scan_flags, DecodedEvent *out)
 {
 	json_object *v;
 	int64		n;
@@ -480,7 +539,10 @@ decode_record(json_object *rec, DecodedEvent *out)
 	}
 	out->has_odoo_id = integral(field(rec, "id"), &out->odoo_id) && out->odoo_id >= 1;
 	{
-		const char *why = unstorable_part(rec);
+		const char *why = unstorable_text(scan_flags);
+
+		if (why == NULL)
+			why = unstorable_part(rec);
 
 		if (why)
 		{

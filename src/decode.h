@@ -9,6 +9,7 @@
 #define BRIDGECORE_DECODE_H
 
 #include "bridgecore.h"
+#include "json_scan.h"
 
 #include <json-c/json.h>
 
@@ -30,7 +31,7 @@ typedef struct DecodedEvent
 	char	   *problem;		/* NULL when storable, else the reason */
 } DecodedEvent;
 
-extern void decode_record(json_object *rec, DecodedEvent *out);
-extern char *dead_letter_record_text(json_object *rec);
+extern void decode_record(json_object *rec, uint8 scan_flags, DecodedEvent *out);
+extern char *dead_letter_record_text(json_object *rec, const ScannedRecord *scanned);
 
 #endif

@@ -134,9 +134,13 @@ superseded(DecodedEvent *ev, int i, int n)
 	return false;
 }
 
+/*
+ * Stores records, a json-c array, and scan, what json_scan_records() found
+ * in the text it was parsed from (one entry per element).
+ */
 void
 ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
-			 IngestSummary *summary)
+			 const RecordScan *scan, IngestSummary *summary)
 {
 	int			n = (int) json_object_array_length(records);
 	DecodedEvent *ev = palloc0(sizeof(DecodedEvent) * Max(n, 1));
@@ -146,6 +150,8 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 	int			nvalid = 0;
 	TimestampTz started = GetCurrentTimestamp();
 
+	if (scan->nrecords != n)
+		elog(ERROR, "the batch has %d records, its text %d", n, scan->nrecords);
 	memset(summary, 0, sizeof(*summary));
 	summary->seen = palloc(sizeof(int64) * Max(n, 1));
 	for (int c = 0; c < NCOLS; c++)
@@ -162,7 +168,7 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 	{
 		DecodedEvent *e = &ev[i];
 
-		decode_record(json_object_array_get_idx(records, i), e);
+		decode_record(json_object_array_get_idx(records, i), scan->records[i].flags, e);
 		if (e->has_odoo_id)
 			summary->seen[summary->nseen++] = e->odoo_id;
 		if (e->problem)
@@ -222,7 +228,8 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 		dargs[1] = Int64GetDatum(ev[i].odoo_id);
 		if (!ev[i].has_odoo_id)
 			dnulls[1] = 'n';
-		dargs[2] = CStringGetTextDatum(dead_letter_record_text(json_object_array_get_idx(records, i)));
+		dargs[2] = CStringGetTextDatum(dead_letter_record_text(json_object_array_get_idx(records, i),
+															   &scan->records[i]));
 		dargs[3] = CStringGetTextDatum(ev[i].problem);
 		if (SPI_execute_plan(dead_letter_plan, dargs, dnulls, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
@@ -277,6 +284,7 @@ bridgecore_ingest_json(PG_FUNCTION_ARGS)
 	int32		instance_id;
 	json_tokener *tok;
 	json_object *volatile records = NULL;
+	RecordScan	scan;
 	IngestSummary summary;
 	char	   *instance_name = NULL;
 	StringInfoData out;
@@ -339,7 +347,10 @@ bridgecore_ingest_json(PG_FUNCTION_ARGS)
 					 errmsg("instance %d does not exist", instance_id)));
 		instance_name = MemoryContextStrdup(caller,
 											SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-		ingest_batch(instance_id, instance_name, records, &summary);
+		/* the json type has checked the syntax, so the text can be followed */
+		if (!json_scan_records(VARDATA_ANY(events), VARSIZE_ANY_EXHDR(events), false, &scan))
+			elog(ERROR, "could not scan the events text");
+		ingest_batch(instance_id, instance_name, records, &scan, &summary);
 		for (int i = 0; i < summary.nseen; i++)
 		{
 			if (!has_max || summary.seen[i] > max_id)

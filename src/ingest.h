@@ -5,6 +5,7 @@
 #define BRIDGECORE_INGEST_H
 
 #include "bridgecore.h"
+#include "json_scan.h"
 
 #include <json-c/json.h>
 
@@ -27,6 +28,7 @@ typedef struct IngestSummary
 } IngestSummary;
 
 extern void ingest_batch(int32 instance_id, const char *instance_name,
-						 json_object *records, IngestSummary *summary);
+						 json_object *records, const RecordScan *scan,
+						 IngestSummary *summary);
 
 #endif

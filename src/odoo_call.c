@@ -134,7 +134,7 @@ bridgecore_odoo_call(PG_FUNCTION_ARGS)
 			json_object *call_kwargs = kwargs;
 
 			args = kwargs = NULL;
-			result = odoo_execute_kw(client, model, method, call_args, call_kwargs, &err);
+			result = odoo_execute_kw(client, model, method, call_args, call_kwargs, NULL, &err);
 		}
 
 		initStringInfo(&out);

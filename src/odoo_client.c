@@ -289,10 +289,12 @@ static json_object *classify_parsed(json_object *response, enum json_tokener_err
  * json_object_put), or NULL: with err->kind set on a failure, or with
  * err->kind left at ODOO_OK when the result is JSON null (a method that
  * returned None; json-c has no null object).  Only err->kind,
- * err->record_sized and err->message are written.
+ * err->record_sized and err->message are written.  With scan, a result
+ * that is a list of records also gets what json_scan_records() finds in
+ * the body, one entry per record (in the caller's memory context).
  */
 json_object *
-odoo_classify_answer(const char *body, size_t len, OdooError *err)
+odoo_classify_answer(const char *body, size_t len, RecordScan *scan, OdooError *err)
 {
 	json_tokener *tok = json_tokener_new_ex(BC_JSON_MAX_DEPTH);
 	json_object *volatile response = json_tokener_parse_ex(tok, body, len);
@@ -301,16 +303,31 @@ odoo_classify_answer(const char *body, size_t len, OdooError *err)
 	size_t		parse_end = json_tokener_get_parse_end(tok);
 
 	json_tokener_free(tok);
+	if (scan != NULL)
+		memset(scan, 0, sizeof(*scan));
 	/* building a message pallocs: the answer is freed even if that throws */
 	PG_TRY();
 	{
 		result = classify_parsed(response, jerr, parse_end, body, len, err);
+		if (scan != NULL && json_object_is_type(result, json_type_array) &&
+			(!json_scan_records(body, len, true, scan) ||
+			 scan->nrecords != (int) json_object_array_length(result)))
+		{
+			/* never expected; one record at a time, the poller passes it */
+			json_object_put(result);
+			result = NULL;
+			err->record_sized = true;
+			set_error(err, ODOO_ERR_BAD_RESPONSE, "the records of the answer could not be read from its text");
+		}
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
 		json_object_put(response);
+		json_object_put(result);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	json_object_put(response);
 	return result;
 }
 
@@ -371,7 +388,7 @@ classify_parsed(json_object *response, enum json_tokener_error jerr, size_t pars
  */
 static json_object *
 rpc_call(OdooClient *client, const char *service, const char *method,
-		 json_object *args, OdooError *err)
+		 json_object *args, RecordScan *scan, OdooError *err)
 {
 	json_object *request = json_object_new_object();
 	json_object *params = json_object_new_object();
@@ -428,7 +445,7 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 					  body_excerpt(err, ts.body->data, ts.body->len));
 		}
 		else
-			result = odoo_classify_answer(ts.body->data, ts.body->len, err);
+			result = odoo_classify_answer(ts.body->data, ts.body->len, scan, err);
 	}
 	PG_FINALLY();
 	{
@@ -462,7 +479,7 @@ odoo_login(OdooClient *client, OdooError *err)
 	json_object_array_add(args, json_object_new_string(client->login));
 	json_object_array_add(args, json_object_new_string(client->secret));
 	json_object_array_add(args, json_object_new_object());
-	result = rpc_call(client, "common", "authenticate", args, err);
+	result = rpc_call(client, "common", "authenticate", args, NULL, err);
 	if (result == NULL && err->kind == ODOO_OK)
 		set_error(err, ODOO_ERR_BAD_RESPONSE, "login answered neither a user id nor false");
 	if (result == NULL)
@@ -483,11 +500,12 @@ odoo_login(OdooClient *client, OdooError *err)
 /*
  * object.execute_kw(db, uid, secret, model, method, args, kwargs).  Takes
  * ownership of args and kwargs.  Returns the result (the caller releases
- * it) or NULL with err set.
+ * it) or NULL with err set.  scan, if not NULL, is filled for a result that
+ * is a list of records (see odoo_classify_answer).
  */
 json_object *
 odoo_execute_kw(OdooClient *client, const char *model, const char *method,
-				json_object *args, json_object *kwargs, OdooError *err)
+				json_object *args, json_object *kwargs, RecordScan *scan, OdooError *err)
 {
 	json_object *call = json_object_new_array();
 
@@ -498,5 +516,5 @@ odoo_execute_kw(OdooClient *client, const char *model, const char *method,
 	json_object_array_add(call, json_object_new_string(method));
 	json_object_array_add(call, args);
 	json_object_array_add(call, kwargs);
-	return rpc_call(client, "object", "execute_kw", call, err);
+	return rpc_call(client, "object", "execute_kw", call, scan, err);
 }

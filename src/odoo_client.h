@@ -9,6 +9,7 @@
 #define BRIDGECORE_ODOO_CLIENT_H
 
 #include "bridgecore.h"
+#include "json_scan.h"
 
 #include <curl/curl.h>
 #include <json-c/json.h>
@@ -58,9 +59,11 @@ extern OdooClient *odoo_client_create(const char *url, const char *database,
 									  bool verify_tls);
 extern void odoo_client_destroy(OdooClient *client);
 extern bool odoo_login(OdooClient *client, OdooError *err);
-extern json_object *odoo_classify_answer(const char *body, size_t len, OdooError *err);
+extern json_object *odoo_classify_answer(const char *body, size_t len, RecordScan *scan,
+										 OdooError *err);
 extern json_object *odoo_execute_kw(OdooClient *client, const char *model,
 									const char *method, json_object *args,
-									json_object *kwargs, OdooError *err);
+									json_object *kwargs, RecordScan *scan,
+									OdooError *err);
 
 #endif

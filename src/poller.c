@@ -326,7 +326,7 @@ learn_fields(OdooClient *client, Instance *inst, OdooError *err)
 	json_object_array_add(attributes, json_object_new_string("type"));
 	json_object_object_add(kwargs, "attributes", attributes);
 	result = odoo_execute_kw(client, inst->source_model, "fields_get",
-							 json_object_new_array(), kwargs, err);
+							 json_object_new_array(), kwargs, NULL, err);
 	if (result == NULL)
 	{
 		null_is_bad_response(err, "fields_get");
@@ -466,7 +466,7 @@ advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
  * at any point neither loses nor duplicates an event.
  */
 static PollOutcome
-store_batch_in_transaction(Instance *inst, json_object *records)
+store_batch_in_transaction(Instance *inst, json_object *records, const RecordScan *scan)
 {
 	size_t		n = json_object_array_length(records);
 	PollOutcome outcome = POLL_GONE;
@@ -477,7 +477,7 @@ store_batch_in_transaction(Instance *inst, json_object *records)
 	bc_begin_work("bridgecore poller: storing events");
 	if (lock_own_instance(inst))
 	{
-		ingest_batch(inst->id, inst->name, records, &summary);
+		ingest_batch(inst->id, inst->name, records, scan, &summary);
 		if (advance_cursor(inst, summary.seen, summary.nseen, summary.inserted,
 						   summary.has_newest ? &summary.newest : NULL))
 		{
@@ -505,7 +505,7 @@ store_batch_in_transaction(Instance *inst, json_object *records)
  * with backoff, like an Odoo failure, instead of ending the poller.
  */
 static PollOutcome
-store_batch(Instance *inst, json_object *records)
+store_batch(Instance *inst, json_object *records, const RecordScan *scan)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	volatile PollOutcome outcome = POLL_FAILED;
@@ -514,7 +514,7 @@ store_batch(Instance *inst, json_object *records)
 	memset(&err, 0, sizeof(err));
 	PG_TRY();
 	{
-		outcome = store_batch_in_transaction(inst, records);
+		outcome = store_batch_in_transaction(inst, records, scan);
 	}
 	PG_CATCH();
 	{
@@ -627,7 +627,7 @@ isolate_unreadable_record(OdooClient *client, Instance *inst, OdooError *cause,
 	json_object_object_add(kwargs, "fields", fields);
 	json_object_object_add(kwargs, "limit", json_object_new_int(1));
 	json_object_object_add(kwargs, "order", json_object_new_string("id asc"));
-	answer = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &err);
+	answer = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, NULL, &err);
 	if (answer == NULL)
 		return false;
 	if (json_object_is_type(answer, json_type_array) && json_object_array_length(answer) == 1 &&
@@ -674,6 +674,7 @@ fetch_and_store(OdooClient *client, Instance *inst)
 {
 	OdooError	err;
 	json_object *records = NULL;
+	RecordScan	scan;			/* what the answer's text says of each record */
 	json_object *kwargs;
 	json_object *args;
 	PollOutcome outcome;
@@ -698,7 +699,7 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		json_object_object_add(kwargs, "fields", json_object_get(inst->fields));
 		json_object_object_add(kwargs, "limit", json_object_new_int(inst->fetch_limit));
 		json_object_object_add(kwargs, "order", json_object_new_string("id asc"));
-		records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &err);
+		records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &scan, &err);
 		if (records != NULL)
 			break;
 		null_is_bad_response(&err, "search_read");
@@ -757,7 +758,7 @@ fetch_and_store(OdooClient *client, Instance *inst)
 	}
 	PG_TRY();
 	{
-		outcome = store_batch(inst, records);
+		outcome = store_batch(inst, records, &scan);
 	}
 	PG_FINALLY();
 	{

@@ -7,7 +7,12 @@
  *
  * A separate reference decoder, written from the documented ingestion
  * rules (docs/sql-api.md, ingest), names the reason each record must get
- * (or none).
+ * (or none).  What json-c's values no longer show (integers beyond 64
+ * bits, \u0000 and unpaired surrogate escapes, numbers JSON cannot write)
+ * it reads from the body itself, with a recursive reader of json-c 0.16's
+ * grammar of its own (not src/json_scan.c), which finds the records'
+ * texts; where one of those is found, the dead letter's copy must be the
+ * record's text as sent whenever PostgreSQL's json type takes it.
  * Invariants: the same reason, or none; when there is none, every
  * required field is set to the record's value (the timestamp to the
  * reference parser's microsecond, the model a valid name), every text is
@@ -92,14 +97,18 @@ refused_by_jsonb(json_object *v)
 			break;
 		case json_type_double:
 			{
+				/* json-c keeps the text as read; NaN and Infinity have none */
 				const char *text = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
 
-				if (!isfinite(json_object_get_double(v)))
+				if (oracle_json(text, strlen(text), false))
+				{
+					if (!oracle_numeric_fits(text, strlen(text)))
+						why = "unstorable record: value overflows numeric format";
+				}
+				else if (!isfinite(json_object_get_double(v)))
 					why = "unstorable record: NaN or Infinity is not a JSON number";
-				else if (!oracle_json(text, strlen(text), false))
+				else
 					why = "unstorable record: invalid JSON number";
-				else if (!oracle_numeric_fits(text, strlen(text)))
-					why = "unstorable record: value overflows numeric format";
 				break;
 			}
 		case json_type_array:
@@ -128,6 +137,420 @@ refused_by_jsonb(json_object *v)
 	return why;
 }
 
+/* ---- the reference reading of the body's text --------------------------- */
+
+/* What a record's text shows that json-c's values do not. */
+typedef struct RawIssues
+{
+	bool		key_escape;		/* \u0000 or an unpaired surrogate escape in a key */
+	bool		string_escape;	/* the same in a string */
+	bool		bad_number;		/* a number that is not RFC 8259's */
+	bool		big_integer;	/* an integer below -2^63 or above 2^64-1 */
+} RawIssues;
+
+typedef struct RawRecord
+{
+	const char *text;
+	size_t		len;
+	RawIssues	issues;
+} RawRecord;
+
+typedef struct Raw
+{
+	const char *p;
+	const char *end;
+	int			nrecords;
+	RawRecord  *records;		/* those of the last "result" member */
+} Raw;
+
+static bool raw_value(Raw *r, RawIssues *is, int depth);
+
+static int
+raw_peek(Raw *r)
+{
+	return r->p < r->end ? (unsigned char) *r->p : -1;
+}
+
+/*
+ * Whitespace and comments as json-c 0.16 skips them: after "/ *" it looks
+ * for a '*' and then takes one more character, which ends the comment only
+ * if it is '/'.
+ */
+static bool
+raw_ws(Raw *r)
+{
+	for (;;)
+	{
+		int			c = raw_peek(r);
+
+		if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+			r->p++;
+		else if (c == '/')
+		{
+			r->p++;
+			c = raw_peek(r);
+			r->p++;
+			if (c == '/')
+			{
+				while (raw_peek(r) != -1 && raw_peek(r) != '\n')
+					r->p++;
+			}
+			else if (c == '*')
+			{
+				enum
+				{
+					IN_COMMENT, AFTER_STAR
+				}			st = IN_COMMENT;
+
+				for (;;)
+				{
+					c = raw_peek(r);
+					if (c == -1)
+						return false;
+					r->p++;
+					if (st == IN_COMMENT && c == '*')
+						st = AFTER_STAR;
+					else if (st == AFTER_STAR)
+					{
+						if (c == '/')
+							break;
+						st = IN_COMMENT;
+					}
+				}
+			}
+			else
+				return false;
+		}
+		else
+			return true;
+	}
+}
+
+static int
+raw_hex(const char *p)
+{
+	int			v = 0;
+
+	for (int i = 0; i < 4; i++)
+	{
+		char		c = p[i];
+		int			d = (c >= '0' && c <= '9') ? c - '0' :
+			(c >= 'a' && c <= 'f') ? c - 'a' + 10 :
+			(c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+/*
+ * A string in quote (" or '), decoded into out (at most outsize - 1 bytes
+ * kept, cut at the first NUL as json-c keeps a key), *odd set for \u0000
+ * or an unpaired surrogate escape.
+ */
+static bool
+raw_string(Raw *r, bool *odd, char *out, size_t outsize)
+{
+	char		quote = *r->p++;
+	size_t		n = 0;
+	bool		cut = false;
+
+	for (;;)
+	{
+		int			c = raw_peek(r);
+		int			cp;
+
+		if (c == -1)
+			return false;
+		r->p++;
+		if (c == quote)
+			break;
+		if (c != '\\')
+			cp = c;
+		else
+		{
+			c = raw_peek(r);
+			r->p++;
+			switch (c)
+			{
+				case '"':
+				case '\\':
+				case '/':
+					cp = c;
+					break;
+				case 'b':
+					cp = 8;
+					break;
+				case 'f':
+					cp = 12;
+					break;
+				case 'n':
+					cp = 10;
+					break;
+				case 'r':
+					cp = 13;
+					break;
+				case 't':
+					cp = 9;
+					break;
+				case 'u':
+					if (r->end - r->p < 4 || (cp = raw_hex(r->p)) < 0)
+						return false;
+					r->p += 4;
+					if (cp >= 0xD800 && cp <= 0xDBFF)
+					{
+						int			lo = -1;
+
+						if (r->end - r->p >= 6 && r->p[0] == '\\' && r->p[1] == 'u')
+							lo = raw_hex(r->p + 2);
+						if (lo >= 0xDC00 && lo <= 0xDFFF)
+						{
+							r->p += 6;
+							cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+						}
+						else
+						{
+							*odd = true;
+							cp = 0xFFFD;
+						}
+					}
+					else if (cp >= 0xDC00 && cp <= 0xDFFF)
+					{
+						*odd = true;
+						cp = 0xFFFD;
+					}
+					else if (cp == 0)
+						*odd = true;
+					break;
+				default:
+					return false;
+			}
+		}
+		/* keep the key's bytes: only ASCII matters for "result" */
+		if (cp == 0)
+			cut = true;
+		if (!cut && out != NULL && n + 1 < outsize)
+			out[n++] = cp < 0x80 ? (char) cp : '\x7f';
+	}
+	if (out != NULL)
+		out[n] = '\0';
+	return true;
+}
+
+/*
+ * A number as json-c's state machine takes it: digits, one '.' before any
+ * exponent, one e/E, a '-' first or right after the '.' or the e, a '+'
+ * right after the '.' or the e.
+ */
+static bool
+raw_number(Raw *r, RawIssues *is)
+{
+	const char *start = r->p;
+	bool		seen_dot = false;
+	bool		seen_e = false;
+	bool		minus_ok = true;
+	bool		plus_ok = false;
+	size_t		len;
+
+	for (;;)
+	{
+		int			c = raw_peek(r);
+
+		if (c >= '0' && c <= '9')
+			minus_ok = plus_ok = false;
+		else if ((c == 'e' || c == 'E') && !seen_e)
+		{
+			seen_e = true;
+			minus_ok = plus_ok = true;
+		}
+		else if (c == '.' && !seen_dot && !seen_e)
+		{
+			seen_dot = true;
+			minus_ok = plus_ok = true;
+		}
+		else if ((c == '-' && minus_ok) || (c == '+' && plus_ok))
+			minus_ok = plus_ok = false;
+		else
+			break;
+		r->p++;
+	}
+	len = r->p - start;
+	if (len == 1 && *start == '-' && (raw_peek(r) == 'I' || raw_peek(r) == 'i'))
+		return raw_value(r, is, 0); /* -Infinity: no number */
+	if (!oracle_json(start, len, false))
+		is->bad_number = true;
+	else if (!seen_dot && !seen_e)
+	{
+		/* RFC 8259 form, so at most one leading zero: count the value */
+		bool		neg = *start == '-';
+		unsigned __int128 v = 0;
+		unsigned __int128 limit = neg ? ((unsigned __int128) 1 << 63) : (((unsigned __int128) 1 << 64) - 1);
+
+		for (const char *q = start + neg; q < r->p; q++)
+		{
+			v = v * 10 + (*q - '0');
+			if (v > limit)
+			{
+				is->big_integer = true;
+				break;
+			}
+		}
+	}
+	return true;
+}
+
+/* true, false, null, NaN, Infinity: in any case, as json-c reads them. */
+static bool
+raw_word(Raw *r)
+{
+	static const char *const words[] = {"true", "false", "null", "nan", "infinity"};
+
+	for (size_t i = 0; i < lengthof(words); i++)
+	{
+		size_t		n = strlen(words[i]);
+
+		if ((size_t) (r->end - r->p) >= n && pg_strncasecmp(r->p, words[i], n) == 0)
+		{
+			r->p += n;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * A value at r->p (after whitespace), its issues ORed into is.  At depth 1
+ * of an object (the answer), a "result" member that is an array sets the
+ * records: each element with its text and its own issues.
+ */
+static bool
+raw_value(Raw *r, RawIssues *is, int depth)
+{
+	int			c;
+
+	if (depth > 1000)
+		return false;
+	c = raw_peek(r);
+	if (c == '{' || c == '[')
+	{
+		char		close = c == '{' ? '}' : ']';
+
+		r->p++;
+		if (!raw_ws(r))
+			return false;
+		if (raw_peek(r) == close)
+		{
+			r->p++;
+			return true;
+		}
+		for (;;)
+		{
+			bool		records = false;
+
+			if (close == '}')
+			{
+				char		key[8];
+				bool		odd = false;
+
+				if (raw_peek(r) != '"' && raw_peek(r) != '\'')
+					return false;
+				if (!raw_string(r, &odd, key, sizeof(key)))
+					return false;
+				is->key_escape |= odd;
+				records = depth == 0 && strcmp(key, "result") == 0;
+				if (!raw_ws(r) || raw_peek(r) != ':')
+					return false;
+				r->p++;
+				if (!raw_ws(r))
+					return false;
+			}
+			if (records)
+			{
+				/* json-c keeps the last "result" */
+				r->nrecords = 0;
+				if (raw_peek(r) == '[')
+				{
+					r->p++;
+					if (!raw_ws(r))
+						return false;
+					while (raw_peek(r) != ']')
+					{
+						RawRecord *rec;
+
+						r->records = realloc(r->records, sizeof(RawRecord) * (r->nrecords + 1));
+						rec = &r->records[r->nrecords++];
+						memset(rec, 0, sizeof(*rec));
+						rec->text = r->p;
+						if (!raw_value(r, &rec->issues, depth + 2))
+							return false;
+						rec->len = r->p - rec->text;
+						if (!raw_ws(r))
+							return false;
+						if (raw_peek(r) == ',')
+						{
+							r->p++;
+							if (!raw_ws(r))
+								return false;
+						}
+						else if (raw_peek(r) != ']')
+							return false;
+					}
+					r->p++;
+				}
+				else if (!raw_value(r, is, depth + 1))
+					return false;
+			}
+			else if (!raw_value(r, is, depth + 1))
+				return false;
+			if (!raw_ws(r))
+				return false;
+			if (raw_peek(r) == ',')
+			{
+				r->p++;
+				if (!raw_ws(r))
+					return false;
+				if (raw_peek(r) == close)	/* json-c takes a trailing comma */
+				{
+					r->p++;
+					return true;
+				}
+				continue;
+			}
+			if (raw_peek(r) != close)
+				return false;
+			r->p++;
+			return true;
+		}
+	}
+	if (c == '"' || c == '\'')
+	{
+		bool		odd = false;
+
+		if (!raw_string(r, &odd, NULL, 0))
+			return false;
+		is->string_escape |= odd;
+		return true;
+	}
+	if (c == '-' || (c >= '0' && c <= '9'))
+		return raw_number(r, is);
+	return raw_word(r);
+}
+
+/* Reads the answer body; false when it cannot (json-c could, a finding). */
+static bool
+raw_read(const char *body, size_t len, Raw *r)
+{
+	RawIssues	ignored;
+
+	memset(r, 0, sizeof(*r));
+	memset(&ignored, 0, sizeof(ignored));
+	r->p = body;
+	r->end = body + len;
+	return raw_ws(r) && raw_value(r, &ignored, 0) && raw_ws(r) && r->p == r->end;
+}
+
 static bool
 one_of(json_object *v, const char *a, const char *b, const char *c)
 {
@@ -144,7 +567,7 @@ one_of(json_object *v, const char *a, const char *b, const char *c)
  * reason ending in a space is followed by the value's JSON.
  */
 static const char *
-reference_reason(json_object *rec, bool *has_id, int64 *id)
+reference_reason(json_object *rec, const RawIssues *raw, bool *has_id, int64 *id)
 {
 	json_object *v;
 	int64		n;
@@ -155,6 +578,15 @@ reference_reason(json_object *rec, bool *has_id, int64 *id)
 	if (json_object_get_type(rec) != json_type_object)
 		return "record is not a JSON object";
 	*has_id = whole(get(rec, "id"), id) && *id >= 1;
+	/* what only the text shows comes first, in the documented order */
+	if (raw->key_escape)
+		return "unstorable record: unsupported Unicode escape sequence in a key";
+	if (raw->string_escape)
+		return "unstorable record: unsupported Unicode escape sequence";
+	if (raw->bad_number)
+		return "unstorable record: invalid JSON number";
+	if (raw->big_integer)
+		return "unstorable record: integer outside the 64-bit range";
 	if ((reason = refused_by_jsonb(rec)) != NULL)
 		return reason;
 	if (!*has_id)
@@ -241,16 +673,21 @@ check_text(const char *what, const char *s)
 		FUZZ_CHECK(oracle_utf8(s, strlen(s), NULL), "%s is not valid UTF-8: \"%s\"", what, s);
 }
 
+/*
+ * rec with what the scanner found in its text (scanned) and what the
+ * reference found there (raw, NULL for an answer that is no list).
+ */
 static void
-check_record(json_object *rec)
+check_record(json_object *rec, const ScannedRecord *scanned, const RawRecord *raw)
 {
+	static const RawIssues none;
 	DecodedEvent ev;
 	bool		has_id;
 	int64		id = 0;
-	const char *want = reference_reason(rec, &has_id, &id);
+	const char *want = reference_reason(rec, raw ? &raw->issues : &none, &has_id, &id);
 
 	memset(&ev, 0xa5, sizeof(ev));
-	decode_record(rec, &ev);
+	decode_record(rec, scanned->flags, &ev);
 
 	FUZZ_CHECK(ev.has_odoo_id == has_id, "has_odoo_id %d, reference %d", ev.has_odoo_id, has_id);
 	if (has_id)
@@ -314,9 +751,15 @@ check_record(json_object *rec)
 	check_text("reason", ev.problem);
 	{
 		/* the copy a dead letter keeps must be text PostgreSQL's json accepts */
-		char	   *copy = dead_letter_record_text(rec);
+		char	   *copy = dead_letter_record_text(rec, scanned);
 
 		FUZZ_CHECK(oracle_json(copy, strlen(copy), false), "dead-letter copy is not JSON: %.200s", copy);
+		/* ... and the record as sent, where json-c's values lost part of it */
+		if (raw && (raw->issues.key_escape || raw->issues.string_escape ||
+					raw->issues.bad_number || raw->issues.big_integer) &&
+			oracle_utf8(raw->text, raw->len, NULL) && oracle_json(raw->text, raw->len, false))
+			FUZZ_CHECK(strlen(copy) == raw->len && memcmp(copy, raw->text, raw->len) == 0,
+					   "dead-letter copy %.200s, sent %.*s", copy, (int) Min(raw->len, 200), raw->text);
 	}
 	if (want[strlen(want) - 1] != ' ')
 		FUZZ_CHECK(strcmp(ev.problem, want) == 0, "reason \"%s\", reference \"%s\"", ev.problem, want);
@@ -337,19 +780,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char	   *body = malloc(size + 1);
 	OdooError	err;
+	RecordScan	scan;
 	json_object *result;
 
 	memcpy(body, data, size);
 	body[size] = '\0';
 	memset(&err, 0, sizeof(err));
-	result = odoo_classify_answer(body, size, &err);
+	result = odoo_classify_answer(body, size, &scan, &err);
+	FUZZ_CHECK(err.kind == ODOO_OK || strcmp(err.message, "the records of the answer could not be read from its text") != 0,
+			   "json-c read the answer, the scanner did not follow it");
 	if (result != NULL)
 	{
 		if (json_object_get_type(result) == json_type_array)
-			for (size_t i = 0; i < json_object_array_length(result); i++)
-				check_record(json_object_array_get_idx(result, i));
+		{
+			Raw			raw;
+			size_t		n = json_object_array_length(result);
+
+			FUZZ_CHECK(raw_read(body, size, &raw), "the reference could not read what json-c read");
+			FUZZ_CHECK((size_t) raw.nrecords == n && (size_t) scan.nrecords == n,
+					   "%zu records, the reference found %d, the scanner %d", n, raw.nrecords, scan.nrecords);
+			for (size_t i = 0; i < n; i++)
+				check_record(json_object_array_get_idx(result, i), &scan.records[i], &raw.records[i]);
+			free(raw.records);
+		}
 		else
-			check_record(result);
+		{
+			static const ScannedRecord unscanned;
+
+			check_record(result, &unscanned, NULL);
+		}
 	}
 	json_object_put(result);
 	free(body);

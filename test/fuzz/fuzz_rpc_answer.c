@@ -25,6 +25,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char	   *body = malloc(size + 1);
 	OdooError	err;
+	RecordScan	scan;
 	json_object *result;
 	size_t		mlen;
 
@@ -36,7 +37,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	err.retry_after_s = 77;
 	err.secret = "fuzz-secret-value";	/* masked in messages, as rpc_call sets it */
 
-	result = odoo_classify_answer(body, size, &err);
+	result = odoo_classify_answer(body, size, &scan, &err);
 
 	FUZZ_CHECK(err.http_status == 200 && err.retry_after_s == 77, "fields not its own were written");
 	if (err.kind == ODOO_OK)
@@ -52,6 +53,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		 * The decoder then dead-letters the records that hold them, one by
 		 * one (fuzz_decode checks that), instead of failing the whole answer.
 		 */
+		if (json_object_get_type(result) == json_type_array)
+			FUZZ_CHECK((size_t) scan.nrecords == json_object_array_length(result),
+					   "%d records scanned of %zu", scan.nrecords, json_object_array_length(result));
 		if (result != NULL)
 		{
 			size_t		alen;
@@ -69,6 +73,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(memchr(err.message, '\0', sizeof(err.message)) != NULL, "message not terminated");
 		mlen = strlen(err.message);
 		FUZZ_CHECK(mlen > 0, "empty message");
+		/* the record scanner follows whatever json-c reads */
+		FUZZ_CHECK(strcmp(err.message, "the records of the answer could not be read from its text") != 0, "%s", err.message);
 		FUZZ_CHECK(oracle_utf8(err.message, mlen, NULL), "message is not valid UTF-8: \"%s\"", err.message);
 		if (err.kind == ODOO_ERR_ACCESS_DENIED)
 			FUZZ_CHECK(strncmp(err.message, "odoo.exceptions.AccessDenied", 28) == 0, "%s", err.message);

@@ -1876,6 +1876,51 @@ def test_nonstandard_number():
     sd.stop()
 
 
+def test_lossy_values():
+    """What json-c's values cannot show (an integer beyond 64 bits, \\u0000 in
+    a key, unpaired surrogate escapes, a number JSON cannot write) is read
+    from the answer's text: those records are dead-lettered with the reason
+    and kept as sent, the others are stored exactly, the cursor passes."""
+    sd = Standin()
+    inst = add_instance("lossy", sd)
+    wait_for(lambda: state_is("lossy", "ok") and sd.stats()["search_reads"] > 0, 10, "a first poll")
+    ts = odoo_now()
+    key = "unstorable record: unsupported Unicode escape sequence in a key"
+    rows = [
+        (910001, '"payload": {"big": 123456789012345678901234567890}',
+         "unstorable record: integer outside the 64-bit range"),
+        (910002, '"payload": {"neg": [-9223372036854775809]}', "unstorable record: integer outside the 64-bit range"),
+        (910003, '"payload": {"a": 1, "a\\u0000b": 2}', key),
+        (910004, '"payload": {"\\udc00x": 1}', key),
+        (910005, '"payload": {"s": "\\ud800"}', "unstorable record: unsupported Unicode escape sequence"),
+        (910006, '"payload": {"s": "\\ud800\\u0041"}', "unstorable record: unsupported Unicode escape sequence"),
+        (910007, '"payload": {"n": 0625}', "unstorable record: invalid JSON number"),
+        (910008, '"payload": {"u": 18446744073709551615, "m": -9223372036854775808, "p": "\\ud83d\\ude00"}', None),
+        (910009, '"category": "plain"', None),
+    ]
+    texts = {i: '{"id": %d, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "%s", %s}'
+             % (i, ts, extra) for i, extra, _ in rows}
+    sd.control("fault", kind="raw_result", result="[" + ", ".join(texts[i] for i, _, _ in rows) + "]")
+    T.wait(lambda: DB.val("SELECT cursor FROM bridgecore.instance WHERE id = %s", (inst,)) >= 910009,
+           10, "lossy: the cursor passes the batch", lambda: status("lossy"))
+    dead = dict(DB.all("SELECT odoo_id, reason FROM bridgecore.dead_letter WHERE instance_id = %s", (inst,)))
+    want = {i: reason for i, _, reason in rows if reason}
+    T.ok(dead == want, "lossy: each lossy record is dead-lettered with its reason", dead)
+    T.ok(stored_ids(inst) == [910008, 910009], "lossy: the other records of the batch are stored",
+         stored_ids(inst))
+    T.ok(DB.val("SELECT payload = '{\"u\": 18446744073709551615, \"m\": -9223372036854775808,"
+                " \"p\": \"\\ud83d\\ude00\"}'::jsonb FROM bridgecore.event"
+                " WHERE instance_id = %s AND odoo_id = 910008", (inst,)),
+         "lossy: 2^64-1, -2^63 and a surrogate pair are stored exactly")
+    copies = dict(DB.all("SELECT odoo_id, record::text FROM bridgecore.dead_letter WHERE instance_id = %s", (inst,)))
+    # The json type refuses 0625: the copy keeps it as the text sent.
+    sent = {i: texts[i] if i != 910007 else texts[i].replace("0625", '"0625"') for i in texts}
+    T.ok(all(copies.get(i) == sent[i] for i in want), "lossy: each dead letter keeps the record as sent",
+         *["%s: %s" % (i, copies.get(i)) for i in want if copies.get(i) != sent[i]])
+    remove_instance("lossy")
+    sd.stop()
+
+
 def test_recovery_defaults():
     """With default settings, a recovered Odoo is polled again within 30 s."""
     T.ok(DB.val("SELECT boot_val::int <= 30000 FROM pg_settings WHERE name = 'bridgecore.max_backoff'"),
@@ -2008,6 +2053,7 @@ TESTS = [
     test_recovery_defaults,
     test_null_answer,
     test_nonstandard_number,
+    test_lossy_values,
     test_launcher_memory_is_flat,
     test_idle_poll_writes_nothing,
     test_waiting_poller_is_quiet,

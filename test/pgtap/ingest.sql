@@ -5,7 +5,7 @@ SET LOCAL client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION bridgecore;
 
-SELECT plan(69);
+SELECT plan(88);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -230,7 +230,8 @@ INSERT INTO r SELECT 'huge', bridgecore.ingest('main', $j$[
   {"id": 140, "model": "sale.order", "record_id": -100000000000000000000, "event": "create", "timestamp": "2025-11-16 10:30:00"},
   {"id": 9223372036854775807, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00"}
 ]$j$);
-SELECT is((pg_temp.dl(140)).reason, 'missing or invalid record_id', 'a record_id below -2^63 is refused');
+SELECT is((pg_temp.dl(140)).reason, 'unstorable record: integer outside the 64-bit range',
+          'a record_id below -2^63 is refused, with the reason');
 SELECT is((SELECT count(*)::int FROM bridgecore.dead_letter WHERE odoo_id IS NULL AND record::text LIKE '%9223372036854775807%'), 1,
           'id 2^63-1 is refused as an id (kept without one)');
 
@@ -247,17 +248,83 @@ INSERT INTO r SELECT 'nul', bridgecore.ingest('main', $j$[
    "payload": {"name": "lone \ud800 surrogate"}}
 ]$j$::json);
 SELECT is(pg_temp.r('nul'),
-          '{"instance": "main", "inserted": 3, "duplicates": 0, "dead_lettered": 1, "max_odoo_id": 3000000001, "notifications": 2}'::jsonb,
+          '{"instance": "main", "inserted": 2, "duplicates": 0, "dead_lettered": 2, "max_odoo_id": 3000000001, "notifications": 2}'::jsonb,
           '\u0000 batch: the storable records are stored, the other dead-lettered, max_odoo_id covers them');
 SELECT is((SELECT payload->>'note' FROM bridgecore.event WHERE odoo_id = 200), 'back\slash \u0000 is text here',
           'an escaped backslash before u0000 is ordinary text');
 SELECT ok((pg_temp.dl(205)).reason LIKE 'unstorable record: %', '\u0000 record dead-lettered as unstorable');
 SELECT ok(strpos((pg_temp.dl(205)).record::text, '"nul\u0000byte"') > 0, 'the raw \u0000 record is kept verbatim (json)');
-SELECT is((SELECT payload->>'name' FROM bridgecore.event WHERE odoo_id = 3000000001), E'lone \uFFFD surrogate',
-          'a lone surrogate escape is read as U+FFFD (as on the worker path), float id read');
+SELECT is((pg_temp.dl(3000000001)).reason, 'unstorable record: unsupported Unicode escape sequence',
+          'a lone surrogate escape is not replaced: the record is dead-lettered, float id read');
 
 DO $$ BEGIN PERFORM bridgecore.ingest('main', '[{"id": 205, "model": "sale.order", "record_id": 1, "event": "create", "timestamp": "2025-11-16 10:30:00", "payload": {"name": "nul\u0000byte"}}]'::json); END $$;
 SELECT is((pg_temp.dl(205)).attempts, 2, 'unstorable record: attempts increment on re-failure');
+
+-------------------------------------------------------------------------------
+-- What json-c's values lose, read from the text: integers beyond 64 bits,
+-- \u0000 in keys, unpaired surrogate escapes. Stored exactly or dead-lettered.
+-------------------------------------------------------------------------------
+INSERT INTO r SELECT 'lossy', bridgecore.ingest('main', $j$[
+  {"id": 300, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"big": 123456789012345678901234567890}},
+  {"id": 301, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"neg": [-123456789012345678901234567890]}},
+  {"id": 302, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"u": 18446744073709551615, "i": 9223372036854775808, "m": -9223372036854775808,
+               "x": 9223372036854775807, "z": -0, "e": 1e2, "d": 1, "d": 2, "f": 1e400}},
+  {"id": 303, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"a": 1, "a\u0000b": 2}},
+  {"id": 304, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"\ud800": 1}},
+  {"id": 305, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"s": "\udc00x"}},
+  {"id": 306, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"s": "\ud800\u0041"}},
+  {"id": 307, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:30:00",
+   "payload": {"s": "\ud83d\ude00 \u00e9"}},
+  {"id": 308, "model": "sale.order", "record_id": 18446744073709551616, "event": "write", "timestamp": "2025-11-16 10:30:00"},
+  {"id": 309, "model": "res.partner", "record_id": 2, "event": "create", "timestamp": "2025-11-16 10:30:00"}
+]$j$);
+SELECT is(pg_temp.r('lossy') - 'instance',
+          '{"inserted": 3, "duplicates": 0, "dead_lettered": 7, "max_odoo_id": 309, "notifications": 2}'::jsonb,
+          'lossy batch: the exact records are stored, the others dead-lettered, max_odoo_id past them');
+SELECT is((pg_temp.dl(300)).reason, 'unstorable record: integer outside the 64-bit range',
+          'an integer above 2^64-1 in the payload is not saturated: dead-lettered with the reason');
+SELECT is((pg_temp.dl(301)).reason, 'unstorable record: integer outside the 64-bit range',
+          'an integer below -2^63 in the payload likewise');
+SELECT is((pg_temp.dl(308)).reason, 'unstorable record: integer outside the 64-bit range',
+          'a record_id beyond 64 bits likewise');
+SELECT ok(strpos((pg_temp.dl(300)).record::text, '123456789012345678901234567890') > 0,
+          'the dead letter keeps the integer as sent');
+SELECT ok(strpos((pg_temp.dl(301)).record::text, '-123456789012345678901234567890') > 0,
+          'the dead letter keeps the negative integer as sent');
+SELECT is((SELECT payload FROM bridgecore.event WHERE odoo_id = 302),
+          '{"u": 18446744073709551615, "i": 9223372036854775808, "m": -9223372036854775808,
+            "x": 9223372036854775807, "z": -0, "e": 1e2, "d": 1, "d": 2, "f": 1e400}'::jsonb,
+          'integers up to 2^64-1 and down to -2^63, -0, 1e2, 1e400 and a repeated key are stored as jsonb reads the text');
+SELECT is((SELECT payload->>'u' FROM bridgecore.event WHERE odoo_id = 302), '18446744073709551615',
+          '2^64-1 round-trips exactly');
+SELECT is((pg_temp.dl(303)).reason, 'unstorable record: unsupported Unicode escape sequence in a key',
+          '\u0000 in a key: dead-lettered, not truncated onto another key');
+SELECT ok(strpos((pg_temp.dl(303)).record::text, '"a\u0000b"') > 0, 'the dead letter keeps the key as sent');
+SELECT is((pg_temp.dl(304)).reason, 'unstorable record: unsupported Unicode escape sequence in a key',
+          'a lone high surrogate escape in a key: dead-lettered');
+SELECT is((pg_temp.dl(305)).reason, 'unstorable record: unsupported Unicode escape sequence',
+          'a lone low surrogate escape in a string: dead-lettered');
+SELECT is((pg_temp.dl(306)).reason, 'unstorable record: unsupported Unicode escape sequence',
+          'a high surrogate escape followed by another escape: dead-lettered');
+SELECT ok(strpos((pg_temp.dl(306)).record::text, '\ud800\u0041') > 0, 'the dead letter keeps the escapes as sent');
+SELECT is((SELECT payload->>'s' FROM bridgecore.event WHERE odoo_id = 307), E'\U0001F600 \u00e9',
+          'a surrogate pair is stored as its character');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id BETWEEN 300 AND 309), 3,
+          'nothing of the lossy records is stored');
+-- A retry reads the dead letter's copy: it is refused again, never stored changed.
+SELECT is(bridgecore.retry_dead_letter((pg_temp.dl(300)).id)->>'status', 'retrying',
+          'retrying the beyond-64-bit record refuses it again');
+SELECT is(bridgecore.retry_dead_letter((pg_temp.dl(303)).id)->>'status', 'retrying',
+          'retrying the \u0000-key record refuses it again');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id IN (300, 303)), 0,
+          'retries store nothing changed');
 
 -------------------------------------------------------------------------------
 -- Instances
