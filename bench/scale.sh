@@ -18,12 +18,20 @@
 #
 # It prints p50 and p99 per size and scenario, the growth of each from the
 # smallest to the largest size, and the size of the event table and its
-# indexes per event.  Usage: bench/scale.sh [calls, default 1000] [sizes...]
+# indexes per event.
+#
+# Then the herd: HERD devices (default 1,000) are caught up, 100 new events
+# arrive, and 16 clients pull for random devices among them at once
+# (pgbench), while a sampler records what the pulling backends wait on
+# every 5 ms.  Pulls of the same new events must wait on nothing shared:
+# the waits seen are listed, with the pulls' p50/p99 against one client.
+# Usage: bench/scale.sh [calls, default 1000] [sizes...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
 
 CALLS=${1:-1000}
+HERD=${HERD:-1000}
 shift || true
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 1000000 10000000)
@@ -35,7 +43,7 @@ cluster_start "shared_buffers = '2GB'" "max_wal_size = '16GB'" "checkpoint_timeo
 
 psql -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION bridgecore;
-SELECT name FROM bridgecore.add_instance('bench', 'http://odoo.invalid', 'db', 'bot', 'key-secret-key') \g /dev/null
+SELECT name FROM bridgecore.add_instance('bench', 'http://odoo.invalid', 'db', 'bot', 'key-secret-key', enabled => false) \g /dev/null
 CREATE SCHEMA bench;
 CREATE TABLE bench.timing (size bigint, scenario text, ms float8, events int);
 
@@ -148,4 +156,62 @@ SELECT count(*) AS events,
 SELECT c.relname AS index, pg_size_pretty(pg_relation_size(c.oid)) AS size
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
  WHERE i.indrelid = 'bridgecore.event'::regclass ORDER BY c.relname;
+SQL
+
+echo
+echo "the herd: $HERD caught-up devices, 100 new events, pulled by 1 and by 16 clients at once"
+WORK=$(mktemp -d)
+trap 'cluster_stop; rm -rf "$WORK"' EXIT
+psql -q -v ON_ERROR_STOP=1 <<SQL
+DELETE FROM bridgecore.sync_state;
+CREATE TABLE bench.waits (sample int, wait text, backends int);
+CREATE PROCEDURE bench.sample_waits(samples integer) LANGUAGE plpgsql AS \$\$
+BEGIN
+    FOR i IN 1 .. samples LOOP
+        PERFORM pg_stat_clear_snapshot();
+        INSERT INTO bench.waits
+        SELECT i, coalesce(wait_event_type || ':' || wait_event, 'on CPU'), count(*)
+          FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND state = 'active' AND query LIKE '%sync_pull%'
+           AND pid <> pg_backend_pid()
+         GROUP BY 2;
+        COMMIT;
+        PERFORM pg_sleep(0.005);
+    END LOOP;
+END
+\$\$;
+SQL
+herd_round() {  # herd_round <clients> <tag>
+    psql -q -v ON_ERROR_STOP=1 \
+        -c "DELETE FROM bridgecore.sync_state" \
+        -c "INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type, last_event_id)
+            SELECT 1, d, 'herd-' || d, 'sales_app', (SELECT max(id) FROM bridgecore.event)
+              FROM generate_series(1, $HERD) d" \
+        -c "CALL bench.grow((SELECT max(odoo_id) FROM bridgecore.event) + 100)" \
+        -c "VACUUM bridgecore.sync_state"
+    cat >"$WORK/herd.sql" <<PGB
+\\set d random(1, $HERD)
+SELECT bridgecore.sync_pull(:d, 'herd-' || :d, 'sales_app', 100);
+PGB
+    psql -q -c "CALL bench.sample_waits(400)" &
+    sampler=$!
+    pgbench -n -M prepared -c "$1" -j 2 -t $(( HERD * 2 / $1 )) -f "$WORK/herd.sql" \
+            --log --log-prefix="$WORK/$2" >/dev/null 2>&1
+    kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
+    cat "$WORK/$2".* | awk '{print $3 / 1000.0}' | sort -n >"$WORK/$2.ms"
+}
+herd_round 1 one
+psql -q -c "TRUNCATE bench.waits"
+herd_round 16 herd
+pct() { awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p); if (i<1) i=1; printf "%.3f", a[i]}' "$1"; }
+printf '1 client:   p50 %s ms  p99 %s ms  (%d pulls, client-side latency)\n' \
+    "$(pct "$WORK/one.ms" 0.5)" "$(pct "$WORK/one.ms" 0.99)" "$(wc -l <"$WORK/one.ms")"
+printf '16 clients: p50 %s ms  p99 %s ms  (%d pulls)\n' \
+    "$(pct "$WORK/herd.ms" 0.5)" "$(pct "$WORK/herd.ms" 0.99)" "$(wc -l <"$WORK/herd.ms")"
+psql -q <<SQL
+\\pset footer off
+\\echo 'what the 16 pulling backends waited on (backend samples, every 5 ms)'
+SELECT wait, sum(backends) AS samples,
+       round(100.0 * sum(backends) / (SELECT sum(backends) FROM bench.waits), 1) AS pct
+  FROM bench.waits GROUP BY wait ORDER BY 2 DESC;
 SQL

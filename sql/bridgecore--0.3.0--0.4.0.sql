@@ -245,3 +245,42 @@ AS $$
       LEFT JOIN bridgecore._stats_instances() s ON s.instance_id = i.id
      ORDER BY i.name
 $$;
+
+-------------------------------------------------------------------------------
+-- Dead letters
+-------------------------------------------------------------------------------
+-- Retries one dead letter: its stored record first (the rules may accept it
+-- now, or a valid version was stored meanwhile), unless it is an unstorable
+-- record, whose copy is not exact; if it is still refused, the
+-- poller is asked to fetch the row from Odoo again (it may have been
+-- corrected there). Stored records keep their Odoo id: nothing is duplicated.
+CREATE OR REPLACE FUNCTION bridgecore._retry_dead_letter(dl bridgecore.dead_letter)
+RETURNS text LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    -- The copy of an unstorable record is not what Odoo sent (U+FFFD for
+    -- invalid UTF-8, "NaN" as a string, a number quoted): storing it would
+    -- change the record without saying so. Only Odoo's own row can fix it.
+    IF dl.reason NOT LIKE 'unstorable record:%' THEN
+        result := bridgecore._ingest(dl.instance_id, json_build_array(dl.record));
+        IF (result ->> 'dead_lettered')::bigint = 0 THEN
+            UPDATE bridgecore.dead_letter d SET status = 'resolved' WHERE d.id = dl.id;
+            RETURN 'resolved';
+        END IF;
+    END IF;
+    -- Still refused: a retry is not a new failure from Odoo.
+    UPDATE bridgecore.dead_letter d SET attempts = dl.attempts, last_failed_at = dl.last_failed_at,
+                                        status = dl.status
+     WHERE d.id = dl.id;
+    IF dl.odoo_id IS NULL THEN
+        RETURN 'pending';       -- nothing to fetch again without an id
+    END IF;
+    INSERT INTO bridgecore.gap (instance_id, odoo_id) VALUES (dl.instance_id, dl.odoo_id)
+    ON CONFLICT (instance_id, odoo_id) DO UPDATE SET noticed_at = now();
+    UPDATE bridgecore.dead_letter d SET status = 'retrying' WHERE d.id = dl.id;
+    RETURN 'retrying';
+END
+$$;

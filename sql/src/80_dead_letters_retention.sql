@@ -23,7 +23,8 @@ END
 $$;
 
 -- Retries one dead letter: its stored record first (the rules may accept it
--- now, or a valid version was stored meanwhile); if it is still refused, the
+-- now, or a valid version was stored meanwhile), unless it is an unstorable
+-- record, whose copy is not exact; if it is still refused, the
 -- poller is asked to fetch the row from Odoo again (it may have been
 -- corrected there). Stored records keep their Odoo id: nothing is duplicated.
 CREATE FUNCTION bridgecore._retry_dead_letter(dl bridgecore.dead_letter)
@@ -33,10 +34,15 @@ AS $$
 DECLARE
     result jsonb;
 BEGIN
-    result := bridgecore._ingest(dl.instance_id, json_build_array(dl.record));
-    IF (result ->> 'dead_lettered')::bigint = 0 THEN
-        UPDATE bridgecore.dead_letter d SET status = 'resolved' WHERE d.id = dl.id;
-        RETURN 'resolved';
+    -- The copy of an unstorable record is not what Odoo sent (U+FFFD for
+    -- invalid UTF-8, "NaN" as a string, a number quoted): storing it would
+    -- change the record without saying so. Only Odoo's own row can fix it.
+    IF dl.reason NOT LIKE 'unstorable record:%' THEN
+        result := bridgecore._ingest(dl.instance_id, json_build_array(dl.record));
+        IF (result ->> 'dead_lettered')::bigint = 0 THEN
+            UPDATE bridgecore.dead_letter d SET status = 'resolved' WHERE d.id = dl.id;
+            RETURN 'resolved';
+        END IF;
     END IF;
     -- Still refused: a retry is not a new failure from Odoo.
     UPDATE bridgecore.dead_letter d SET attempts = dl.attempts, last_failed_at = dl.last_failed_at,

@@ -4,7 +4,7 @@
 -- functions and views.
 \ir setup.psql
 
-SELECT plan(186);
+SELECT plan(189);
 
 -------------------------------------------------------------------------------
 -- Fixtures. Identity sequences are not rolled back, so ids are looked up.
@@ -116,6 +116,21 @@ UPDATE bridgecore.dead_letter SET status = 'pending' WHERE id = pg_temp.dl(3);
 SELECT is(bridgecore.retry_dead_letter(pg_temp.dl(3)) ->> 'status', 'resolved',
           'retrying it again (made pending by hand) resolves it again');
 SELECT is(pg_temp.nev(3), 1, '... without storing the event twice');
+
+-------------------------------------------------------------------------------
+-- retry_dead_letter of an unstorable record: its copy is not what Odoo sent
+-- (here NaN, kept as the string "NaN"), so it is not stored; Odoo's row is
+-- asked for again
+-------------------------------------------------------------------------------
+INSERT INTO bridgecore.dead_letter (instance_id, odoo_id, record, reason)
+VALUES (pg_temp.inst('main'), 77, pg_temp.rec(77, '{"payload": {"amount": "NaN"}}')::json,
+        'unstorable record: NaN or Infinity is not a JSON number');
+SELECT is(bridgecore.retry_dead_letter(pg_temp.dl(77)) ->> 'status', 'retrying',
+          'retry of an unstorable record answers retrying');
+SELECT is(pg_temp.nev(77), 0, '... its inexact copy is not stored');
+SELECT ok(pg_temp.has_gap(77), '... and the row is asked for from Odoo');
+DELETE FROM bridgecore.gap WHERE instance_id = pg_temp.inst('main') AND odoo_id = 77;
+DELETE FROM bridgecore.dead_letter WHERE id = pg_temp.dl(77);
 
 -------------------------------------------------------------------------------
 -- A valid version of a dead-lettered Odoo id, ingested, resolves it
