@@ -187,7 +187,7 @@ herd_round() {  # herd_round <clients> <tag>
         -c "INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type, last_event_id)
             SELECT 1, d, 'herd-' || d, 'sales_app', (SELECT max(id) FROM bridgecore.event)
               FROM generate_series(1, $HERD) d" \
-        -c "CALL bench.grow((SELECT max(odoo_id) FROM bridgecore.event) + 100)" \
+        -c "CALL bench.grow($(psql -Atc 'SELECT max(odoo_id) + 100 FROM bridgecore.event'))" \
         -c "VACUUM bridgecore.sync_state"
     cat >"$WORK/herd.sql" <<PGB
 \\set d random(1, $HERD)

@@ -62,10 +62,12 @@ CREATE FUNCTION bridgecore._token_position(token text, instance_id integer)
 RETURNS bigint LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'bridgecore_token_position';
 
--- The token of a position, which the parser above reads back.
+-- The token of a position, which the parser above reads back. Every
+-- operator in the body is immutable (text || text, integer to text), so the
+-- planner inlines the call instead of running a SQL function per pull.
 CREATE FUNCTION bridgecore._token(instance_id integer, pos bigint)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT 'bc1:' || instance_id || ':' || pos $$;
+AS $$ SELECT 'bc1:' || instance_id::text || ':' || pos::text $$;
 
 CREATE FUNCTION bridgecore.sync_pull(
     user_id bigint,
@@ -79,6 +81,12 @@ CREATE FUNCTION bridgecore.sync_pull(
     app_version text DEFAULT NULL)
 RETURNS json LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Every statement's plan is made once per session and kept: with custom
+-- plans (the default once a generic plan looks costlier, as a LIMIT and an
+-- id bound make it) each pull is planned anew, which costs more than the
+-- pull itself, and a position past the statistics makes the planner probe
+-- the index for the real end of the log.
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
