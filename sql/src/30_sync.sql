@@ -165,16 +165,16 @@ BEGIN
     -- device whose models are a quarter of the log or more, which is the
     -- usual case, and the cheapest read. A device whose models are rarer
     -- gets its page from the (instance, model, id) index instead: the first
-    -- lim + 1 ids of each wanted model above pos, merged.
-    SELECT coalesce(json_agg(e.doc ORDER BY e.id) FILTER (WHERE e.rn <= lim), '[]'),
-           count(*) FILTER (WHERE e.rn <= lim),
-           max(e.id) FILTER (WHERE e.rn <= lim),
-           count(*) > lim,
+    -- lim ids of each wanted model above pos, merged.
+    --
+    -- json_agg takes the page in the order of the subquery (sorted by id, a
+    -- plain aggregate over one subquery), so it does not sort it again.
+    SELECT coalesce(json_agg(e.doc), '[]'), count(*), max(e.id),
            (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id),
            (SELECT max(p.through) FROM bridgecore.purged p
              WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*'))
-      INTO events_json, n, last_id, more, newest, purged
-      FROM (SELECT s.id, s.doc, row_number() OVER (ORDER BY s.id) AS rn
+      INTO events_json, n, last_id, newest, purged
+      FROM (SELECT s.id, s.doc
               FROM (SELECT ev.id, ev.doc, ev.model
                       FROM bridgecore.event ev
                      WHERE ev.instance_id = inst_id AND ev.id > pos
@@ -182,28 +182,35 @@ BEGIN
                      LIMIT 4 * (lim + 1)) s
              WHERE s.model = ANY (wanted)
              ORDER BY s.id
-             LIMIT lim + 1) e;
-    IF NOT more AND EXISTS (SELECT 1 FROM bridgecore.event x
-                             WHERE x.instance_id = inst_id AND x.id > pos
-                             ORDER BY x.id OFFSET 4 * (lim + 1) - 1 LIMIT 1) THEN
-        SELECT coalesce(json_agg(e.doc ORDER BY e.id) FILTER (WHERE e.rn <= lim), '[]'),
-               count(*) FILTER (WHERE e.rn <= lim),
-               max(e.id) FILTER (WHERE e.rn <= lim),
-               count(*) > lim,
+             LIMIT lim) e;
+    IF n < lim AND EXISTS (SELECT 1 FROM bridgecore.event x
+                            WHERE x.instance_id = inst_id AND x.id > pos
+                            ORDER BY x.id OFFSET 4 * (lim + 1) - 1 LIMIT 1) THEN
+        SELECT coalesce(json_agg(e.doc), '[]'), count(*), max(e.id),
                (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id),
                (SELECT max(p.through) FROM bridgecore.purged p
                  WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*'))
-          INTO events_json, n, last_id, more, newest, purged
-          FROM (SELECT ev.id, ev.doc, row_number() OVER (ORDER BY ev.id) AS rn
+          INTO events_json, n, last_id, newest, purged
+          FROM (SELECT ev.id, ev.doc
                   FROM (SELECT k.id
                           FROM (SELECT DISTINCT w FROM unnest(wanted) w) m(model),
                                LATERAL (SELECT x.id FROM bridgecore.event x
                                          WHERE x.instance_id = inst_id AND x.model = m.model
                                            AND x.id > pos
-                                         ORDER BY x.id LIMIT lim + 1) k
-                         ORDER BY k.id LIMIT lim + 1) page
-                  JOIN bridgecore.event ev ON ev.id = page.id) e;
+                                         ORDER BY x.id LIMIT lim) k
+                         ORDER BY k.id LIMIT lim) page
+                  JOIN bridgecore.event ev ON ev.id = page.id
+                 ORDER BY ev.id) e;
     END IF;
+    -- A full page: whether a wanted event follows it, one probe of each
+    -- wanted model's index. An event committed since the page was read has
+    -- a higher id than any on it (events commit in id order), so a later
+    -- snapshot here can only add to what follows.
+    more := n = lim AND EXISTS (
+        SELECT 1 FROM (SELECT DISTINCT w FROM unnest(wanted) w) m(model),
+               LATERAL (SELECT 1 FROM bridgecore.event x
+                         WHERE x.instance_id = inst_id AND x.model = m.model AND x.id > last_id
+                         LIMIT 1) k);
     IF pos < purged THEN
         resync := true;
         IF NOT more THEN
