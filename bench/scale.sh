@@ -54,6 +54,8 @@ DECLARE
     step constant bigint := 1000000;
 BEGIN
     WHILE from_id < upto LOOP
+        -- The log's partitions, for the local ids these rows take.
+        PERFORM bridgecore._ensure_partitions((SELECT s.last_value FROM bridgecore.event_id_seq s) + step);
         INSERT INTO bridgecore.event (instance_id, odoo_id, model, record_id, event, priority,
                                       category, payload, occurred_at)
         SELECT 1, g,

@@ -1,7 +1,8 @@
 -- BridgeCore 0.3.0 -> 0.4.0: the event log at scale. Pulls cost what the
--- page holds: a per-model index serves devices whose models are rare. Idle
--- polls write nothing: their heartbeat is in shared memory. A UTF8
--- database is required.
+-- page holds: a per-model index serves devices whose models are rare.
+-- Retention costs nothing: the log is partitioned by local id range and
+-- retention drops whole partitions. Idle polls write nothing: their
+-- heartbeat is in shared memory. A UTF8 database is required.
 \echo Use "ALTER EXTENSION bridgecore UPDATE TO '0.4.0'" to load this file. \quit
 
 -- Odoo's text is Unicode and is stored as it comes: in a database of
@@ -29,6 +30,76 @@ CREATE INDEX IF NOT EXISTS event_instance_model_id_idx ON bridgecore.event (inst
 CREATE OR REPLACE FUNCTION bridgecore._token(instance_id integer, pos bigint)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT 'bc1:' || instance_id::text || ':' || pos::text $$;
+
+-------------------------------------------------------------------------------
+-- The log becomes partitioned by local id range. The existing table becomes
+-- its first partition, covering the ids handed out so far, as it is: one
+-- read (the attach checks the range), no rewrite, no index build. Its
+-- indexes stay its own, as every partition's are (see 10_schema_tables.sql);
+-- its unique (instance_id, odoo_id) index serves the lookups of the store
+-- path there.
+-------------------------------------------------------------------------------
+ALTER TABLE bridgecore.event RENAME TO event_unpartitioned;
+-- Its foreign key's name goes to the new table's (names of generated
+-- constraints are unique in the schema); it gets it back once attached.
+ALTER TABLE bridgecore.event_unpartitioned RENAME CONSTRAINT event_instance_id_fkey TO event_unpartitioned_instance_id_fkey;
+ALTER EXTENSION bridgecore DROP TABLE bridgecore.event_unpartitioned;
+ALTER EXTENSION bridgecore DROP SEQUENCE bridgecore.event_id_seq;
+COMMENT ON TABLE bridgecore.event_unpartitioned IS NULL;
+REVOKE ALL ON bridgecore.event_unpartitioned FROM bridgecore_admin;
+
+CREATE TABLE bridgecore.event (
+    id              bigint GENERATED ALWAYS AS IDENTITY,
+    instance_id     integer NOT NULL REFERENCES bridgecore.instance ON DELETE CASCADE,
+    odoo_id         bigint NOT NULL,
+    model           text NOT NULL,
+    record_id       bigint NOT NULL,
+    event           bridgecore.event_kind NOT NULL,
+    priority        bridgecore.priority,
+    category        text,
+    payload         jsonb,
+    changed_fields  text[],
+    odoo_user_id    bigint,
+    odoo_user_name  text,
+    occurred_at     timestamptz NOT NULL,
+    received_at     timestamptz NOT NULL DEFAULT now(),
+    doc             json NOT NULL GENERATED ALWAYS AS (bridgecore._event_doc(
+                        id, model, record_id, event, occurred_at, priority, category,
+                        payload, changed_fields, odoo_user_id)) STORED
+) PARTITION BY RANGE (id);
+COMMENT ON TABLE bridgecore.event IS 'Odoo change events; id is the devices'' cursor and follows commit order.';
+SELECT pg_catalog.pg_extension_config_dump('bridgecore.event', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('bridgecore.event', 'id'), '');
+GRANT SELECT ON bridgecore.event TO bridgecore_admin;
+-- The new identity's sequence (event_id_seq1 while the old one exists) goes
+-- on from the old one's position, and takes its name.
+SELECT pg_catalog.setval('bridgecore.event_id_seq1', s.last_value, s.is_called) FROM bridgecore.event_id_seq s;
+ALTER TABLE bridgecore.event_unpartitioned ALTER COLUMN id DROP IDENTITY;
+ALTER SEQUENCE bridgecore.event_id_seq1 RENAME TO event_id_seq;
+
+DO $$
+DECLARE
+    lo bigint := (SELECT min(e.id) FROM bridgecore.event_unpartitioned e);
+    next_id bigint := (SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END
+                         FROM bridgecore.event_id_seq s);
+    part text := 'event_' || lo;
+BEGIN
+    IF lo IS NULL THEN
+        DROP TABLE bridgecore.event_unpartitioned;
+        RETURN;
+    END IF;
+    EXECUTE format('ALTER TABLE bridgecore.event_unpartitioned RENAME TO %I', part);
+    EXECUTE format('ALTER INDEX bridgecore.event_pkey RENAME TO %I', part || '_pkey');
+    EXECUTE format('ALTER INDEX bridgecore.event_instance_id_odoo_id_key RENAME TO %I', part || '_instance_id_odoo_id_key');
+    EXECUTE format('ALTER INDEX bridgecore.event_instance_id_idx RENAME TO %I', part || '_instance_id_id_idx');
+    EXECUTE format('ALTER INDEX bridgecore.event_occurred_at_idx RENAME TO %I', part || '_occurred_at_idx');
+    EXECUTE format('ALTER INDEX bridgecore.event_instance_model_id_idx RENAME TO %I', part || '_instance_id_model_id_idx');
+    EXECUTE format('ALTER TABLE bridgecore.event ATTACH PARTITION bridgecore.%I FOR VALUES FROM (%s) TO (%s)',
+                   part, lo, next_id);
+    EXECUTE format('ALTER TABLE bridgecore.%I RENAME CONSTRAINT event_unpartitioned_instance_id_fkey TO event_instance_id_fkey',
+                   part);
+END
+$$;
 
 CREATE OR REPLACE FUNCTION bridgecore.sync_pull(
     user_id bigint,
@@ -112,6 +183,13 @@ BEGIN
                       HINT = 'Pass a token this device received, or omit it to continue from the stored state.';
         END IF;
     END IF;
+
+    -- Retention drops whole partitions, which no snapshot keeps: a query
+    -- that waited for the drop's lock would run on a snapshot from before
+    -- it, without the dropped rows and without their horizon. The log is
+    -- locked first, so the snapshot of the page comes after any drop it
+    -- waited for, and a drop waits for this pull.
+    LOCK TABLE ONLY bridgecore.event IN ACCESS SHARE MODE;
 
     -- One statement, one snapshot: the page, the retention horizon and the
     -- newest visible id agree. Retention removes a prefix of the log, so
@@ -304,3 +382,253 @@ BEGIN
     RETURN 'retrying';
 END
 $$;
+-- Partitions of the event log
+-------------------------------------------------------------------------------
+-- The partitions of bridgecore.event, oldest first, each holding the local
+-- ids lo <= id < hi. Read from the catalog and relation caches, not through
+-- the caller's snapshot: a REPEATABLE READ caller sees partitions attached
+-- since it began.
+CREATE FUNCTION bridgecore._partitions(OUT part regclass, OUT lo bigint, OUT hi bigint)
+RETURNS SETOF record LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.relid::regclass, b[1]::bigint, b[2]::bigint
+      FROM pg_partition_tree('bridgecore.event') t,
+           regexp_match(pg_get_partition_constraintdef(t.relid),
+                        '\(id >= ''(-?[0-9]+)''::bigint\) AND \(id < ''(-?[0-9]+)''::bigint\)') b
+     WHERE t.isleaf AND b IS NOT NULL
+     ORDER BY 2
+$$;
+
+-- Makes partitions, with their indexes (see bridgecore.event), until every
+-- id up to upto has one; without upto, until there is room for a
+-- partition's width (bridgecore.partition_size) of ids beyond the next id.
+-- The launcher's maintenance calls it so, to make partitions ahead; the
+-- store path (src/partition.c) calls it with the last id a batch may take
+-- when that is past the last partition, so that ingestion never lacks one,
+-- even without the launcher. Returns the first id without a partition.
+--
+-- CREATE TABLE and ATTACH PARTITION, not CREATE TABLE ... PARTITION OF: the
+-- attach takes SHARE UPDATE EXCLUSIVE on bridgecore.event, which neither
+-- pulls (ACCESS SHARE) nor ingestion (ROW EXCLUSIVE) wait for, where
+-- PARTITION OF takes ACCESS EXCLUSIVE. (Cloning the foreign key takes SHARE
+-- ROW EXCLUSIVE on bridgecore.instance for a moment.) There is no default
+-- partition: attaching a range next to one would have to scan it, and fail
+-- if it held rows of that range.
+CREATE FUNCTION bridgecore._ensure_partitions(upto bigint DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    size bigint := current_setting('bridgecore.partition_size')::bigint;
+    next_id bigint;
+    wanted bigint;
+    top bigint;
+    part text;
+BEGIN
+    SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END INTO next_id
+      FROM bridgecore.event_id_seq s;
+    wanted := coalesce(upto, next_id + size - 1);
+    SELECT max(p.hi) INTO top FROM bridgecore._partitions() p;
+    IF top > wanted THEN
+        RETURN top;
+    END IF;
+    -- One creator at a time; readers and writers go on.
+    LOCK TABLE ONLY bridgecore.event IN SHARE UPDATE EXCLUSIVE MODE;
+    SELECT coalesce(max(p.hi), next_id) INTO top FROM bridgecore._partitions() p;
+    WHILE top <= wanted LOOP
+        part := 'bridgecore.' || quote_ident('event_' || top);
+        EXECUTE format('CREATE TABLE %s (LIKE bridgecore.event INCLUDING DEFAULTS INCLUDING GENERATED'
+                       ' INCLUDING STORAGE INCLUDING COMPRESSION, PRIMARY KEY (id))', part);
+        EXECUTE format('CREATE INDEX ON %s (instance_id, odoo_id)', part);
+        EXECUTE format('CREATE INDEX ON %s (instance_id, id)', part);
+        EXECUTE format('CREATE INDEX ON %s (occurred_at)', part);
+        EXECUTE format('CREATE INDEX ON %s (instance_id, model, id)', part);
+        EXECUTE format('ALTER TABLE bridgecore.event ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)',
+                       part, top, top + size);
+        top := top + size;
+    END LOOP;
+    RETURN top;
+END
+$$;
+
+-- Retention drops whole partitions, oldest first, so that it costs a DROP
+-- TABLE instead of a DELETE and its VACUUM: the log loses a prefix, as row
+-- by row retention did, so every retained event above a device's position
+-- is still delivered, and resync_required stays exact (purged, below).
+--
+-- Drops the oldest partition when every event in it is older than cutoff,
+-- after recording its horizons. Never the partition holding the last id
+-- handed out or the newest stored event, nor those ahead of it. Returns the
+-- ids the dropped partition spanned, 0 when none was dropped.
+--
+-- Locks: SHARE on the partition first, which waits for its last writers
+-- (none can come: new ids are above it) and no reader, so that it holds
+-- still while it is read; then ACCESS EXCLUSIVE on bridgecore.event, which
+-- DROP needs, for the few milliseconds of the drop. lock_timeout keeps a
+-- long transaction on the log from queueing pulls behind the drop; the
+-- launcher tries again at its next maintenance.
+CREATE FUNCTION bridgecore._drop_partition(cutoff timestamptz)
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    p record;
+    last_id bigint;
+    newest timestamptz;
+    insts integer[];
+    models text[];
+    horizons bigint[];
+BEGIN
+    -- What is read below must include the partition's last writers.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'retention by partition needs a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'Call bridgecore.cleanup() outside REPEATABLE READ and SERIALIZABLE transactions.';
+    END IF;
+    SELECT x.part, x.lo, x.hi INTO p FROM bridgecore._partitions() x ORDER BY x.lo LIMIT 1;
+    SELECT s.last_value INTO last_id FROM bridgecore.event_id_seq s WHERE s.is_called;
+    IF p.part IS NULL OR last_id IS NULL OR p.hi > last_id THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.part);
+    IF NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.hi) THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    IF newest >= cutoff THEN
+        RETURN 0;
+    END IF;
+    -- The highest id of each (instance, model) in the partition: a loose
+    -- scan of its (instance_id, model, id) index, a few probes per pair.
+    EXECUTE format($q$
+        WITH RECURSIVE k AS (
+            (SELECT e.instance_id, e.model FROM %1$s e ORDER BY e.instance_id, e.model LIMIT 1)
+            UNION ALL
+            SELECT n.instance_id, n.model
+              FROM k, LATERAL (SELECT e.instance_id, e.model FROM %1$s e
+                                WHERE (e.instance_id, e.model) > (k.instance_id, k.model)
+                                ORDER BY e.instance_id, e.model LIMIT 1) n
+        )
+        SELECT array_agg(k.instance_id), array_agg(k.model),
+               array_agg((SELECT max(e.id) FROM %1$s e WHERE e.instance_id = k.instance_id AND e.model = k.model))
+          FROM k$q$, p.part) INTO insts, models, horizons;
+
+    -- Pulls read the horizons and the log in one snapshot: both change at commit.
+    LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
+    INSERT INTO bridgecore.purged AS pu (instance_id, model, through)
+    SELECT h.i, h.m, h.t FROM unnest(insts, models, horizons) h(i, m, t)
+    ON CONFLICT (instance_id, model) DO UPDATE SET through = greatest(pu.through, EXCLUDED.through);
+    UPDATE bridgecore.instance i SET purged_through = greatest(i.purged_through, h.t)
+      FROM (SELECT u.i, max(u.t) AS t FROM unnest(insts, horizons) u(i, t) GROUP BY u.i) h
+     WHERE i.id = h.i;
+    EXECUTE format('DROP TABLE %s', p.part);
+    RETURN p.hi - p.lo;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bridgecore.cleanup(before timestamptz DEFAULT NULL, instance text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    cutoff timestamptz := before;
+    retention interval := current_setting('bridgecore.retention')::interval;
+    batch integer := current_setting('bridgecore.cleanup_batch_size')::integer;
+    n bigint;
+    total bigint := 0;
+    parts integer := 0;
+    first_id bigint;
+    busy boolean := false;
+BEGIN
+    IF cutoff IS NULL THEN
+        IF retention <= interval '0' THEN
+            RETURN jsonb_build_object('ok', true, 'deleted', 0, 'partitions_dropped', 0,
+                'message', 'Retention is disabled (bridgecore.retention = 0); pass before to delete');
+        END IF;
+        cutoff := now() - retention;
+    END IF;
+    -- Omitted instance: every instance, unless a JWT confines the caller.
+    IF cleanup.instance IS NOT NULL
+       OR nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance' THEN
+        inst_id := bridgecore._instance_id(cleanup.instance);
+    END IF;
+
+    IF inst_id IS NOT NULL THEN
+        -- One instance: its events share partitions with the others', so
+        -- they are deleted, in bounded batches; readers are never blocked by
+        -- it. The instance loses a prefix of its log: an event newer than
+        -- the cutoff keeps every later one, so a late row with an old
+        -- timestamp waits until the events before it go.
+        LOOP
+            n := bridgecore._cleanup_step(cutoff, inst_id, batch);
+            total := total + n;
+            EXIT WHEN n = 0;
+        END LOOP;
+        RETURN jsonb_build_object(
+            'ok', true, 'deleted', total, 'partitions_dropped', 0,
+            'message', format('Deleted %s events older than %s (up to the first newer event of each instance)',
+                              total, bridgecore._iso(cutoff)));
+    END IF;
+
+    -- Every instance: whole partitions go, oldest first, while every event
+    -- in the next one is older than the cutoff. All of them in the
+    -- caller's transaction, whose end releases the log to pulls.
+    SELECT min(p.lo) INTO first_id FROM bridgecore._partitions() p;
+    LOOP
+        BEGIN
+            n := bridgecore._drop_partition(cutoff);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            busy := true;
+            n := 0;
+        END;
+        EXIT WHEN n = 0;
+        parts := parts + 1;
+        total := total + n;
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'ok', true, 'partitions_dropped', parts,
+        'dropped_ids', CASE WHEN parts > 0 THEN jsonb_build_object('from', first_id, 'to', first_id + total - 1) END,
+        'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
+                          'removes whole partitions of bridgecore.partition_size ids: an older event that '
+                          'shares a partition with a newer one, or with the newest, stays until its '
+                          'partition goes%s',
+                          parts, total, bridgecore._iso(cutoff),
+                          CASE WHEN busy THEN '; stopped at a partition in use (lock_timeout), call again' ELSE '' END));
+END
+$$;
+COMMENT ON FUNCTION bridgecore.cleanup(timestamptz, text) IS 'Drops the partitions of events older than before (default: now - bridgecore.retention), whole partitions only; with an instance, deletes that instance''s older events.';
+
+-- One maintenance step for the launcher, in its own short transaction:
+-- partitions made ahead, then one partition dropped by retention, or (when
+-- none is due) the idle-device sweep. Returns the event ids the dropped
+-- partition spanned; the launcher repeats while one went. A partition in
+-- use (lock_timeout) is tried again at the next maintenance.
+CREATE OR REPLACE FUNCTION bridgecore._maintenance_step()
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    retention interval := current_setting('bridgecore.retention')::interval;
+    n bigint := 0;
+BEGIN
+    PERFORM bridgecore._ensure_partitions();
+    IF retention > interval '0' THEN
+        BEGIN
+            n := bridgecore._drop_partition(now() - retention);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            n := 0;
+        END;
+    END IF;
+    IF n = 0 THEN
+        PERFORM bridgecore.deactivate_idle_devices();
+    END IF;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION bridgecore._partitions(), bridgecore._ensure_partitions(bigint),
+                       bridgecore._drop_partition(timestamptz) FROM PUBLIC;

@@ -16,13 +16,14 @@ void		_PG_init(void);
 
 int			bridgecore_retention_s = 30 * 86400;
 int			bridgecore_cleanup_batch_size = 10000;
+int			bridgecore_partition_size = 1000000;
 
 #ifdef BRIDGECORE_HAS_SHMEM_REQUEST_HOOK
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* Settings read by the SQL functions (cleanup, retention). */
+/* Settings read by the SQL functions (cleanup, retention, partitions). */
 static void
 define_sql_gucs(void)
 {
@@ -33,6 +34,11 @@ define_sql_gucs(void)
 	DefineCustomIntVariable("bridgecore.cleanup_batch_size",
 							"Events deleted per batch by cleanup.",
 							NULL, &bridgecore_cleanup_batch_size, 10000, 100, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.partition_size",
+							"Local event ids per partition of bridgecore.event; retention drops whole partitions.",
+							"Applies to partitions created from now on.",
+							&bridgecore_partition_size, 1000000, 10, INT_MAX,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 }
 

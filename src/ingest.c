@@ -14,14 +14,17 @@
  */
 #include "ingest.h"
 #include "decode.h"
+#include "partition.h"
 #include "stats.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 
 #define NCOLS 11
 
@@ -53,16 +56,33 @@ prepare_plans(void)
 								 "'bridgecore.event'::regclass::oid::integer, 0)", 0, NULL);
 	if (insert_plan == NULL)
 		insert_plan = prepare_kept(
-			"WITH inserted AS ("
+			/*
+			 * Exactly once per (instance, Odoo id), across partitions: no
+			 * unique index can say so on a log partitioned by local id, so
+			 * the records already stored are left out here, which is
+			 * race-free because every insert holds the ordering lock.  Only
+			 * a record at or below the instance's highest stored Odoo id (a
+			 * gap fill, a retry, a re-delivery) can be stored already, so
+			 * only those are looked up; a batch's own repeats keep their
+			 * first copy.
+			 */
+			"WITH batch AS ("
+			" SELECT DISTINCT ON (u.odoo_id) u.*"
+			"  FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) WITH ORDINALITY"
+			"    AS u(odoo_id, model, record_id, event, priority, category, payload, changed, uid, uname, ts, n)"
+			"  ORDER BY u.odoo_id, u.n),"
+			" inserted AS ("
 			" INSERT INTO bridgecore.event (instance_id, odoo_id, model, record_id, event, priority,"
 			"   category, payload, changed_fields, odoo_user_id, odoo_user_name, occurred_at)"
 			" SELECT $1, u.odoo_id, u.model, u.record_id, u.event::bridgecore.event_kind,"
 			"   u.priority::bridgecore.priority, u.category, u.payload::jsonb, u.changed::text[],"
 			"   u.uid, u.uname, u.ts"
-			"  FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-			"    AS u(odoo_id, model, record_id, event, priority, category, payload, changed, uid, uname, ts)"
+			"  FROM batch u"
+			"  WHERE (u.odoo_id > (SELECT max(e.odoo_id) FROM bridgecore.event e WHERE e.instance_id = $1))"
+			"         IS NOT FALSE"
+			"     OR NOT EXISTS (SELECT 1 FROM bridgecore.event e"
+			"                     WHERE e.instance_id = $1 AND e.odoo_id = u.odoo_id)"
 			"  ORDER BY u.odoo_id"
-			" ON CONFLICT (instance_id, odoo_id) DO NOTHING"
 			" RETURNING id, odoo_id, model, priority),"
 			/* a record stored now settles its earlier dead letter */
 			" resolved AS ("
@@ -200,7 +220,17 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 		for (int c = 0; c < NCOLS; c++)
 			args[c + 1] = make_array(cols[c], nulls[c], nvalid, elem_types[c]);
 		args[NCOLS + 1] = CStringGetTextDatum(instance_name);
-		if (SPI_execute_plan(insert_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		partition_ensure_room(nvalid);
+
+		/*
+		 * The existence check must see every event committed before the
+		 * ordering lock was granted, which a REPEATABLE READ or SERIALIZABLE
+		 * transaction's snapshot may predate.
+		 */
+		if ((IsolationUsesXactSnapshot()
+			 ? SPI_execute_snapshot(insert_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+									false, true, 0)
+			 : SPI_execute_plan(insert_plan, args, NULL, false, 0)) != SPI_OK_SELECT)
 			elog(ERROR, "could not store events");
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{

@@ -400,8 +400,9 @@ stop_orphan_pollers(void)
 
 /*
  * One maintenance step in its own short transaction, if the installed
- * extension has it (an older version does not).  Returns the events it
- * deleted, or -1 when there is nothing to run.
+ * extension has it (an older version does not).  Returns the event ids it
+ * removed (those of a dropped partition; before 0.4.0, the events it
+ * deleted), or -1 when there is nothing to run.
  */
 static int64
 maintenance_step(void)
@@ -425,8 +426,9 @@ maintenance_step(void)
 }
 
 /*
- * Retention in bounded batches, each committed on its own, so sync pulls and
- * ingestion are never held up; an error is logged and tried again next time.
+ * Retention one partition (before 0.4.0, one bounded batch) per step, each
+ * committed on its own, so sync pulls and ingestion are held up for a drop
+ * at most; an error is logged and tried again next time.
  */
 static void
 run_maintenance(void)
@@ -445,7 +447,7 @@ run_maintenance(void)
 			total += Max(deleted, 0);
 		} while (deleted > 0);
 		if (total > 0)
-			ereport(LOG, (errmsg("bridgecore retention removed " INT64_FORMAT " events", total)));
+			ereport(LOG, (errmsg("bridgecore retention removed " INT64_FORMAT " event ids", total)));
 	}
 	PG_CATCH();
 	{

@@ -67,7 +67,7 @@ AS $$
 $$;
 
 CREATE TABLE bridgecore.event (
-    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id              bigint GENERATED ALWAYS AS IDENTITY,
     instance_id     integer NOT NULL REFERENCES bridgecore.instance ON DELETE CASCADE,
     odoo_id         bigint NOT NULL,
     model           text NOT NULL,
@@ -83,15 +83,27 @@ CREATE TABLE bridgecore.event (
     received_at     timestamptz NOT NULL DEFAULT now(),
     doc             json NOT NULL GENERATED ALWAYS AS (bridgecore._event_doc(
                         id, model, record_id, event, occurred_at, priority, category,
-                        payload, changed_fields, odoo_user_id)) STORED,
-    UNIQUE (instance_id, odoo_id)
-);
+                        payload, changed_fields, odoo_user_id)) STORED
+) PARTITION BY RANGE (id);
 COMMENT ON TABLE bridgecore.event IS 'Odoo change events; id is the devices'' cursor and follows commit order.';
-CREATE INDEX event_instance_id_idx ON bridgecore.event (instance_id, id);
-CREATE INDEX event_occurred_at_idx ON bridgecore.event (occurred_at);
--- Per-model access for pulls of models that are rare in the log
--- (sync_pull reads the first ids of each wanted model from it).
-CREATE INDEX event_instance_model_id_idx ON bridgecore.event (instance_id, model, id);
+-- Partitioned by local id range, bridgecore.partition_size ids each, so that
+-- retention drops whole partitions instead of deleting rows. The partitions,
+-- bridgecore.event_<first id>, are made at run time, ahead of the ids, by
+-- _ensure_partitions (80_dead_letters_retention.sql): they are not members of
+-- the extension, and pg_dump keeps them with their rows.
+--
+-- Each partition has its own indexes, made with it: the primary key on id
+-- (unique in the whole log, since id is the partition key), (instance_id,
+-- odoo_id), (instance_id, id), (occurred_at) and (instance_id, model, id).
+-- They are not partitioned indexes of this table: a restore re-creates this
+-- table by CREATE EXTENSION, and attaching a dumped partition to a table with
+-- partitioned indexes would build them, so the dump's own indexes of the
+-- partition would then fail to restore.
+--
+-- Exactly once per (instance, Odoo id) cannot be a unique index of a log
+-- partitioned by local id: the store path keeps it, under the ordering lock
+-- every insert holds (src/ingest.c), looking up the (instance_id, odoo_id)
+-- indexes.
 
 -- Ids below an instance's cursor that Odoo did not show yet: an Odoo
 -- transaction that took a lower id may commit after a higher one. The poller

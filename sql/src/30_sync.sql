@@ -152,6 +152,13 @@ BEGIN
         END IF;
     END IF;
 
+    -- Retention drops whole partitions, which no snapshot keeps: a query
+    -- that waited for the drop's lock would run on a snapshot from before
+    -- it, without the dropped rows and without their horizon. The log is
+    -- locked first, so the snapshot of the page comes after any drop it
+    -- waited for, and a drop waits for this pull.
+    LOCK TABLE ONLY bridgecore.event IN ACCESS SHARE MODE;
+
     -- One statement, one snapshot: the page, the retention horizon and the
     -- newest visible id agree. Retention removes a prefix of the log, so
     -- every retained event above pos is on the page (or the next ones); the

@@ -121,11 +121,160 @@ END
 $$;
 
 -------------------------------------------------------------------------------
+-- Partitions of the event log
+-------------------------------------------------------------------------------
+-- The partitions of bridgecore.event, oldest first, each holding the local
+-- ids lo <= id < hi. Read from the catalog and relation caches, not through
+-- the caller's snapshot: a REPEATABLE READ caller sees partitions attached
+-- since it began.
+CREATE FUNCTION bridgecore._partitions(OUT part regclass, OUT lo bigint, OUT hi bigint)
+RETURNS SETOF record LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.relid::regclass, b[1]::bigint, b[2]::bigint
+      FROM pg_partition_tree('bridgecore.event') t,
+           regexp_match(pg_get_partition_constraintdef(t.relid),
+                        '\(id >= ''(-?[0-9]+)''::bigint\) AND \(id < ''(-?[0-9]+)''::bigint\)') b
+     WHERE t.isleaf AND b IS NOT NULL
+     ORDER BY 2
+$$;
+
+-- Makes partitions, with their indexes (see bridgecore.event), until every
+-- id up to upto has one; without upto, until there is room for a
+-- partition's width (bridgecore.partition_size) of ids beyond the next id.
+-- The launcher's maintenance calls it so, to make partitions ahead; the
+-- store path (src/partition.c) calls it with the last id a batch may take
+-- when that is past the last partition, so that ingestion never lacks one,
+-- even without the launcher. Returns the first id without a partition.
+--
+-- CREATE TABLE and ATTACH PARTITION, not CREATE TABLE ... PARTITION OF: the
+-- attach takes SHARE UPDATE EXCLUSIVE on bridgecore.event, which neither
+-- pulls (ACCESS SHARE) nor ingestion (ROW EXCLUSIVE) wait for, where
+-- PARTITION OF takes ACCESS EXCLUSIVE. (Cloning the foreign key takes SHARE
+-- ROW EXCLUSIVE on bridgecore.instance for a moment.) There is no default
+-- partition: attaching a range next to one would have to scan it, and fail
+-- if it held rows of that range.
+CREATE FUNCTION bridgecore._ensure_partitions(upto bigint DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    size bigint := current_setting('bridgecore.partition_size')::bigint;
+    next_id bigint;
+    wanted bigint;
+    top bigint;
+    part text;
+BEGIN
+    SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END INTO next_id
+      FROM bridgecore.event_id_seq s;
+    wanted := coalesce(upto, next_id + size - 1);
+    SELECT max(p.hi) INTO top FROM bridgecore._partitions() p;
+    IF top > wanted THEN
+        RETURN top;
+    END IF;
+    -- One creator at a time; readers and writers go on.
+    LOCK TABLE ONLY bridgecore.event IN SHARE UPDATE EXCLUSIVE MODE;
+    SELECT coalesce(max(p.hi), next_id) INTO top FROM bridgecore._partitions() p;
+    WHILE top <= wanted LOOP
+        part := 'bridgecore.' || quote_ident('event_' || top);
+        EXECUTE format('CREATE TABLE %s (LIKE bridgecore.event INCLUDING DEFAULTS INCLUDING GENERATED'
+                       ' INCLUDING STORAGE INCLUDING COMPRESSION, PRIMARY KEY (id))', part);
+        EXECUTE format('CREATE INDEX ON %s (instance_id, odoo_id)', part);
+        EXECUTE format('CREATE INDEX ON %s (instance_id, id)', part);
+        EXECUTE format('CREATE INDEX ON %s (occurred_at)', part);
+        EXECUTE format('CREATE INDEX ON %s (instance_id, model, id)', part);
+        EXECUTE format('ALTER TABLE bridgecore.event ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)',
+                       part, top, top + size);
+        top := top + size;
+    END LOOP;
+    RETURN top;
+END
+$$;
+
+-------------------------------------------------------------------------------
 -- Retention and device housekeeping (run by the launcher, or by hand)
 -------------------------------------------------------------------------------
+-- Retention drops whole partitions, oldest first, so that it costs a DROP
+-- TABLE instead of a DELETE and its VACUUM: the log loses a prefix, as row
+-- by row retention did, so every retained event above a device's position
+-- is still delivered, and resync_required stays exact (purged, below).
+--
+-- Drops the oldest partition when every event in it is older than cutoff,
+-- after recording its horizons. Never the partition holding the last id
+-- handed out or the newest stored event, nor those ahead of it. Returns the
+-- ids the dropped partition spanned, 0 when none was dropped.
+--
+-- Locks: SHARE on the partition first, which waits for its last writers
+-- (none can come: new ids are above it) and no reader, so that it holds
+-- still while it is read; then ACCESS EXCLUSIVE on bridgecore.event, which
+-- DROP needs, for the few milliseconds of the drop. lock_timeout keeps a
+-- long transaction on the log from queueing pulls behind the drop; the
+-- launcher tries again at its next maintenance.
+CREATE FUNCTION bridgecore._drop_partition(cutoff timestamptz)
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    p record;
+    last_id bigint;
+    newest timestamptz;
+    insts integer[];
+    models text[];
+    horizons bigint[];
+BEGIN
+    -- What is read below must include the partition's last writers.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'retention by partition needs a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'Call bridgecore.cleanup() outside REPEATABLE READ and SERIALIZABLE transactions.';
+    END IF;
+    SELECT x.part, x.lo, x.hi INTO p FROM bridgecore._partitions() x ORDER BY x.lo LIMIT 1;
+    SELECT s.last_value INTO last_id FROM bridgecore.event_id_seq s WHERE s.is_called;
+    IF p.part IS NULL OR last_id IS NULL OR p.hi > last_id THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.part);
+    IF NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.hi) THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    IF newest >= cutoff THEN
+        RETURN 0;
+    END IF;
+    -- The highest id of each (instance, model) in the partition: a loose
+    -- scan of its (instance_id, model, id) index, a few probes per pair.
+    EXECUTE format($q$
+        WITH RECURSIVE k AS (
+            (SELECT e.instance_id, e.model FROM %1$s e ORDER BY e.instance_id, e.model LIMIT 1)
+            UNION ALL
+            SELECT n.instance_id, n.model
+              FROM k, LATERAL (SELECT e.instance_id, e.model FROM %1$s e
+                                WHERE (e.instance_id, e.model) > (k.instance_id, k.model)
+                                ORDER BY e.instance_id, e.model LIMIT 1) n
+        )
+        SELECT array_agg(k.instance_id), array_agg(k.model),
+               array_agg((SELECT max(e.id) FROM %1$s e WHERE e.instance_id = k.instance_id AND e.model = k.model))
+          FROM k$q$, p.part) INTO insts, models, horizons;
+
+    -- Pulls read the horizons and the log in one snapshot: both change at commit.
+    LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
+    INSERT INTO bridgecore.purged AS pu (instance_id, model, through)
+    SELECT h.i, h.m, h.t FROM unnest(insts, models, horizons) h(i, m, t)
+    ON CONFLICT (instance_id, model) DO UPDATE SET through = greatest(pu.through, EXCLUDED.through);
+    UPDATE bridgecore.instance i SET purged_through = greatest(i.purged_through, h.t)
+      FROM (SELECT u.i, max(u.t) AS t FROM unnest(insts, horizons) u(i, t) GROUP BY u.i) h
+     WHERE i.id = h.i;
+    EXECUTE format('DROP TABLE %s', p.part);
+    RETURN p.hi - p.lo;
+END
+$$;
+
 -- Deletes, per instance (one, or all), at most batch events from the start
 -- of its log that are older than cutoff, stopping at its first newer event,
--- and records the horizons. Returns the events deleted.
+-- and records the horizons. Returns the events deleted. cleanup() of one
+-- instance deletes so (the other instances' events share its partitions);
+-- a prefix of one instance's log and a prefix of the whole log together
+-- are still a prefix of that instance's log.
 CREATE FUNCTION bridgecore._cleanup_step(cutoff timestamptz, inst_id integer, batch integer)
 RETURNS bigint LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -178,10 +327,13 @@ DECLARE
     batch integer := current_setting('bridgecore.cleanup_batch_size')::integer;
     n bigint;
     total bigint := 0;
+    parts integer := 0;
+    first_id bigint;
+    busy boolean := false;
 BEGIN
     IF cutoff IS NULL THEN
         IF retention <= interval '0' THEN
-            RETURN jsonb_build_object('ok', true, 'deleted', 0,
+            RETURN jsonb_build_object('ok', true, 'deleted', 0, 'partitions_dropped', 0,
                 'message', 'Retention is disabled (bridgecore.retention = 0); pass before to delete');
         END IF;
         cutoff := now() - retention;
@@ -192,23 +344,51 @@ BEGIN
         inst_id := bridgecore._instance_id(cleanup.instance);
     END IF;
 
-    -- Bounded batches keep each DELETE short; readers are never blocked by
-    -- it. Each instance loses a prefix of its log: an event newer than the
-    -- cutoff keeps every later one, so a late row with an old timestamp
-    -- waits until the events before it go.
+    IF inst_id IS NOT NULL THEN
+        -- One instance: its events share partitions with the others', so
+        -- they are deleted, in bounded batches; readers are never blocked by
+        -- it. The instance loses a prefix of its log: an event newer than
+        -- the cutoff keeps every later one, so a late row with an old
+        -- timestamp waits until the events before it go.
+        LOOP
+            n := bridgecore._cleanup_step(cutoff, inst_id, batch);
+            total := total + n;
+            EXIT WHEN n = 0;
+        END LOOP;
+        RETURN jsonb_build_object(
+            'ok', true, 'deleted', total, 'partitions_dropped', 0,
+            'message', format('Deleted %s events older than %s (up to the first newer event of each instance)',
+                              total, bridgecore._iso(cutoff)));
+    END IF;
+
+    -- Every instance: whole partitions go, oldest first, while every event
+    -- in the next one is older than the cutoff. All of them in the
+    -- caller's transaction, whose end releases the log to pulls.
+    SELECT min(p.lo) INTO first_id FROM bridgecore._partitions() p;
     LOOP
-        n := bridgecore._cleanup_step(cutoff, inst_id, batch);
-        total := total + n;
+        BEGIN
+            n := bridgecore._drop_partition(cutoff);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            busy := true;
+            n := 0;
+        END;
         EXIT WHEN n = 0;
+        parts := parts + 1;
+        total := total + n;
     END LOOP;
 
     RETURN jsonb_build_object(
-        'ok', true, 'deleted', total,
-        'message', format('Deleted %s events older than %s (up to the first newer event of each instance)',
-                          total, bridgecore._iso(cutoff)));
+        'ok', true, 'partitions_dropped', parts,
+        'dropped_ids', CASE WHEN parts > 0 THEN jsonb_build_object('from', first_id, 'to', first_id + total - 1) END,
+        'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
+                          'removes whole partitions of bridgecore.partition_size ids: an older event that '
+                          'shares a partition with a newer one, or with the newest, stays until its '
+                          'partition goes%s',
+                          parts, total, bridgecore._iso(cutoff),
+                          CASE WHEN busy THEN '; stopped at a partition in use (lock_timeout), call again' ELSE '' END));
 END
 $$;
-COMMENT ON FUNCTION bridgecore.cleanup(timestamptz, text) IS 'Deletes events older than before (default: now - bridgecore.retention).';
+COMMENT ON FUNCTION bridgecore.cleanup(timestamptz, text) IS 'Drops the partitions of events older than before (default: now - bridgecore.retention), whole partitions only; with an instance, deletes that instance''s older events.';
 
 CREATE FUNCTION bridgecore.deactivate_idle_devices(idle interval DEFAULT NULL, instance text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
@@ -242,8 +422,10 @@ COMMENT ON FUNCTION bridgecore.deactivate_idle_devices(interval, text)
     IS 'Marks devices idle longer than bridgecore.device_idle_timeout inactive; their next pull reactivates them.';
 
 -- One maintenance step for the launcher, in its own short transaction:
--- a batch of retention, or (when none is due) the idle-device sweep.
--- Returns the events deleted; the launcher repeats while a full batch went.
+-- partitions made ahead, then one partition dropped by retention, or (when
+-- none is due) the idle-device sweep. Returns the event ids the dropped
+-- partition spanned; the launcher repeats while one went. A partition in
+-- use (lock_timeout) is tried again at the next maintenance.
 CREATE FUNCTION bridgecore._maintenance_step()
 RETURNS bigint LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -252,9 +434,13 @@ DECLARE
     retention interval := current_setting('bridgecore.retention')::interval;
     n bigint := 0;
 BEGIN
+    PERFORM bridgecore._ensure_partitions();
     IF retention > interval '0' THEN
-        n := bridgecore._cleanup_step(now() - retention, NULL,
-                                      current_setting('bridgecore.cleanup_batch_size')::integer);
+        BEGIN
+            n := bridgecore._drop_partition(now() - retention);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            n := 0;
+        END;
     END IF;
     IF n = 0 THEN
         PERFORM bridgecore.deactivate_idle_devices();

@@ -43,7 +43,7 @@ POLL = "100 milliseconds"       # poll interval of most test instances
 # Settings the test changes with ALTER SYSTEM, and resets at the end.
 GUCS = ("bridgecore.max_backoff", "bridgecore.gap_window", "bridgecore.request_timeout",
         "bridgecore.max_response_size", "bridgecore.retention", "bridgecore.maintenance_interval",
-        "bridgecore.cleanup_batch_size", "bridgecore.device_idle_timeout")
+        "bridgecore.cleanup_batch_size", "bridgecore.device_idle_timeout", "bridgecore.partition_size")
 
 
 # ---- TAP ---------------------------------------------------------------------
@@ -1263,79 +1263,87 @@ def test_initialize_audit():
 
 
 def test_retention_and_devices():
-    """The launcher applies bridgecore.retention in batches every
+    """The launcher makes partitions of the log ahead and applies
+    bridgecore.retention by dropping whole partitions every
     bridgecore.maintenance_interval, and marks devices idle longer than
     bridgecore.device_idle_timeout inactive."""
-    sd = Standin()
-    old_ts = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S")
-    for i in range(250):
-        sd.control("add_raw", row={
-            "model": "sale.order", "record_id": i + 1, "event": "write", "timestamp": old_ts,
-            "priority": "high", "category": "business", "payload": {"name": "S%05d" % (i + 1)},
-            "user_id": False})
-    recent = sd.add(3, model="sale.order")
-    inst = add_instance("retention", sd)
-    wait_all("retention", inst, sd, 15, "retention: 253 events arrive, 250 of them 3 hours old")
+    def parts():
+        return [tuple(r) for r in DB.all("SELECT lo, hi FROM bridgecore._partitions()")]
 
-    def pull(device, limit=100):
-        return DB.val("SELECT bridgecore.sync_pull(1, %s, 'sales_app', %s, instance => 'retention')",
-                      (device, limit))
+    def top():
+        return DB.val("SELECT max(hi) FROM bridgecore._partitions()")
 
-    def active(device):
-        return DB.val("SELECT is_active FROM bridgecore.sync_state WHERE instance_id = %s AND device_id = %s",
-                      (inst, device))
-    behind = pull("ret-behind", 1)              # its cursor stays at the first event
-    ahead = pull("ret-ahead", 500)              # its cursor passes every event
-    T.ok(len(behind["events"]) == 1 and ahead["resync_required"] is False,
-         "retention: one device stays behind, another has every event")
-
-    # Every maintenance step runs one retention DELETE: a statement trigger
-    # records each, with the rows it deleted and its transaction.
-    DB.all("CREATE TABLE public.bc_test_cleanup (xid xid8 NOT NULL DEFAULT pg_current_xact_id(),"
-           " n bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
-    DB.all("CREATE FUNCTION public.bc_test_cleanup() RETURNS trigger LANGUAGE plpgsql AS $$"
-           " BEGIN INSERT INTO public.bc_test_cleanup (n) SELECT count(*) FROM gone; RETURN NULL; END $$")
-    DB.all("CREATE TRIGGER bc_test_cleanup AFTER DELETE ON bridgecore.event REFERENCING OLD TABLE AS gone"
-           " FOR EACH STATEMENT EXECUTE FUNCTION public.bc_test_cleanup()")
+    set_guc("bridgecore.partition_size", "100")
     try:
-        # A fresh launcher runs maintenance at once, then every minute (the default).
+        # A fresh launcher runs maintenance at once: with the ids at the end
+        # of the last partition, it makes the next one, 100 ids wide.
+        DB.all("SELECT bridgecore._ensure_partitions()")
+        DB.all("SELECT setval('bridgecore.event_id_seq', (SELECT max(hi) - 1 FROM bridgecore._partitions()))")
+        first = top()
         lpid = launcher_pid()
-        killed = DB.val("SELECT clock_timestamp()")
         DB.all("SELECT pg_terminate_backend(%s)", (lpid,))
-        T.wait(lambda: (launcher_pid() or lpid) != lpid and
-               DB.val("SELECT count(*) FROM public.bc_test_cleanup WHERE at > %s", (killed,)),
-               10, "retention: a new launcher runs maintenance at its start")
-        T.ok(len(stored_ids(inst)) == 253, "retention: ...which keeps events younger than 30 days")
+        T.wait(lambda: (launcher_pid() or lpid) != lpid and top() == first + 100, 10,
+               "retention: a new launcher runs maintenance at its start, making a partition ahead",
+               lambda: parts())
         set_guc("bridgecore.maintenance_interval", "1s")
-        lowered = DB.val("SELECT clock_timestamp()")
-        T.wait(lambda: DB.val("SELECT count(*) FROM public.bc_test_cleanup WHERE at > %s", (lowered,)) >= 2,
-               5, "retention: maintenance_interval lowered to 1 s takes effect at once (2 runs within 5 s)",
-               lambda: DB.all("SELECT n, at FROM public.bc_test_cleanup ORDER BY at"))
+        DB.all("SELECT setval('bridgecore.event_id_seq', %s)", (first + 50,))
+        T.wait(lambda: top() == first + 200, 5,
+               "retention: maintenance_interval lowered to 1 s takes effect at once", lambda: parts())
+        DB.all("SELECT setval('bridgecore.event_id_seq', %s)", (first - 1,))
 
-        old_max = DB.val("SELECT max(id) FROM bridgecore.event WHERE instance_id = %s"
-                         " AND occurred_at < now() - interval '1 hour'", (inst,))
-        set_guc("bridgecore.cleanup_batch_size", "100")
+        sd = Standin()
+        old_ts = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S")
+        for i in range(250):
+            sd.control("add_raw", row={
+                "model": "sale.order", "record_id": i + 1, "event": "write", "timestamp": old_ts,
+                "priority": "high", "category": "business", "payload": {"name": "S%05d" % (i + 1)},
+                "user_id": False})
+        recent = sd.add(3, model="sale.order")
+        inst = add_instance("retention", sd)
+        wait_all("retention", inst, sd, 15, "retention: 253 events arrive, 250 of them 3 hours old")
+        T.ok(DB.val("SELECT min(id) FROM bridgecore.event WHERE instance_id = %s", (inst,)) == first
+             and top() >= first + 300,
+             "retention: they fill the partitions from id %s, made as the ids come" % first, parts())
+
+        def pull(device, limit=100):
+            return DB.val("SELECT bridgecore.sync_pull(1, %s, 'sales_app', %s, instance => 'retention')",
+                          (device, limit))
+
+        def active(device):
+            return DB.val("SELECT is_active FROM bridgecore.sync_state WHERE instance_id = %s AND device_id = %s",
+                          (inst, device))
+        behind = pull("ret-behind", 1)              # its cursor stays at the first event
+        ahead = pull("ret-ahead", 500)              # its cursor passes every event
+        T.ok(len(behind["events"]) == 1 and ahead["resync_required"] is False,
+             "retention: one device stays behind, another has every event")
+        T.ok(holds_for(lambda: len(stored_ids(inst)) == 253, 2.0),
+             "retention: ...which keeps events younger than 30 days")
+
+        # Retention removes a prefix of the log: the partitions below (events
+        # of the earlier tests) must be due too.
+        DB.all("UPDATE bridgecore.event SET occurred_at = occurred_at - interval '1 year' WHERE id < %s",
+               (first,))
         set_guc("bridgecore.retention", "1h")
-        T.wait(lambda: sorted(stored_ids(inst)) == recent, 75,
-               "retention: the launcher removes the 250 events older than bridgecore.retention (1 h),"
-               " keeps the 3 recent ones", lambda: len(stored_ids(inst)))
-        batches = DB.all("SELECT xid::text, sum(n)::int, count(*)::int FROM public.bc_test_cleanup"
-                         " WHERE n > 0 GROUP BY xid ORDER BY min(at)")
-        T.ok(sum(b[1] for b in batches) == 250 and len(batches) >= 3
-             and all(b[1] <= 100 and b[2] == 1 for b in batches),
-             "retention: in batches of at most bridgecore.cleanup_batch_size (100),"
-             " each its own transaction: %s" % [b[1] for b in batches], batches)
-        T.ok(DB.val("SELECT purged_through FROM bridgecore.instance WHERE id = %s", (inst,)) == old_max,
-             "retention: purged_through is the highest local id removed (%s)" % old_max)
+        # Ids first .. first + 249 are old, the 3 recent ones follow: the two
+        # partitions of old events go (and every older one, whose events
+        # are all older too), the third holds recent ones and stays.
+        T.wait(lambda: len(stored_ids(inst)) == 53, 30,
+               "retention: the launcher drops the partitions whose every event is older than"
+               " bridgecore.retention (1 h)", lambda: (len(stored_ids(inst)), parts()))
+        T.ok(parts()[0] == (first + 200, first + 300) and holds_for(lambda: len(stored_ids(inst)) == 53, 2.0),
+             "retention: ...but not the partition that also holds the 3 recent events", parts())
+        T.ok(DB.val("SELECT purged_through FROM bridgecore.instance WHERE id = %s", (inst,)) == first + 199,
+             "retention: purged_through is the highest local id removed (%s)" % (first + 199))
         behind = pull("ret-behind")
         left = [r[0] for r in DB.all("SELECT id FROM bridgecore.event WHERE instance_id = %s ORDER BY id",
                                      (inst,))]
         T.ok(behind["resync_required"] is True and [e["id"] for e in behind["events"]] == left,
-             "retention: the device behind the removed events gets resync_required, then the recent events",
+             "retention: the device behind the removed events gets resync_required, then what is left",
              behind)
         ahead = pull("ret-ahead")
         T.ok(ahead["resync_required"] is False and ahead["events"] == [],
              "retention: the device that had every event does not", ahead)
+        T.ok(sorted(stored_ids(inst))[-3:] == recent, "retention: the recent events are kept")
 
         # Idle devices.
         set_guc("bridgecore.device_idle_timeout", "1s")
@@ -1354,15 +1362,78 @@ def test_retention_and_devices():
         answer = DB.val("SELECT bridgecore.deactivate_idle_devices()")
         T.ok(answer["deactivated"] == 0 and active("ret-idle") is True,
              "retention: ...and deactivate_idle_devices() deactivates nothing", answer)
+        remove_instance("retention")
+        sd.stop()
     finally:
-        DB.all("DROP TRIGGER IF EXISTS bc_test_cleanup ON bridgecore.event")
-        DB.all("DROP FUNCTION IF EXISTS public.bc_test_cleanup()")
-        DB.all("DROP TABLE IF EXISTS public.bc_test_cleanup")
-        for name in ("bridgecore.retention", "bridgecore.cleanup_batch_size",
+        for name in ("bridgecore.retention", "bridgecore.partition_size",
                      "bridgecore.device_idle_timeout", "bridgecore.maintenance_interval"):
             reset_guc(name)
-    remove_instance("retention")
-    sd.stop()
+
+
+def test_dump_restore():
+    """pg_dump of a database whose log has several partitions restores into
+    a fresh database with every event, the sequence position, and working
+    ingestion and pulls."""
+    set_guc("bridgecore.partition_size", "10")
+    sd = Standin()
+    try:
+        DB.all("SELECT bridgecore._ensure_partitions()")
+        DB.all("SELECT setval('bridgecore.event_id_seq', (SELECT max(hi) - 1 FROM bridgecore._partitions()))")
+        sd.add(25, model="sale.order")
+        inst = add_instance("dumped", sd)
+        wait_all("dumped", inst, sd, 15, "dump: 25 events arrive")
+        DB.val("SELECT bridgecore.sync_pull(1, 'dump-dev', 'sales_app', 10, instance => 'dumped')")
+        DB.all("UPDATE bridgecore.instance SET enabled = false WHERE id = %s", (inst,))
+        before = DB.all("SELECT id, odoo_id, doc::text FROM bridgecore.event WHERE instance_id = %s ORDER BY id",
+                        (inst,))
+        nparts = DB.val("SELECT count(*) FROM bridgecore._partitions() p"
+                        " WHERE EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.lo AND e.id < p.hi)")
+        seq = DB.val("SELECT last_value FROM bridgecore.event_id_seq")
+        target = "bc_restore_%d" % os.getpid()
+        DB.all("DROP DATABASE IF EXISTS %s" % target)
+        DB.all("CREATE DATABASE %s" % target)
+        env = dict(os.environ)
+        dump = subprocess.run(["pg_dump", "-Fc", "-d", env.get("PGDATABASE", "postgres")],
+                              capture_output=True, env=env)
+        T.ok(dump.returncode == 0, "dump: pg_dump of %d partitions with events succeeds" % nparts,
+             dump.stderr.decode(errors="replace"))
+        restore = subprocess.run(["pg_restore", "--exit-on-error", "-d", target], input=dump.stdout,
+                                 capture_output=True, env=env)
+        T.ok(restore.returncode == 0, "dump: pg_restore into a fresh database succeeds without an error",
+             restore.stderr.decode(errors="replace"))
+        conn = psycopg2.connect(dbname=target)
+        conn.autocommit = True
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT e.id, e.odoo_id, e.doc::text FROM bridgecore.event e"
+                        " JOIN bridgecore.instance i ON i.id = e.instance_id WHERE i.name = 'dumped' ORDER BY e.id")
+            T.ok(cur.fetchall() == before and nparts >= 3,
+                 "dump: every event is restored, in its partition (%d of them)" % nparts)
+            cur.execute("SELECT last_value FROM bridgecore.event_id_seq")
+            T.ok(cur.fetchone()[0] == seq, "dump: the sequence position is restored")
+            cur.execute("SET bridgecore.rate_limit_sync_pull = 0")
+            cur.execute("SELECT bridgecore.sync_pull(1, 'dump-dev', 'sales_app', 100, instance => 'dumped')")
+            got = cur.fetchone()[0]
+            T.ok([e["id"] for e in got["events"]] == [r[0] for r in before[10:]],
+                 "dump: a device continues where it was, in the restored database", got)
+            cur.execute("SELECT bridgecore.ingest('dumped', %s)",
+                        (json.dumps([{"id": 1000 + i, "model": "sale.order", "record_id": i + 1, "event": "create",
+                                      "timestamp": "2025-11-16 10:00:00"} for i in range(15)]
+                                    + [{"id": 1, "model": "sale.order", "record_id": 1, "event": "create",
+                                        "timestamp": "2025-11-16 10:00:00"}]),))
+            answer = cur.fetchone()[0]
+            cur.execute("SELECT array_agg(odoo_id ORDER BY id) FROM bridgecore.event WHERE id > %s", (seq,))
+            T.ok(answer["inserted"] == 15 and answer["duplicates"] == 1
+                 and cur.fetchone()[0] == list(range(1000, 1015)),
+                 "dump: ingestion goes on after the restored ids, into new partitions, exactly once", answer)
+            cur.execute("DROP EXTENSION bridgecore CASCADE")
+        finally:
+            conn.close()
+            DB.all("DROP DATABASE IF EXISTS %s" % target)
+        remove_instance("dumped")
+    finally:
+        reset_guc("bridgecore.partition_size")
+        sd.stop()
 
 
 def test_dead_letter_refetch():
@@ -2039,6 +2110,7 @@ TESTS = [
     test_discovery,
     test_initialize_audit,
     test_retention_and_devices,
+    test_dump_restore,
     test_dead_letter_refetch,
     test_stats_from_worker,
     test_search_path_is_pinned,

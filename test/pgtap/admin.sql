@@ -195,8 +195,8 @@ INSERT INTO r SELECT 'c1_max', to_jsonb(max(e.id)) FROM bridgecore.event e JOIN 
  WHERE i.name = 'second' AND e.odoo_id IN (100, 101);
 INSERT INTO r VALUES ('c1', bridgecore.cleanup('2021-01-01 00:00:00+00', instance => 'second'));
 SELECT is(pg_temp.r('c1'),
-          '{"ok": true, "deleted": 2, "message": "Deleted 2 events older than 2021-01-01T00:00:00Z (up to the first newer event of each instance)"}'::jsonb,
-          'cleanup answer {ok, deleted, message}');
+          '{"ok": true, "deleted": 2, "partitions_dropped": 0, "message": "Deleted 2 events older than 2021-01-01T00:00:00Z (up to the first newer event of each instance)"}'::jsonb,
+          'cleanup answer {ok, deleted, partitions_dropped, message}');
 SELECT is(pg_temp.nev('second'), 1, 'cleanup removed the old events of the named instance');
 SELECT is(pg_temp.nev('main'), 6, '... and nothing of the other instance');
 SELECT is((SELECT purged_through FROM bridgecore.instances WHERE name = 'second'),
@@ -205,12 +205,17 @@ SELECT is((SELECT purged_through FROM bridgecore.instances WHERE name = 'second'
 SELECT is((SELECT purged_through FROM bridgecore.instances WHERE name = 'main'), 0::bigint, 'other instance not marked');
 SELECT throws_ok($$ SELECT bridgecore.cleanup(now(), instance => 'nope') $$, '22023', NULL, 'unknown instance');
 
+-- Without instance, retention drops whole partitions (partitions.sql): the
+-- only partition holds newer events, so nothing goes.
 INSERT INTO r VALUES ('c2', bridgecore.cleanup('2025-11-17 00:00:00+00'));
-SELECT is(pg_temp.r('c2')->'deleted', '5'::jsonb, 'without instance, cleanup covers every instance');
+SELECT is(pg_temp.r('c2') - 'message', '{"ok": true, "partitions_dropped": 0, "dropped_ids": null}'::jsonb,
+          'without instance, cleanup drops whole partitions only');
+SELECT is(pg_temp.nev('main') + pg_temp.nev('second'), 7, '... so a partition with newer events keeps every event');
+INSERT INTO r VALUES ('c3', jsonb_build_object('main', bridgecore.cleanup('2025-11-17 00:00:00+00', 'main'),
+                                               'second', bridgecore.cleanup('2025-11-17 00:00:00+00', 'second')));
+SELECT is((pg_temp.r('c3')->'main'->>'deleted')::int + (pg_temp.r('c3')->'second'->>'deleted')::int, 5,
+          'per instance, the older events are deleted');
 SELECT is(pg_temp.nev('main') + pg_temp.nev('second'), 2, 'only the recent events are left');
-INSERT INTO r VALUES ('c3', bridgecore.cleanup('2025-11-17 00:00:00+00'));
-SELECT is(pg_temp.r('c3')->'deleted', '0'::jsonb, 'nothing older left: deleted 0');
-SELECT is(pg_temp.r('c3')->'ok', 'true'::jsonb, '... still ok');
 
 -- Retention: before omitted means now() - bridgecore.retention.
 DO $$ BEGIN
@@ -219,19 +224,19 @@ DO $$ BEGIN
     PERFORM bridgecore.ingest('main', pg_temp.batch(301, 1, now()));
 END $$;
 SET LOCAL bridgecore.retention = '2d';
-INSERT INTO r VALUES ('c4', bridgecore.cleanup());
+INSERT INTO r VALUES ('c4', bridgecore.cleanup(instance => 'main'));
 SELECT is(pg_temp.r('c4'),
-          jsonb_build_object('ok', true, 'deleted', 1, 'message',
+          jsonb_build_object('ok', true, 'deleted', 1, 'partitions_dropped', 0, 'message',
                              'Deleted 1 events older than ' || to_char((now() - interval '2 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
                              || ' (up to the first newer event of each instance)'),
           'cleanup() uses bridgecore.retention');
 SELECT is(pg_temp.nev('main'), 1, 'the event inside the retention window is kept');
 SET LOCAL bridgecore.retention = 0;
 INSERT INTO r VALUES ('c_keep', bridgecore.cleanup());
-SELECT is(pg_temp.r('c_keep') - 'message', '{"ok": true, "deleted": 0}'::jsonb,
+SELECT is(pg_temp.r('c_keep') - 'message', '{"ok": true, "deleted": 0, "partitions_dropped": 0}'::jsonb,
           'retention 0 (keep forever) and no before: nothing is deleted');
 SELECT is(pg_temp.nev('main'), 1, '... the events are kept');
-SELECT is(to_jsonb(bridgecore.cleanup('2000-01-01'))->'deleted', '0'::jsonb, 'retention 0 with an explicit before works');
+SELECT is(to_jsonb(bridgecore.cleanup('2000-01-01'))->'partitions_dropped', '0'::jsonb, 'retention 0 with an explicit before works');
 
 -- Retention removes a prefix of the log: a late event with an old timestamp
 -- (a backfill, a retried dead letter, clock skew) waits behind a newer one,

@@ -229,11 +229,12 @@ SELECT is(pg_temp.cursor_of(1, 'dev-f3'), pg_temp.ev(9), 'a rejected token leave
 -------------------------------------------------------------------------------
 -- Resync after cleanup
 -------------------------------------------------------------------------------
--- dev-r has seen 1 and 3; cleanup removes Odoo ids 1..5 (minutes 01..05).
+-- dev-r has seen 1 and 3; cleanup removes Odoo ids 1..5 (minutes 01..05),
+-- deleting them (one instance; partitions.sql has retention by partition).
 INSERT INTO r VALUES ('r0', bridgecore.sync_pull(1, 'dev-r', 'sales_app', "limit" => 2));
 SELECT is(pg_temp.cursor_of(1, 'dev-r'), pg_temp.ev(3), 'dev-r is at Odoo id 3');
 INSERT INTO r VALUES ('purge_pos', to_jsonb(pg_temp.ev(5)));
-INSERT INTO r VALUES ('clean', bridgecore.cleanup(before => '2025-11-16 10:05:30+00'));
+INSERT INTO r VALUES ('clean', bridgecore.cleanup(before => '2025-11-16 10:05:30+00', instance => 'main'));
 SELECT is(pg_temp.r('clean')->'deleted', '5'::jsonb, 'cleanup removed five events');
 
 INSERT INTO r VALUES ('r1', bridgecore.sync_pull(1, 'dev-r', 'sales_app'));

@@ -10,13 +10,14 @@ SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args,
  ORDER BY p.proname, args;
 
 -- Tables: apps see none; admins read all but the instance table (its view
--- has no secret); nobody but the owner writes.
-SELECT c.relname,
+-- has no secret); nobody but the owner writes. The partitions of the event
+-- log are read through bridgecore.event only.
+SELECT c.relname, c.relispartition AS partition,
        has_table_privilege('bridgecore_app', c.oid, 'SELECT') AS app_select,
        has_table_privilege('bridgecore_admin', c.oid, 'SELECT') AS admin_select,
        has_table_privilege('bridgecore_admin', c.oid, 'INSERT,UPDATE,DELETE,TRUNCATE,TRIGGER') AS admin_write
   FROM pg_class c
- WHERE c.relnamespace = 'bridgecore'::regnamespace AND c.relkind IN ('r', 'v')
+ WHERE c.relnamespace = 'bridgecore'::regnamespace AND c.relkind IN ('r', 'p', 'v')
  ORDER BY c.relname;
 SELECT count(*) AS secret_columns FROM information_schema.columns
  WHERE table_schema = 'bridgecore' AND table_name = 'instances' AND column_name = 'secret';

@@ -48,7 +48,7 @@ BEGIN
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           LEFT JOIN (SELECT x.tbl, x.cond FROM pg_extension e, unnest(e.extconfig, e.extcondition) x(tbl, cond)
                       WHERE e.extname = 'bridgecore') u ON u.tbl = c.oid
-         WHERE n.nspname = 'bridgecore' AND c.relkind IN ('r', 'p')
+         WHERE n.nspname = 'bridgecore' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
            AND (u.tbl IS NULL OR u.cond <> '')
     LOOP
         RETURN QUERY EXECUTE format(
@@ -67,8 +67,11 @@ WITH ext AS (SELECT e.oid, e.extversion, e.extrelocatable, e.extnamespace, e.ext
 ns AS (SELECT n.oid, n.nspacl, n.nspowner FROM pg_namespace n WHERE n.nspname = 'bridgecore'),
 member AS (SELECT d.classid, d.objid, d.objsubid FROM pg_depend d, ext
             WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'),
+-- The partitions of bridgecore.event are made at run time, not by the
+-- install: they are not definitions of it (checked on their own below).
 rel AS (SELECT c.* FROM pg_class c, ns
-         WHERE c.relnamespace = ns.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')),
+         WHERE c.relnamespace = ns.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+           AND NOT c.relispartition),
 fn AS (SELECT p.* FROM pg_proc p
         WHERE p.pronamespace = (SELECT oid FROM ns)
            OR ('pg_proc'::regclass, p.oid) IN (SELECT classid, objid FROM member)),
@@ -239,7 +242,24 @@ SELECT odoo_id, reason, status FROM bridgecore.dead_letters;
 
 ALTER EXTENSION bridgecore UPDATE TO '0.4.0';
 SELECT extversion FROM pg_extension WHERE extname = 'bridgecore';
+-- The old table is the log's first partition, with every event, as it was
+-- (its own indexes, not a member of the extension); the ids go on.
+SELECT p.part, p.lo, p.hi, (SELECT count(*) FROM bridgecore.event) AS events,
+       (SELECT string_agg(pg_get_indexdef(i.indexrelid), E'\n' ORDER BY 1) FROM pg_index i WHERE i.indrelid = p.part) AS indexes,
+       (SELECT count(*) FROM pg_depend d WHERE d.objid = p.part AND d.deptype = 'e') AS membership,
+       (SELECT relacl FROM pg_class c WHERE c.oid = p.part) AS acl,
+       obj_description(p.part, 'pg_class') AS comment
+  FROM bridgecore._partitions() p;
+SELECT last_value, is_called FROM bridgecore.event_id_seq;
 SELECT bridgecore.ingest('old', '[{"id": 5, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:00:04"}]') ->> 'inserted' AS inserted;
+SELECT r->>'new_events_count' AS pulled, r->>'resync_required' AS resync FROM bridgecore.sync_pull(1, 'd1', 'sales_app') r;
+SELECT id, odoo_id FROM bridgecore.event ORDER BY id;
+-- A partition was made for the new ids, and the old one is retained by
+-- partition like any other.
+SELECT p.part, p.lo, p.hi - p.lo = current_setting('bridgecore.partition_size')::bigint AS width FROM bridgecore._partitions() p;
+SELECT bridgecore.cleanup('2025-11-16 10:00:04+00') - 'message' AS cleanup;
+SELECT p.model, p.through, i.purged_through FROM bridgecore.purged p JOIN bridgecore.instance i ON i.id = p.instance_id;
+SELECT bridgecore.ingest('old', '[{"id": 6, "model": "sale.order", "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:00:05"}]') ->> 'inserted' AS inserted;
 SELECT r->>'new_events_count' AS pulled, r->>'resync_required' AS resync FROM bridgecore.sync_pull(1, 'd1', 'sales_app') r;
 
 -- A fresh install (bridgecore--0.4.0.sql, built from sql/src) and the updated

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Benchmark: retention by partition drop against DELETE of the same rows,
+# and sync_pull latency while retention runs.
+#
+# One cluster, one loaded database (OLD events older than the cutoff, then
+# NEW recent ones, a skewed model mix, bridgecore.partition_size PART), and
+# copies of it made with CREATE DATABASE ... TEMPLATE:
+#
+#   drop    bridgecore.cleanup(before): the partitions of the old events go
+#   delete  DELETE of the same rows (what retention did before), then the
+#           VACUUM it leaves behind
+#   pulls   CLIENTS pgbench clients pull pages of 100 events (sync_pull with
+#           a token in the recent part of the log) for SECONDS seconds
+#           without retention, then again while the launcher's retention
+#           drops the old partitions one per transaction, one every
+#           SECONDS / (partitions + 1) seconds; p50 and p99 of each run
+#
+# Usage: bench/retention.sh [old events, default 1000000] [new events,
+# default 100000] [partition size, default 1000000] [seconds, default 20]
+# [clients, default 4]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. test/lib/cluster.sh
+
+OLD=${1:-1000000}
+NEW=${2:-100000}
+PART=${3:-1000000}
+SECONDS_RUN=${4:-20}
+CLIENTS=${5:-4}
+CUTOFF='2021-01-01 00:00:00+00'
+
+make -s >/dev/null && make -s install >/dev/null
+trap 'cluster_stop; rm -rf "$WORK"' EXIT
+WORK=$(mktemp -d)
+chmod 755 "$WORK"
+cluster_start "shared_buffers = '1GB'" "max_wal_size = '8GB'" "checkpoint_timeout = '30min'" \
+              "bridgecore.rate_limit_sync_pull = 0" "bridgecore.maintenance_interval = 0" \
+              "bridgecore.partition_size = $PART" "autovacuum = off"
+
+ms() { python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) * 1000))' "$1"; }
+
+psql -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE bench_load' >/dev/null
+psql -q -v ON_ERROR_STOP=1 -d bench_load <<SQL
+CREATE EXTENSION bridgecore;
+SELECT name FROM bridgecore.add_instance('bench', 'http://odoo.invalid', 'db', 'bot', 'key-secret-key') \g /dev/null
+-- Odoo ids 1..$OLD in 2020, then $NEW recent ones, in batches of 100,000.
+CREATE PROCEDURE pg_temp.load(total bigint) LANGUAGE plpgsql AS \$\$
+DECLARE
+    from_id bigint := 0;
+    step constant bigint := 100000;
+BEGIN
+    WHILE from_id < total LOOP
+        PERFORM bridgecore._ensure_partitions(from_id + step);
+        INSERT INTO bridgecore.event (instance_id, odoo_id, model, record_id, event, priority,
+                                      category, payload, occurred_at)
+        SELECT 1, g,
+               CASE WHEN g % 100 < 40 THEN 'mail.message' WHEN g % 100 < 60 THEN 'sale.order.line'
+                    WHEN g % 100 < 75 THEN 'sale.order' WHEN g % 100 < 85 THEN 'res.partner'
+                    WHEN g % 100 < 90 THEN 'account.move' WHEN g % 100 < 95 THEN 'product.product'
+                    ELSE 'stock.move' END,
+               1 + g % 50000, 'write', 'medium', 'business',
+               jsonb_build_object('name', 'Record ' || g, 'amount', g % 1000),
+               CASE WHEN g <= $OLD THEN timestamptz '2020-01-01' + g * interval '10 seconds'
+                    ELSE now() - interval '1 day' + (g - $OLD) * interval '1 second' END
+          FROM generate_series(from_id + 1, least(total, from_id + step)) g;
+        from_id := least(total, from_id + step);
+        COMMIT;
+    END LOOP;
+END
+\$\$;
+CALL pg_temp.load($OLD + $NEW);
+UPDATE bridgecore.instance SET cursor = $OLD + $NEW;
+SQL
+psql -q -d bench_load -c 'VACUUM ANALYZE' -c 'CHECKPOINT'
+for db in bench_drop bench_delete bench_pull; do
+    psql -q -d postgres -c "CREATE DATABASE $db TEMPLATE bench_load"
+done
+parts=$(psql -Atq -d bench_load -c "SELECT count(*) FROM bridgecore._partitions() WHERE hi <= $OLD + 1")
+psql -q -d postgres -c 'CHECKPOINT'
+
+echo "== $OLD old and $NEW recent events, partitions of $PART ids ($parts partitions of old events only)"
+
+# Retention by partition: one cleanup() call, timed in the server, its
+# transaction's work and its commit (which truncates the dropped files)
+# apart.
+read -r work_s drop_s <<<"$(psql -Atq -d bench_drop <<SQL | tr '\n' ' '
+SET client_min_messages = warning;
+SELECT clock_timestamp() AS t0 \gset
+BEGIN;
+SELECT bridgecore.cleanup('$CUTOFF') -> 'partitions_dropped' \g /dev/null
+SELECT extract(epoch FROM clock_timestamp() - :'t0');
+COMMIT;
+SELECT extract(epoch FROM clock_timestamp() - :'t0');
+SQL
+)"
+left_drop=$(psql -Atq -d bench_drop -c "SELECT count(*) FROM bridgecore.event")
+
+# DELETE of the same rows, and the VACUUM it leaves.
+read -r delete_s vacuum_s <<<"$(psql -Atq -d bench_delete <<SQL | tr '\n' ' '
+SELECT clock_timestamp() AS t0 \gset
+DELETE FROM bridgecore.event WHERE id <= $OLD;
+SELECT extract(epoch FROM clock_timestamp() - :'t0');
+SELECT clock_timestamp() AS t1 \gset
+VACUUM bridgecore.event;
+SELECT extract(epoch FROM clock_timestamp() - :'t1');
+SQL
+)"
+left_delete=$(psql -Atq -d bench_delete -c "SELECT count(*) FROM bridgecore.event")
+
+printf '%-34s %12s\n' "retention of $OLD events" "ms"
+printf '%-34s %12s\n' "partition drop (cleanup)" "$(ms "$drop_s")"
+printf '%-34s %12s\n' "  of which before the commit" "$(ms "$work_s")"
+printf '%-34s %12s\n' "DELETE" "$(ms "$delete_s")"
+printf '%-34s %12s\n' "DELETE + VACUUM" "$(ms "$(python3 -c "print($delete_s + $vacuum_s)")")"
+python3 -c "print('DELETE / drop: %.0fx   (DELETE + VACUUM) / drop: %.0fx' % ($delete_s / $drop_s, ($delete_s + $vacuum_s) / $drop_s))"
+echo "events left: $left_drop after the drop, $left_delete after the DELETE"
+
+# Concurrent pulls: devices whose state is at the newest event pull pages
+# of 100 from tokens in the recent part of the log.
+psql -q -d bench_pull <<SQL
+SELECT bridgecore.sync_pull(1, 'dev' || d, 'sales_app', 1, instance => 'bench') FROM generate_series(1, $CLIENTS * 4) d \g /dev/null
+UPDATE bridgecore.sync_state SET last_event_id = (SELECT max(id) FROM bridgecore.event);
+SQL
+cat >"$WORK/pull.sql" <<SQL
+\set d random(1, $CLIENTS * 4)
+\set pos random($OLD + 1, $OLD + $NEW - 1000)
+SELECT bridgecore.sync_pull(1, 'dev' || :d, 'sales_app', 100, instance => 'bench', sync_token => 'bc1:1:' || :pos) IS NOT NULL;
+SQL
+chown -R postgres: "$WORK" 2>/dev/null || true
+
+pull_run() {  # name
+    rm -f "$WORK"/log.*
+    (cd "$WORK" && pgbench -n -d bench_pull -f pull.sql -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -l --log-prefix="log" >/dev/null 2>"$WORK/pgbench.err") \
+        || { cat "$WORK/pgbench.err"; exit 1; }
+    cat "$WORK"/log.* | python3 -c '
+import sys
+lat = sorted(int(l.split()[2]) for l in sys.stdin)
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000.0
+print("%-34s %8d pulls  p50 %7.2f ms  p99 %7.2f ms" % (sys.argv[1], len(lat), p(0.5), p(0.99)))
+print("%s %.3f %.3f" % (sys.argv[1], p(0.5), p(0.99)), file=open(sys.argv[2], "a"))' "$1" "$WORK/summary"
+}
+
+pull_run "pulls without retention"
+# The launcher's way: one partition per transaction, spread over the run.
+(
+    gap=$(python3 -c "print($SECONDS_RUN / ($parts + 1))")
+    for _ in $(seq "$parts"); do
+        sleep "$gap"
+        psql -Atq -d bench_pull -c "SELECT bridgecore._drop_partition('$CUTOFF')" >>"$WORK/drops"
+    done
+) &
+dropper=$!
+pull_run "pulls while retention drops"
+wait "$dropper"
+echo "partitions dropped during the run: $(grep -cv '^0$' "$WORK/drops") of $parts"
+python3 - "$WORK/summary" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+base, during = float(rows[0][-1]), float(rows[-1][-1])
+print("p99 during retention / without: %.2fx" % (during / base))
+PY

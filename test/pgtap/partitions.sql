@@ -1,0 +1,150 @@
+-- The event log by partition: partitions made ahead, ingestion across
+-- partition boundaries (order, exactly once), retention by dropping whole
+-- partitions (never the newest, horizons per model, resync_required).
+\ir setup.psql
+SET LOCAL bridgecore.partition_size = 10;
+
+SELECT plan(36);
+
+CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
+CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
+-- Records of Odoo ids ids, all at instant ts.
+CREATE FUNCTION pg_temp.recs(ids bigint[], ts timestamptz, model text DEFAULT 'sale.order')
+RETURNS json LANGUAGE sql AS $$
+    SELECT json_agg(json_build_object('id', i, 'model', model, 'record_id', i, 'event', 'write',
+                                      'timestamp', to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')) ORDER BY i)
+      FROM unnest(ids) i
+$$;
+CREATE FUNCTION pg_temp.parts() RETURNS text LANGUAGE sql AS $$
+    SELECT string_agg(format('[%s,%s)', p.lo, p.hi), ' ' ORDER BY p.lo) FROM bridgecore._partitions() p
+$$;
+CREATE FUNCTION pg_temp.ingest(ids bigint[], ts timestamptz, model text DEFAULT 'sale.order') RETURNS jsonb
+LANGUAGE sql AS $$ SELECT bridgecore.ingest('main', pg_temp.recs(ids, ts, model)) - 'instance' - 'max_odoo_id' $$;
+CREATE FUNCTION pg_temp.pulled(p jsonb) RETURNS bigint[] LANGUAGE sql AS $$
+    SELECT coalesce(array_agg((e ->> 'record_id')::bigint ORDER BY (e ->> 'id')::bigint), '{}')
+      FROM jsonb_array_elements(p -> 'events') e
+$$;
+
+DO $$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key'); END $$;
+
+-------------------------------------------------------------------------------
+-- Partitions ahead
+-------------------------------------------------------------------------------
+SELECT is(pg_temp.parts(), NULL, 'a fresh install has no partition yet');
+SELECT is(bridgecore._maintenance_step(), 0::bigint, 'maintenance with nothing to retain drops nothing');
+SELECT is(pg_temp.parts(), '[1,11)', 'maintenance makes a partition ahead of the ids');
+SELECT is((SELECT count(*)::int FROM pg_depend d WHERE d.objid = 'bridgecore.event_1'::regclass AND d.deptype = 'e'), 0,
+          'a partition is no member of the extension (pg_dump keeps it)');
+SELECT is((SELECT array_agg(pg_get_indexdef(i.indexrelid) ORDER BY pg_get_indexdef(i.indexrelid))
+             FROM pg_index i WHERE i.indrelid = 'bridgecore.event_1'::regclass),
+          ARRAY['CREATE INDEX event_1_instance_id_id_idx ON bridgecore.event_1 USING btree (instance_id, id)',
+                'CREATE INDEX event_1_instance_id_model_id_idx ON bridgecore.event_1 USING btree (instance_id, model, id)',
+                'CREATE INDEX event_1_instance_id_odoo_id_idx ON bridgecore.event_1 USING btree (instance_id, odoo_id)',
+                'CREATE INDEX event_1_occurred_at_idx ON bridgecore.event_1 USING btree (occurred_at)',
+                'CREATE UNIQUE INDEX event_1_pkey ON bridgecore.event_1 USING btree (id)'],
+          'each partition has the primary key on id and the indexes of the log');
+
+-------------------------------------------------------------------------------
+-- Ingestion across partition boundaries
+-------------------------------------------------------------------------------
+-- Odoo ids 1..25 in one batch: three partitions, ids in Odoo id order.
+INSERT INTO r VALUES ('i1', pg_temp.ingest(ARRAY(SELECT generate_series(1, 25)::bigint), '2020-01-01'));
+SELECT is(pg_temp.r('i1')->'inserted', '25'::jsonb, 'a batch wider than the partitions is stored');
+SELECT is(pg_temp.parts(), '[1,11) [11,21) [21,31)', '... the store path made the partitions it needed');
+SELECT is((SELECT array_agg(e.odoo_id ORDER BY e.id) FROM bridgecore.event e),
+          ARRAY(SELECT generate_series(1, 25)::bigint), '... local ids follow Odoo ids across partitions');
+SELECT is((SELECT array_agg(DISTINCT e.tableoid::regclass::text ORDER BY e.tableoid::regclass::text) FROM bridgecore.event e),
+          ARRAY['bridgecore.event_1', 'bridgecore.event_11', 'bridgecore.event_21'], '... in three partitions');
+
+-- Duplicates of events in older partitions, in a batch with new ones.
+INSERT INTO r VALUES ('i2', pg_temp.ingest('{3,12,26,27,26}', '2020-01-01'));
+SELECT is(pg_temp.r('i2') - 'notifications', '{"inserted": 2, "duplicates": 3, "dead_lettered": 0}'::jsonb,
+          'events stored in other partitions are refused, and a batch''s own repeat');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id IN (3, 12, 26)), 3, '... each stored once');
+
+-- A gap fill below the instance's highest Odoo id, then its re-delivery.
+INSERT INTO r VALUES ('i3', pg_temp.ingest('{40}', '2020-01-01'));
+INSERT INTO r VALUES ('i4', pg_temp.ingest('{35}', '2020-01-01'));
+INSERT INTO r VALUES ('i5', pg_temp.ingest('{35,40}', '2020-01-01'));
+SELECT is(ARRAY[pg_temp.r('i3')->>'inserted', pg_temp.r('i4')->>'inserted', pg_temp.r('i5')->>'inserted'],
+          ARRAY['1', '1', '0'], 'a gap fill is stored once, its re-delivery is a duplicate');
+SELECT is((SELECT array_agg(e.odoo_id ORDER BY e.id) FROM bridgecore.event e WHERE e.odoo_id > 25),
+          '{26,27,40,35}'::bigint[], '... in commit order');
+
+-- Dead letters of stored ids stay duplicates in any partition.
+INSERT INTO r VALUES ('i6', bridgecore.ingest('main', '[{"id": 2, "model": "sale.order", "record_id": 1, "event": "bogus", "timestamp": "2020-01-01 00:00:00"}]'));
+SELECT is(pg_temp.r('i6')->'duplicates', '1'::jsonb, 'a bad copy of an id stored in an old partition is a duplicate');
+
+-------------------------------------------------------------------------------
+-- Retention by partition
+-------------------------------------------------------------------------------
+-- Now: ids 1..29 old (2020); the partition [21,31) holds the newest event.
+-- Devices: one that saw everything, one at local id 5, a warehouse device
+-- (no sale.order) from the start.
+DO $$ BEGIN
+    PERFORM bridgecore.sync_pull(1, 'all', 'sales_app', 500);
+    PERFORM bridgecore.sync_pull(1, 'wh', 'warehouse_app', 500);
+    PERFORM bridgecore.sync_pull(1, 'early', 'sales_app', 5);
+    UPDATE bridgecore.sync_state SET last_event_id = 0 WHERE device_id = 'wh';
+END $$;
+-- Odoo ids 50..52 of stock.quant land in [21,31) and [31,41).
+INSERT INTO r VALUES ('i7', pg_temp.ingest('{50,51,52}', '2020-01-01', 'stock.quant'));
+SELECT is(pg_temp.parts(), '[1,11) [11,21) [21,31) [31,41)', 'ids 30..32 took the next partition');
+
+INSERT INTO r VALUES ('c1', bridgecore.cleanup('2021-01-01'));
+SELECT is(pg_temp.r('c1') - 'message',
+          '{"ok": true, "partitions_dropped": 3, "dropped_ids": {"from": 1, "to": 30}}'::jsonb,
+          'cleanup drops the whole partitions past the cutoff, oldest first');
+SELECT matches(pg_temp.r('c1')->>'message', '^Dropped 3 partitions \(30 event ids\) whose every event is older than 2021-01-01T00:00:00Z\. Retention removes whole partitions',
+               '... and says that it rounds to whole partitions');
+SELECT is(pg_temp.parts(), '[31,41)', '... but never the partition holding the newest event');
+SELECT is((SELECT array_agg(e.odoo_id ORDER BY e.id) FROM bridgecore.event e), '{51,52}'::bigint[],
+          '... whose old events stay');
+SELECT is(to_regclass('bridgecore.event_1'), NULL, 'the dropped partitions are gone');
+SELECT is((SELECT array_agg(format('%s %s', p.model, p.through) ORDER BY p.model) FROM bridgecore.purged p),
+          ARRAY['sale.order 29', 'stock.quant 30'], 'the horizon of each model is recorded');
+SELECT is((SELECT purged_through FROM bridgecore.instances), 30::bigint, '... and the instance''s');
+
+INSERT INTO r VALUES ('p_all', to_jsonb(bridgecore.sync_pull(1, 'all', 'sales_app', 500)));
+INSERT INTO r VALUES ('p_early', to_jsonb(bridgecore.sync_pull(1, 'early', 'sales_app', 500)));
+INSERT INTO r VALUES ('p_wh', to_jsonb(bridgecore.sync_pull(1, 'wh', 'warehouse_app', 500)));
+SELECT is(pg_temp.r('p_all')->'resync_required', 'false'::jsonb, 'a device past the dropped events needs no resync');
+SELECT is(pg_temp.r('p_early')->'resync_required', 'true'::jsonb, 'a device below dropped events it wants must resync');
+SELECT is(pg_temp.r('p_early')->'events', '[]'::jsonb, '... and gets what is left of its models (none)');
+SELECT is(pg_temp.r('p_wh')->'resync_required', 'true'::jsonb, 'a warehouse device below a dropped stock.quant must resync');
+SELECT is(pg_temp.pulled(pg_temp.r('p_wh')), '{51,52}'::bigint[], '... and gets the retained ones');
+
+-- Nothing left to drop: the newest partition stays, and so does a partition
+-- whose every event is old behind one that is not.
+INSERT INTO r VALUES ('c2', bridgecore.cleanup('2021-01-01'));
+SELECT is(pg_temp.r('c2')->'partitions_dropped', '0'::jsonb, 'the newest partition is never dropped');
+
+-- A late row with an old timestamp, after newer events: it keeps its
+-- partition (which holds newer events) and is delivered.
+DO $$ BEGIN
+    PERFORM pg_temp.ingest('{60,61,62,63,64,65,66,67}', now());           -- ids 33..40
+    PERFORM pg_temp.ingest('{70}', '2019-06-01');                         -- id 41, late and old
+    PERFORM pg_temp.ingest('{71,72,73,74,75,76,77,78,79,80}', now());     -- ids 42..51
+END $$;
+SELECT is(pg_temp.parts(), '[31,41) [41,51) [51,61)', 'partitions for the new ids');
+INSERT INTO r VALUES ('c3', bridgecore.cleanup('2021-01-01'));
+SELECT is(pg_temp.r('c3')->'partitions_dropped', '0'::jsonb, 'a partition with a newer event is kept');
+SELECT is((SELECT count(*)::int FROM bridgecore.event WHERE odoo_id = 70), 1, '... and with it the late old row');
+INSERT INTO r VALUES ('p_late', to_jsonb(bridgecore.sync_pull(1, 'all', 'sales_app', 500)));
+SELECT ok(70 = ANY (pg_temp.pulled(pg_temp.r('p_late'))) AND pg_temp.r('p_late')->'resync_required' = 'false',
+          '... which devices get, without a resync');
+
+-- Every event of [31,41) past the cutoff: the launcher drops one partition
+-- per step, and says how many ids it spanned.
+SET LOCAL bridgecore.retention = '1h';
+UPDATE bridgecore.event SET occurred_at = '2020-01-01' WHERE id < 41;
+SELECT is(bridgecore._maintenance_step(), 10::bigint, 'a maintenance step drops one partition');
+SELECT is(bridgecore._maintenance_step(), 0::bigint, '... the next finds none due');
+SELECT is(pg_temp.parts(), '[41,51) [51,61) [61,71)', '... and partitions are made ahead');
+
+-- Retention per instance still deletes rows, in any partition.
+INSERT INTO r VALUES ('c4', bridgecore.cleanup(now() + interval '1 day', 'main'));
+SELECT is(pg_temp.r('c4')->'deleted', '11'::jsonb, 'cleanup of one instance deletes its events, in any partition');
+
+SELECT * FROM finish();
+ROLLBACK;
