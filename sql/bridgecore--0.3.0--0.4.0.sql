@@ -113,12 +113,9 @@ CREATE OR REPLACE FUNCTION bridgecore.sync_pull(
     app_version text DEFAULT NULL)
 RETURNS json LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
--- Every statement's plan is made once per session and kept: with custom
--- plans (the default once a generic plan looks costlier, as a LIMIT and an
--- id bound make it) each pull is planned anew, which costs more than the
--- pull itself, and a position past the statistics makes the planner probe
--- the index for the real end of the log.
-SET plan_cache_mode = force_generic_plan
+-- Custom plans (planned at each call, with the position, the page size and
+-- the models known) are kept on purpose: a generic plan does not know that a
+-- wanted model is rare or absent, and reads the log by id looking for it.
 AS $$
 #variable_conflict use_column
 DECLARE

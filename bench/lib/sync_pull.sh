@@ -91,6 +91,8 @@ CREATE EXTENSION pg_prewarm;
 CREATE EXTENSION pg_visibility;
 SELECT name FROM bridgecore.add_instance('bench', 'http://odoo.invalid', 'db', 'bot', 'key-secret-key',
                                          enabled => false) \g /dev/null
+-- The log's partitions for the local ids these rows take.
+SELECT bridgecore._ensure_partitions($EVENTS + 1) \g /dev/null
 INSERT INTO bridgecore.event (instance_id, odoo_id, model, record_id, event, priority,
                               category, payload, occurred_at)
 SELECT 1, g,
@@ -134,15 +136,23 @@ SQL
     # Every page of the log all-visible and frozen: no pull sets a hint bit
     # or dirties a page of it.
     local unfrozen
-    unfrozen=$(psql -At -c "SELECT pg_relation_size('bridgecore.event') / 8192 - all_frozen
-                              FROM pg_visibility_map_summary('bridgecore.event')")
+    unfrozen=$(psql -At -c "SELECT sum(pg_relation_size(t.relid) / 8192 - v.all_frozen)
+                              FROM pg_partition_tree('bridgecore.event') t,
+                                   pg_visibility_map_summary(t.relid) v
+                             WHERE t.isleaf")
     [ "$unfrozen" = 0 ] || { echo "FAIL: $unfrozen pages of bridgecore.event not frozen" >&2; exit 1; }
 }
 
 # Loads the tables the pulls read into shared buffers.
-BENCH_PREWARM="SELECT sum(pg_prewarm(c)) FROM unnest(ARRAY['bridgecore.event', 'bridgecore.event_pkey',
-    'bridgecore.event_instance_id_idx', 'bridgecore.sync_state', 'bridgecore.sync_state_pkey',
-    'baseline_state', 'baseline_state_pkey', 'bench_start']::regclass[]) c"
+# The log is partitioned: every partition and its indexes.
+BENCH_PREWARM="SELECT sum(pg_prewarm(c)) FROM (
+    SELECT t.relid AS c FROM pg_partition_tree('bridgecore.event') t WHERE t.isleaf
+    UNION ALL
+    SELECT i.indexrelid FROM pg_partition_tree('bridgecore.event') t
+      JOIN pg_index i ON i.indrelid = t.relid WHERE t.isleaf
+    UNION ALL
+    SELECT unnest(ARRAY['bridgecore.sync_state', 'bridgecore.sync_state_pkey',
+                        'baseline_state', 'baseline_state_pkey', 'bench_start']::regclass[])) r"
 
 # Puts a side's devices back at their starting positions (only the rows that
 # moved), with the state counters at zero.
