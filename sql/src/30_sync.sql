@@ -81,9 +81,12 @@ CREATE FUNCTION bridgecore.sync_pull(
     app_version text DEFAULT NULL)
 RETURNS json LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
--- Custom plans (planned at each call, with the position, the page size and
--- the models known) are kept on purpose: a generic plan does not know that a
--- wanted model is rare or absent, and reads the log by id looking for it.
+-- Every statement is planned at each call, with the position, the page size
+-- and the models known: a generic plan (which the plan cache would otherwise
+-- switch to after a few calls, its estimate looking no worse) does not know
+-- that a wanted model is rare or absent, and reads the log by id looking
+-- for it, hundreds of milliseconds on a log of a million events.
+SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
 DECLARE
