@@ -13,8 +13,9 @@ get_available_models keeps working, as on Odoo 16+.
 
 A control API (POST /control, JSON {"op": ...}) lets tests add events,
 reserve ids that become visible later (out-of-order commits), skip ids
-(rolled-back transactions), switch to the legacy field set, deny ir.model
-reads, inspect and pre-seed webhook.config rows, and queue
+(rolled-back transactions), add users who can log in, switch to the
+legacy field set, deny ir.model reads, inspect and pre-seed
+webhook.config rows, and queue
 faults for the next requests: HTTP 500/502/429, HTML bodies, truncated
 bodies, connection resets, hangs, error envelopes, session expiry, wrong
 credentials.  Python standard library only.
