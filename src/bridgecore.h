@@ -44,6 +44,8 @@
 
 /* SQLSTATE PT429: PostgREST answers it with HTTP 429 Too Many Requests. */
 #define ERRCODE_BRIDGECORE_RATE_LIMITED MAKE_SQLSTATE('P', 'T', '4', '2', '9')
+/* SQLSTATE PT401: PostgREST answers it with HTTP 401 Unauthorized. */
+#define ERRCODE_BRIDGECORE_UNAUTHORIZED MAKE_SQLSTATE('P', 'T', '4', '0', '1')
 
 #define BRIDGECORE_VERSION "0.4.0"
 
@@ -112,6 +114,7 @@ extern char *bridgecore_jwt_secret;
 extern int	bridgecore_jwt_lifetime_s;
 extern int	bridgecore_jwt_refresh_limit_s;
 extern void JwtDefineGucs(void);
+extern int	bc_unauthorized_errcode(int sql_errcode);
 extern void LoginDefineGucs(void);
 extern Size LoginShmemSize(void);
 extern void LoginShmemInit(void);

@@ -23,9 +23,6 @@
 PG_FUNCTION_INFO_V1(bridgecore_jwt_sign);
 PG_FUNCTION_INFO_V1(bridgecore_jwt_verify);
 
-/* SQLSTATE PT401: PostgREST answers it with HTTP 401 Unauthorized. */
-#define ERRCODE_BRIDGECORE_UNAUTHORIZED MAKE_SQLSTATE('P', 'T', '4', '0', '1')
-
 #define JWT_MIN_SECRET 32
 #define JWT_HEADER "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
 /* Longer tokens are refused unread (PostgREST's and the gateway's are short). */
@@ -270,18 +267,24 @@ bridgecore_jwt_sign(PG_FUNCTION_ARGS)
 }
 
 /*
- * An invalid or missing token: SQLSTATE 28000 for SQL callers, PT401 inside
- * a PostgREST request (which sets request.method), so that PostgREST answers
- * HTTP 401 as it does for a token it refuses itself.
+ * The SQLSTATE of a refused login or token: sql_errcode for SQL callers,
+ * PT401 inside a PostgREST request (which sets request.method), so that
+ * PostgREST answers HTTP 401 as it does for a token it refuses itself.
  */
-static void
-raise_unauthorized(const char *detail)
+int
+bc_unauthorized_errcode(int sql_errcode)
 {
 	const char *method = GetConfigOption("request.method", true, false);
 
+	return method != NULL && *method != '\0' ? ERRCODE_BRIDGECORE_UNAUTHORIZED : sql_errcode;
+}
+
+/* An invalid or missing token. */
+static void
+raise_unauthorized(const char *detail)
+{
 	ereport(ERROR,
-			(errcode(method != NULL && *method != '\0' ? ERRCODE_BRIDGECORE_UNAUTHORIZED
-					 : ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			(errcode(bc_unauthorized_errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)),
 			 errmsg("invalid token"),
 			 errdetail("%s", detail),
 			 errhint("Log in again with bridgecore.login().")));

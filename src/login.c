@@ -22,9 +22,6 @@
 
 PG_FUNCTION_INFO_V1(bridgecore_odoo_authenticate);
 
-/* SQLSTATE PT401: PostgREST answers it with HTTP 401 Unauthorized. */
-#define ERRCODE_BRIDGECORE_UNAUTHORIZED MAKE_SQLSTATE('P', 'T', '4', '0', '1')
-
 /* Instances, over all databases, whose failed logins are counted. */
 #define LOGIN_SLOTS 256
 
@@ -184,7 +181,6 @@ bridgecore_odoo_authenticate(PG_FUNCTION_ARGS)
 	volatile bool ok = false;
 	volatile int64 uid = 0;
 	long		wait_s;
-	const char *method;
 
 	bc_read_instance(instance_id, &inst);
 	explicit_bzero(inst.secret, strlen(inst.secret));	/* not needed here */
@@ -219,10 +215,8 @@ bridgecore_odoo_authenticate(PG_FUNCTION_ARGS)
 	if (err.kind == ODOO_ERR_AUTH_FAILED || err.kind == ODOO_ERR_ACCESS_DENIED)
 	{
 		note_outcome(instance_id, true, GetCurrentTimestamp());
-		method = GetConfigOption("request.method", true, false);
 		ereport(ERROR,
-				(errcode(method != NULL && *method != '\0' ? ERRCODE_BRIDGECORE_UNAUTHORIZED
-						 : ERRCODE_INVALID_PASSWORD),
+				(errcode(bc_unauthorized_errcode(ERRCODE_INVALID_PASSWORD)),
 				 errmsg("wrong username or password"),
 				 errdetail("Odoo instance \"%s\" refused the login of \"%s\".", inst.name,
 						   pnstrdup(login, bc_utf8_clip_length(login, 64))),
