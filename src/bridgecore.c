@@ -49,8 +49,9 @@ bridgecore_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(add_size(RateLimitShmemSize(), LauncherShmemSize()),
-									BcStatsShmemSize()));
+	RequestAddinShmemSpace(add_size(add_size(add_size(RateLimitShmemSize(), LauncherShmemSize()),
+											 BcStatsShmemSize()),
+									LoginShmemSize()));
 	/*
 	 * Tranche "bridgecore": lock 0 is unused (it was the rate limiter's single
 	 * lock, and stays so that the statistics keep lock 1); lock 1: statistics.
@@ -69,6 +70,7 @@ bridgecore_shmem_startup(void)
 	RateLimitShmemInit();
 	LauncherShmemInit();
 	BcStatsShmemInit();
+	LoginShmemInit();
 }
 
 void
@@ -97,6 +99,8 @@ _PG_init(void)
 	WorkerDefineGucs();
 	BcStatsDefineGucs();
 	LauncherDefineGucs();
+	JwtDefineGucs();
+	LoginDefineGucs();
 	MarkGUCPrefixReserved("bridgecore");
 
 	/* pg_upgrade runs the server with no workers of ours. */

@@ -44,6 +44,8 @@
 
 /* SQLSTATE PT429: PostgREST answers it with HTTP 429 Too Many Requests. */
 #define ERRCODE_BRIDGECORE_RATE_LIMITED MAKE_SQLSTATE('P', 'T', '4', '2', '9')
+/* SQLSTATE PT401: PostgREST answers it with HTTP 401 Unauthorized. */
+#define ERRCODE_BRIDGECORE_UNAUTHORIZED MAKE_SQLSTATE('P', 'T', '4', '0', '1')
 
 #define BRIDGECORE_VERSION "0.4.0"
 
@@ -69,6 +71,7 @@ extern int	bridgecore_rate_limit_sync_reset;
 extern int	bridgecore_rate_limit_entries;
 extern int	bridgecore_rate_limit_per_user_factor;
 extern int	bridgecore_rate_limit_new_devices;
+extern int	bridgecore_rate_limit_login;
 extern void RateLimitDefineGucs(void);
 extern Size RateLimitShmemSize(void);
 extern void RateLimitRequestLocks(void);
@@ -105,6 +108,16 @@ extern void bc_make_valid_utf8(char *s);
 extern size_t bc_utf8_clip_length(const char *s, size_t maxbytes);
 extern char *bc_scrubbed_copy(const char *s, const char *secret);
 extern void bc_copy_message(char *dst, size_t size, const char *src, const char *secret);
+
+/* jwt.c, login.c: app logins and their tokens */
+extern char *bridgecore_jwt_secret;
+extern int	bridgecore_jwt_lifetime_s;
+extern int	bridgecore_jwt_refresh_limit_s;
+extern void JwtDefineGucs(void);
+extern int	bc_unauthorized_errcode(int sql_errcode);
+extern void LoginDefineGucs(void);
+extern Size LoginShmemSize(void);
+extern void LoginShmemInit(void);
 
 /* odoo_time.c */
 extern bool parse_odoo_timestamp(const char *s, size_t len, TimestampTz *result);

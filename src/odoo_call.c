@@ -21,19 +21,9 @@
 
 PG_FUNCTION_INFO_V1(bridgecore_odoo_call);
 
-typedef struct InstanceAccess
-{
-	char	   *name;
-	char	   *url;
-	char	   *database;
-	char	   *login;
-	char	   *secret;
-	bool		verify_tls;
-} InstanceAccess;
-
 /* Reads the instance's access settings into the caller's memory. */
-static void
-read_instance(int32 instance_id, InstanceAccess *out)
+void
+bc_read_instance(int32 instance_id, InstanceAccess *out)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	Datum		arg = Int32GetDatum(instance_id);
@@ -123,7 +113,7 @@ bridgecore_odoo_call(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		kwargs = parse_json_arg(PG_GETARG_TEXT_PP(4), "kwargs");
-		read_instance(PG_GETARG_INT32(0), &inst);
+		bc_read_instance(PG_GETARG_INT32(0), &inst);
 		client = odoo_client_create(inst.url, inst.database, inst.login, inst.secret,
 									inst.verify_tls);
 		if (!odoo_login(client, &err))

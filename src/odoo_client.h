@@ -52,6 +52,19 @@ typedef struct OdooClient
 	uint64		bytes_received;
 } OdooClient;
 
+/* An instance's access settings (odoo_call.c), read by the extension owner. */
+typedef struct InstanceAccess
+{
+	char	   *name;
+	char	   *url;
+	char	   *database;
+	char	   *login;
+	char	   *secret;
+	bool		verify_tls;
+} InstanceAccess;
+
+extern void bc_read_instance(int32 instance_id, InstanceAccess *out);
+
 extern const char *odoo_error_kind_name(OdooErrorKind kind);
 extern void odoo_scrub_secret(char *msg, size_t size, const char *secret);
 extern OdooClient *odoo_client_create(const char *url, const char *database,

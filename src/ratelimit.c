@@ -65,6 +65,7 @@ int			bridgecore_rate_limit_sync_reset = 10;
 int			bridgecore_rate_limit_entries = 65536;
 int			bridgecore_rate_limit_per_user_factor = 10;
 int			bridgecore_rate_limit_new_devices = 20;
+int			bridgecore_rate_limit_login = 10;
 
 /* Partitions of the table, each with its own lock; a power of two. */
 #define RL_PARTITIONS 16
@@ -82,7 +83,8 @@ typedef enum RateLimitKind
 {
 	RATE_LIMIT_SYNC_PULL = 1,
 	RATE_LIMIT_SYNC_STATE,
-	RATE_LIMIT_SYNC_RESET
+	RATE_LIMIT_SYNC_RESET,
+	RATE_LIMIT_LOGIN			/* per (instance, username): no user window */
 } RateLimitKind;
 
 typedef enum RateLimitScope
@@ -139,6 +141,10 @@ RateLimitDefineGucs(void)
 	DefineCustomIntVariable("bridgecore.rate_limit_sync_reset",
 							"Sync resets allowed per user and device per hour (0 = no limit).",
 							NULL, &bridgecore_rate_limit_sync_reset, 10, 0, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.rate_limit_login",
+							"Logins allowed per instance and username per minute (0 = no limit).",
+							NULL, &bridgecore_rate_limit_login, 10, 0, 1000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bridgecore.rate_limit_per_user_factor",
 							"Per-user limit of each rate-limited function, over all of the user's devices, as a multiple of its per-device limit (0 = no per-user limit).",
@@ -360,6 +366,12 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 		kind = RATE_LIMIT_SYNC_RESET;
 		limit = bridgecore_rate_limit_sync_reset;
 	}
+	else if (strcmp(kind_name, "login") == 0)
+	{
+		/* device_id is the username; the user is not known yet */
+		kind = RATE_LIMIT_LOGIN;
+		limit = bridgecore_rate_limit_login;
+	}
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -372,7 +384,7 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 	user_limit = (int) Min((int64) limit * bridgecore_rate_limit_per_user_factor,
 						   (int64) PG_INT32_MAX);
 	device_cap = bridgecore_rate_limit_new_devices;
-	track_user = user_limit > 0 || device_cap > 0;
+	track_user = kind != RATE_LIMIT_LOGIN && (user_limit > 0 || device_cap > 0);
 	period_s = kind_period_s(kind);
 	per = kind == RATE_LIMIT_SYNC_RESET ? "hour" : "minute";
 
@@ -493,7 +505,9 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_BRIDGECORE_RATE_LIMITED),
 					 errmsg("rate limit exceeded for %s: %d requests per %s",
 							kind_name, limit, per),
-					 errdetail("The limit applies per user and device."),
+					 kind == RATE_LIMIT_LOGIN
+					 ? errdetail("The limit applies per username.")
+					 : errdetail("The limit applies per user and device."),
 					 errhint("Retry in %ld seconds.", retry_after_s)));
 			break;
 		case RL_OVER_USER:

@@ -107,3 +107,24 @@ bridgecore_token_position(PG_FUNCTION_ARGS)
 				 errhint("Pass the token with the instance whose answer it came from, or omit it.")));
 	PG_RETURN_INT64(position);
 }
+
+/*
+ * bridgecore._token_instance_id(token text) returns integer: the instance
+ * id a "bc1:" token names, or NULL for any other token (the bare decimal
+ * form, the starting token, a malformed one: _token_position() judges
+ * those).
+ */
+PG_FUNCTION_INFO_V1(bridgecore_token_instance_id);
+
+Datum
+bridgecore_token_instance_id(PG_FUNCTION_ARGS)
+{
+	text	   *token = PG_GETARG_TEXT_PP(0);
+	int32		instance_id;
+	int64		position;
+
+	if (!sync_token_parse(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &instance_id, &position) ||
+		instance_id < 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(instance_id);
+}

@@ -13,8 +13,9 @@ get_available_models keeps working, as on Odoo 16+.
 
 A control API (POST /control, JSON {"op": ...}) lets tests add events,
 reserve ids that become visible later (out-of-order commits), skip ids
-(rolled-back transactions), switch to the legacy field set, deny ir.model
-reads, inspect and pre-seed webhook.config rows, and queue
+(rolled-back transactions), add users who can log in, switch to the
+legacy field set, deny ir.model reads, inspect and pre-seed
+webhook.config rows, and queue
 faults for the next requests: HTTP 500/502/429, HTML bodies, truncated
 bodies, connection resets, hangs, error envelopes, session expiry, wrong
 credentials.  Python standard library only.
@@ -145,12 +146,14 @@ class State:
         self.lock = threading.Lock()
         self.db, self.login, self.password = db, login, password
         self.uid = 2
+        self.users = {}           # login -> (password, uid): app users (add_user)
         self.rows = {}            # id -> row (visible)
         self.reserved = {}        # id -> row (not yet visible)
         self.next_id = 1
         self.legacy = False
         self.faults = []          # queue of fault dicts, applied to /jsonrpc requests
         self.failed_logins = 0
+        self.logins = 0           # login/authenticate calls
         self.lockout_until = 0.0
         self.requests = 0
         self.search_reads = 0
@@ -621,11 +624,15 @@ def common(params):
                 "server_serie": "17.0", "protocol_version": 1}
     if method in ("login", "authenticate"):
         db, login, password = (args + [None, None, None])[:3]
+        st.logins += 1
         if time.time() < st.lockout_until:
             return False
         if db == st.db and login == st.login and password == st.password:
             st.failed_logins = 0
             return st.uid
+        if db == st.db and login in st.users and st.users[login][0] == password:
+            st.failed_logins = 0
+            return st.users[login][1]
         st.failed_logins += 1
         if st.failed_logins >= 5:
             st.lockout_until = time.time() + 60
@@ -833,6 +840,9 @@ class Handler(BaseHTTPRequestHandler):
                     st.failed_logins, st.lockout_until = 0, 0
                 if "ir_model_access" in cmd:
                     st.ir_model_access = bool(cmd["ir_model_access"])
+            elif op == "add_user":
+                # An Odoo user who can log in (common.authenticate).
+                st.users[cmd["login"]] = (cmd["password"], cmd["uid"])
             elif op == "webhook_configs":
                 out["configs"] = [st.configs[i] for i in sorted(st.configs)]
             elif op == "add_webhook_config":
@@ -856,7 +866,7 @@ class Handler(BaseHTTPRequestHandler):
             elif op == "stats":
                 out.update(requests=st.requests, search_reads=st.search_reads, rows=len(st.rows),
                            max_id=st.next_id - 1, faults_pending=len(st.faults),
-                           failed_logins=st.failed_logins)
+                           failed_logins=st.failed_logins, logins=st.logins)
             else:
                 out = {"ok": False, "error": "unknown op %r" % op}
         self.send_body(200 if out.get("ok") else 400, json.dumps(out).encode())

@@ -62,6 +62,11 @@ CREATE FUNCTION bridgecore._token_position(token text, instance_id integer)
 RETURNS bigint LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'bridgecore_token_position';
 
+-- The instance id a 'bc1:' token names, NULL for any other token.
+CREATE FUNCTION bridgecore._token_instance_id(token text)
+RETURNS integer LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'bridgecore_token_instance_id';
+
 -- The token of a position, which the parser above reads back. Every
 -- operator in the body is immutable (text || text, integer to text), so the
 -- planner inlines the call instead of running a SQL function per pull.
@@ -121,7 +126,12 @@ BEGIN
         wanted := ARRAY(SELECT unnest(wanted) INTERSECT SELECT unnest(models_filter));
     END IF;
 
-    inst_id := bridgecore._instance_id(sync_pull.instance);
+    -- An omitted instance is the one a 'bc1:' sync_token names, unless the
+    -- JWT names one: apps that omit it keep working when an instance is added.
+    inst_id := bridgecore._instance_id(coalesce(sync_pull.instance,
+        (SELECT i.name FROM bridgecore.instance i
+          WHERE i.id = bridgecore._token_instance_id(sync_pull.sync_token)
+            AND nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'instance' IS NULL)));
     PERFORM bridgecore._rate_limit('sync_pull', inst_id, sync_pull.user_id, sync_pull.device_id);
 
     SELECT s.last_event_id, s.last_sync_time INTO cursor_id, prev_sync

@@ -2,7 +2,7 @@
 -- user check.
 \ir setup.psql
 
-SELECT plan(67);
+SELECT plan(68);
 
 DO $$ BEGIN
     PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key');
@@ -39,8 +39,11 @@ SELECT is_member_of('bridgecore_app', 'bridgecore_admin', 'bridgecore_admin is a
 -- Function privileges
 -------------------------------------------------------------------------------
 SELECT is(pg_temp.executable('bridgecore_app'),
-          ARRAY['check_updates', 'events', 'sync_pull', 'sync_reset', 'sync_reset_all', 'sync_state'],
-          'the app role can execute exactly the sync and query functions');
+          ARRAY['check_updates', 'events', 'login', 'refresh_token', 'sync_pull', 'sync_reset', 'sync_reset_all',
+                'sync_state', 'verify_token'],
+          'the app role can execute exactly the sync, query and token functions');
+SELECT is(pg_temp.executable('bridgecore_anon'), ARRAY['login', 'verify_token'],
+          'the anonymous role can only log in and verify tokens');
 -- Admins are monitors too; the stats views and bridgecore.instances read
 -- shared memory through the read-only _stats/_error_kinds/_last_success
 -- helpers, so monitors may call them.
@@ -48,9 +51,9 @@ SELECT is(pg_temp.executable('bridgecore_admin'),
           ARRAY['_error_kinds', '_last_success', '_stats_instances', '_stats_models',
                 'add_instance', 'alter_instance', 'check_updates', 'cleanup',
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
-                'initialize_audit', 'metrics', 'remove_instance', 'retry_dead_letter',
-                'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
-                'sync_reset', 'sync_reset_all', 'sync_state'],
+                'initialize_audit', 'issue_token', 'login', 'metrics', 'refresh_token', 'remove_instance',
+                'retry_dead_letter', 'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
+                'sync_reset', 'sync_reset_all', 'sync_state', 'verify_token'],
           'the admin role can execute the API, and of the internal helpers only the read-only counters');
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname)
              FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
@@ -99,9 +102,9 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef),
           ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup',
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
-                'initialize_audit', 'metrics', 'remove_instance', 'retry_dead_letter',
-                'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
-                'sync_reset', 'sync_reset_all', 'sync_state'],
+                'initialize_audit', 'issue_token', 'login', 'metrics', 'refresh_token', 'remove_instance',
+                'retry_dead_letter', 'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
+                'sync_reset', 'sync_reset_all', 'sync_state', 'verify_token'],
           'the SECURITY DEFINER functions are exactly the granted API');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef

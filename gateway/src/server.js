@@ -1,0 +1,203 @@
+// The gateway's HTTP server: /health, /auth/login, /auth/refresh and the
+// REST routes on node:http, each a call of a bridgecore function through pg
+// with the token's role and claims set for its transaction (as PostgREST
+// sets them); PostGraphile v5 (grafserv) serves /graphql on the same
+// server, over the schema bridgecore_gateway that the gateway owns.
+import { createServer } from "node:http";
+import pg from "pg";
+import { postgraphile } from "postgraphile";
+import { grafserv } from "postgraphile/grafserv/node";
+import { makePgService } from "postgraphile/adaptors/pg";
+import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
+import { sign, verify, TokenError } from "./jwt.js";
+import { HttpError, fromError, parseObject, readBody, sendError, sendJson } from "./http.js";
+import { ROUTES, functionCall, requestValues } from "./routes.js";
+
+// The schema PostGraphile exposes. PostGraphile hides the objects of
+// extensions, so the gateway keeps its own (GraphQL types come later).
+export const GATEWAY_SCHEMA = "bridgecore_gateway";
+
+export class StartupError extends Error {}
+
+const unauthorized = (detail) =>
+  new HttpError(401, detail, { headers: { "WWW-Authenticate": 'Bearer realm="bridgecore", error="invalid_token"' } });
+
+// The verified claims of the request's bearer token (401 without one).
+function authenticate(req, secret) {
+  const header = req.headers.authorization ?? "";
+  const m = /^Bearer +(\S+) *$/i.exec(header);
+  if (!m) throw new HttpError(401, "a bearer token is required", { headers: { "WWW-Authenticate": 'Bearer realm="bridgecore"' } });
+  try {
+    return { token: m[1], claims: verify(m[1], secret) };
+  } catch (e) {
+    if (e instanceof TokenError) throw unauthorized(`invalid token: ${e.message}`);
+    throw e;
+  }
+}
+
+// Runs query in a transaction as role, with request.jwt.claims set as
+// PostgREST sets them, and returns the text of its one value.
+async function callAs(pool, role, claims, query) {
+  let client;
+  try {
+    client = await pool.connect();
+  } catch (e) {
+    throw new HttpError(503, "the database is unavailable", { hint: "Retry later." });
+  }
+  let broken = false;
+  try {
+    await client.query(`BEGIN; SET LOCAL ROLE ${client.escapeIdentifier(role)}; ` +
+      `SELECT set_config('request.jwt.claims', ${client.escapeLiteral(claims ? JSON.stringify(claims) : "")}, true)`);
+    const result = await client.query(query);
+    await client.query("COMMIT");
+    return result.rows[0].r;
+  } catch (e) {
+    try {
+      await client.query("ROLLBACK");
+    } catch {
+      broken = true;
+    }
+    throw e;
+  } finally {
+    client.release(broken);
+  }
+}
+
+async function checkDatabase(pool, secret) {
+  let rows;
+  try {
+    ({ rows } = await pool.query(
+      "SELECT current_database() AS db, (SELECT extversion FROM pg_extension WHERE extname = 'bridgecore') AS version," +
+      " to_regprocedure('bridgecore.login(text, text, text)') IS NOT NULL AS has_login"));
+  } catch (e) {
+    throw new StartupError(`cannot connect to the database: ${e.message}`);
+  }
+  const { db, version, has_login: hasLogin } = rows[0];
+  if (version === null) throw new StartupError(`the extension bridgecore is not installed in database "${db}" (CREATE EXTENSION bridgecore)`);
+  if (!hasLogin) throw new StartupError(`bridgecore ${version} in database "${db}" has no bridgecore.login(): update it (ALTER EXTENSION bridgecore UPDATE)`);
+  // The database must accept the gateway's tokens: the same secret.
+  const probe = sign({ role: "bridgecore_app", exp: Math.floor(Date.now() / 1000) + 60 }, secret);
+  try {
+    await callAs(pool, "bridgecore_anon", null, { text: "SELECT bridgecore.verify_token($1)::text AS r", values: [probe] });
+  } catch (e) {
+    if (e.code === "55000") throw new StartupError(`bridgecore.jwt_secret is not set in database "${db}": a superuser sets it to BRIDGECORE_JWT_SECRET`);
+    if (e.code?.startsWith("28")) throw new StartupError(`BRIDGECORE_JWT_SECRET is not the bridgecore.jwt_secret of database "${db}"`);
+    throw new StartupError(`cannot check the token secret: ${e.message}`);
+  }
+  return db;
+}
+
+async function ensureSchema(pool) {
+  const { rows } = await pool.query("SELECT to_regnamespace($1) IS NOT NULL AS present", [GATEWAY_SCHEMA]);
+  if (rows[0].present) return;
+  try {
+    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${GATEWAY_SCHEMA};` +
+      ` GRANT USAGE ON SCHEMA ${GATEWAY_SCHEMA} TO bridgecore_app, bridgecore_admin`);
+  } catch (e) {
+    throw new StartupError(`cannot create the schema ${GATEWAY_SCHEMA} (${e.message}): create it once as a role that may`);
+  }
+}
+
+export async function startGateway(config) {
+  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: 5000 });
+  pool.on("error", () => {});   // an idle connection that dies is replaced on next use
+  try {
+    await checkDatabase(pool, config.secret);
+    await ensureSchema(pool);
+  } catch (e) {
+    await pool.end();
+    throw e;
+  }
+
+  const pgl = postgraphile({
+    extends: [PostGraphileAmberPreset],
+    pgServices: [makePgService({ pool, schemas: [GATEWAY_SCHEMA] })],
+    grafserv: { graphqlPath: "/graphql", graphiql: false, watch: false },
+    grafast: {
+      // The token's role and claims, as for the REST routes.
+      context(requestContext) {
+        const auth = requestContext.node?.req?.bridgecoreAuth;
+        return auth ? { pgSettings: { role: auth.claims.role, "request.jwt.claims": JSON.stringify(auth.claims) } } : {};
+      },
+    },
+  });
+  try {
+    await pgl.getSchema();
+  } catch (e) {
+    await pool.end();
+    throw new StartupError(`PostGraphile could not build the GraphQL schema: ${e.message}`);
+  }
+  const graphql = pgl.createServ(grafserv).createHandler();
+
+  async function handle(req, res) {
+    const url = new URL(req.url, "http://gateway");
+    const path = url.pathname.replace(/\/+$/, "") || "/";
+    if (path === "/health") {
+      if (req.method !== "GET") throw methodNotAllowed("GET");
+      try {
+        await pool.query("SELECT 1");
+      } catch {
+        throw new HttpError(503, "the database is unavailable", { hint: "Retry later." });
+      }
+      return sendJson(res, 200, '{"status": "ok"}');
+    }
+    if (path === "/auth/login") {
+      if (req.method !== "POST") throw methodNotAllowed("POST");
+      const body = parseObject(await readBody(req, config.maxBodySize));
+      const { username = null, password = null, instance = null } = body;
+      for (const [k, v] of Object.entries({ username, password, instance })) {
+        if (v !== null && typeof v !== "string") throw new HttpError(400, `${k} must be a string`, { code: "22023" });
+      }
+      return sendJson(res, 200, await callAs(pool, "bridgecore_anon", null, {
+        text: "SELECT bridgecore.login(username => $1, password => $2, instance => $3)::text AS r",
+        values: [username, password, instance],
+      }));
+    }
+    if (path === "/auth/refresh") {
+      if (req.method !== "POST") throw methodNotAllowed("POST");
+      const { token, claims } = authenticate(req, config.secret);
+      await readBody(req, config.maxBodySize);
+      return sendJson(res, 200, await callAs(pool, claims.role, claims, {
+        text: "SELECT bridgecore.refresh_token($1)::text AS r", values: [token],
+      }));
+    }
+    if (path === "/graphql") {
+      req.bridgecoreAuth = authenticate(req, config.secret);
+      return graphql(req, res, (err) => sendError(res, err ?? new HttpError(404, "Not Found")));
+    }
+    const route = ROUTES[path];
+    if (!route) throw new HttpError(404, "Not Found");
+    if (req.method !== route.method) throw methodNotAllowed(route.method);
+    const { claims } = authenticate(req, config.secret);
+    const body = route.from.includes("body") ? parseObject(await readBody(req, config.maxBodySize)) : {};
+    const values = requestValues(route, url, body, claims);
+    return sendJson(res, 200, await callAs(pool, claims.role, claims, functionCall(route.fn, route.args, values)));
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err) => {
+      const e = fromError(err);
+      if (e.status === 500) console.error(`bridgecore gateway: ${req.method} ${req.url}: ${err.stack ?? err}`);
+      sendError(res, e);  // 413 answers Connection: close, so the rest of the body is not read
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, resolve);
+  });
+  const address = server.address();
+  return {
+    server,
+    url: `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`,
+    async close() {
+      await new Promise((resolve) => server.close(resolve));
+      server.closeAllConnections?.();
+      await pgl.release();
+      await pool.end();
+    },
+  };
+}
+
+function methodNotAllowed(allowed) {
+  return new HttpError(405, "Method Not Allowed", { headers: { Allow: allowed } });
+}
