@@ -2094,6 +2094,67 @@ def test_rolled_back_change_wakes_nobody():
     sd.stop()
 
 
+def test_model_stats_exact_under_churn():
+    """Per-model counters stay exact while other instances' entries come and
+    go: an entry is updated under the statistics lock, so a counter never
+    lands in an entry that was removed and reused meanwhile."""
+    import threading
+    for name in ("churn_a", "churn_b"):
+        DB.all("SELECT bridgecore.add_instance(%s, 'http://127.0.0.1:9', 'odoo', 'bot',"
+               " 'churn-secret-key', enabled => false)", (name,))
+
+    b = DB.val("SELECT id FROM bridgecore.instance WHERE name = 'churn_b'")
+    batches, per_batch = 200, 5
+    stop = threading.Event()
+    errors = []
+
+    def ingest_a():
+        db = Database()
+        try:
+            for i in range(batches):
+                db.all("SELECT bridgecore.ingest('churn_a', %s)", (json.dumps([
+                    {"id": i * per_batch + k + 1, "model": "churn.model.%d" % (k % 3),
+                     "record_id": 1, "event": "write", "timestamp": "2025-11-16 10:00:00"}
+                    for k in range(per_batch)]),))
+        except Exception as e:
+            errors.append(e)
+        finally:
+            stop.set()
+            db.conn.close()
+
+    def churn_b():
+        db = Database()
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                db.all("SELECT bridgecore.ingest('churn_b', %s)", (json.dumps([
+                    {"id": n * 10 + k, "model": "other.model.%d" % k, "record_id": 1,
+                     "event": "write", "timestamp": "2025-11-16 10:00:00"} for k in range(8)]),))
+                db.all("SELECT bridgecore._stats_forget(%s)", (b,))
+        except Exception as e:
+            errors.append(e)
+        finally:
+            db.conn.close()
+
+    threads = [threading.Thread(target=ingest_a), threading.Thread(target=churn_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    T.ok(not errors, "churn: concurrent ingestion and forgetting run without errors", *errors[:3])
+    counts = dict(DB.all("SELECT model, events FROM bridgecore.stats_models WHERE instance = 'churn_a'"))
+    want = {"churn.model.%d" % m: sum(1 for i in range(batches) for k in range(per_batch) if k % 3 == m)
+            for m in range(3)}
+    T.ok(counts == want, "churn: per-model counts of an instance are exact over %d batches while"
+         " another's entries are removed and made again" % batches, "have %s, want %s" % (counts, want))
+    T.ok(not DB.val("SELECT count(*) FROM bridgecore.stats_models WHERE instance = 'churn_a'"
+                    " AND model LIKE 'other.%%'"),
+         "churn: no counter of the other instance's models appears under this one")
+    for name in ("churn_a", "churn_b"):
+        remove_instance(name)
+
+
 TESTS = [
     test_order_and_full_batches,
     test_notify,
@@ -2131,6 +2192,7 @@ TESTS = [
     test_waiting_poller_is_quiet,
     test_recovery_within_30s,
     test_rolled_back_change_wakes_nobody,
+    test_model_stats_exact_under_churn,
 ]
 
 
