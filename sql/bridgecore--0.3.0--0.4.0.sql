@@ -43,9 +43,9 @@ AS $$ SELECT 'bc1:' || instance_id::text || ':' || pos::text $$;
 -- path there.
 -------------------------------------------------------------------------------
 ALTER TABLE bridgecore.event RENAME TO event_unpartitioned;
--- Its foreign key's name goes to the new table's (names of generated
--- constraints are unique in the schema); it gets it back once attached.
-ALTER TABLE bridgecore.event_unpartitioned RENAME CONSTRAINT event_instance_id_fkey TO event_unpartitioned_instance_id_fkey;
+-- The log has no foreign key to bridgecore.instance any more (see
+-- 10_schema_tables.sql); remove_instance deletes an instance's events.
+ALTER TABLE bridgecore.event_unpartitioned DROP CONSTRAINT event_instance_id_fkey;
 ALTER EXTENSION bridgecore DROP TABLE bridgecore.event_unpartitioned;
 ALTER EXTENSION bridgecore DROP SEQUENCE bridgecore.event_id_seq;
 COMMENT ON TABLE bridgecore.event_unpartitioned IS NULL;
@@ -53,7 +53,7 @@ REVOKE ALL ON bridgecore.event_unpartitioned FROM bridgecore_admin;
 
 CREATE TABLE bridgecore.event (
     id              bigint GENERATED ALWAYS AS IDENTITY,
-    instance_id     integer NOT NULL REFERENCES bridgecore.instance ON DELETE CASCADE,
+    instance_id     integer NOT NULL,
     odoo_id         bigint NOT NULL,
     model           text NOT NULL,
     record_id       bigint NOT NULL,
@@ -99,8 +99,6 @@ BEGIN
     EXECUTE format('ALTER INDEX bridgecore.event_instance_model_id_idx RENAME TO %I', part || '_instance_id_model_id_idx');
     EXECUTE format('ALTER TABLE bridgecore.event ATTACH PARTITION bridgecore.%I FOR VALUES FROM (%s) TO (%s)',
                    part, lo, next_id);
-    EXECUTE format('ALTER TABLE bridgecore.%I RENAME CONSTRAINT event_unpartitioned_instance_id_fkey TO event_instance_id_fkey',
-                   part);
 END
 $$;
 -- The instance id a 'bc1:' token names, NULL for any other token.
@@ -424,8 +422,8 @@ $$;
 -- CREATE TABLE and ATTACH PARTITION, not CREATE TABLE ... PARTITION OF: the
 -- attach takes SHARE UPDATE EXCLUSIVE on bridgecore.event, which neither
 -- pulls (ACCESS SHARE) nor ingestion (ROW EXCLUSIVE) wait for, where
--- PARTITION OF takes ACCESS EXCLUSIVE. (Cloning the foreign key takes SHARE
--- ROW EXCLUSIVE on bridgecore.instance for a moment.) There is no default
+-- PARTITION OF takes ACCESS EXCLUSIVE. (The log has no foreign key, whose
+-- clone would lock bridgecore.instance too.) There is no default
 -- partition: attaching a range next to one would have to scan it, and fail
 -- if it held rows of that range.
 CREATE FUNCTION bridgecore._ensure_partitions(upto bigint DEFAULT NULL)
@@ -555,6 +553,9 @@ DECLARE
     parts integer := 0;
     first_id bigint;
     busy boolean := false;
+    oldest regclass;
+    rows_in bigint;
+    deleted bigint := 0;
 BEGIN
     IF cutoff IS NULL THEN
         IF retention <= interval '0' THEN
@@ -591,6 +592,16 @@ BEGIN
     -- caller's transaction, whose end releases the log to pulls.
     SELECT min(p.lo) INTO first_id FROM bridgecore._partitions() p;
     LOOP
+        -- The events of the oldest partition, counted only when it may go
+        -- (its newest event is older than the cutoff: one index probe), so
+        -- that deleted is exact, as apps read it; the launcher's retention
+        -- does not count.
+        SELECT p.part INTO oldest FROM bridgecore._partitions() p ORDER BY p.lo LIMIT 1;
+        rows_in := 0;
+        IF oldest IS NOT NULL THEN
+            EXECUTE format('SELECT CASE WHEN max(occurred_at) < $1 THEN count(*) END FROM %s', oldest)
+               INTO rows_in USING cutoff;
+        END IF;
         BEGIN
             n := bridgecore._drop_partition(cutoff);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
@@ -600,10 +611,11 @@ BEGIN
         EXIT WHEN n = 0;
         parts := parts + 1;
         total := total + n;
+        deleted := deleted + coalesce(rows_in, 0);
     END LOOP;
 
     RETURN jsonb_build_object(
-        'ok', true, 'partitions_dropped', parts,
+        'ok', true, 'deleted', deleted, 'partitions_dropped', parts,
         'dropped_ids', CASE WHEN parts > 0 THEN jsonb_build_object('from', first_id, 'to', first_id + total - 1) END,
         'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
                           'removes whole partitions of bridgecore.partition_size ids: an older event that '
@@ -842,3 +854,34 @@ GRANT EXECUTE ON FUNCTION bridgecore.login(text, text, text), bridgecore.verify_
     TO bridgecore_anon, bridgecore_app;
 GRANT EXECUTE ON FUNCTION bridgecore.refresh_token(text) TO bridgecore_app;
 GRANT EXECUTE ON FUNCTION bridgecore.issue_token(text, bigint, text, interval) TO bridgecore_admin;
+
+-------------------------------------------------------------------------------
+-- remove_instance deletes the instance's events itself (no foreign key)
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION bridgecore.remove_instance(name text)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    n_events bigint;
+    n_states bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'name must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Name the instance to remove.';
+    END IF;
+    inst_id := bridgecore._instance_id(remove_instance.name);
+    -- The row's lock first: the store paths write events only under it, so
+    -- none arrive between the delete of the events and that of the row.
+    PERFORM FROM bridgecore.instance i WHERE i.id = inst_id FOR UPDATE;
+    DELETE FROM bridgecore.event e WHERE e.instance_id = inst_id;
+    GET DIAGNOSTICS n_events = ROW_COUNT;
+    SELECT count(*) INTO n_states FROM bridgecore.sync_state s WHERE s.instance_id = inst_id;
+    DELETE FROM bridgecore.instance i WHERE i.id = inst_id;
+    PERFORM bridgecore._wake_poller();
+    RETURN jsonb_build_object('ok', true, 'instance', name,
+                              'events_deleted', n_events, 'sync_states_deleted', n_states);
+END
+$$;

@@ -124,7 +124,10 @@ export async function startGateway(config) {
   try {
     await pgl.getSchema();
   } catch (e) {
-    await pool.end();
+    // PostGraphile holds timers and the pool's clients: release both, or
+    // the process stays alive after a failed start.
+    await Promise.resolve(pgl.release()).catch(() => {});
+    await pool.end().catch(() => {});
     throw new StartupError(`PostGraphile could not build the GraphQL schema: ${e.message}`);
   }
   const graphql = pgl.createServ(grafserv).createHandler();

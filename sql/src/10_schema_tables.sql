@@ -66,9 +66,13 @@ AS $$
         'changed_fields', changed_fields, 'user_id', odoo_user_id)
 $$;
 
+-- instance_id has no foreign key: a partition made at run time would take
+-- a lock on bridgecore.instance for it inside the ingest that makes it, and
+-- every event is written under its instance row's lock anyway;
+-- remove_instance deletes the instance's events itself.
 CREATE TABLE bridgecore.event (
     id              bigint GENERATED ALWAYS AS IDENTITY,
-    instance_id     integer NOT NULL REFERENCES bridgecore.instance ON DELETE CASCADE,
+    instance_id     integer NOT NULL,
     odoo_id         bigint NOT NULL,
     model           text NOT NULL,
     record_id       bigint NOT NULL,

@@ -165,7 +165,11 @@ BEGIN
             HINT = 'Name the instance to remove.';
     END IF;
     inst_id := bridgecore._instance_id(remove_instance.name);
-    SELECT count(*) INTO n_events FROM bridgecore.event e WHERE e.instance_id = inst_id;
+    -- The row's lock first: the store paths write events only under it, so
+    -- none arrive between the delete of the events and that of the row.
+    PERFORM FROM bridgecore.instance i WHERE i.id = inst_id FOR UPDATE;
+    DELETE FROM bridgecore.event e WHERE e.instance_id = inst_id;
+    GET DIAGNOSTICS n_events = ROW_COUNT;
     SELECT count(*) INTO n_states FROM bridgecore.sync_state s WHERE s.instance_id = inst_id;
     DELETE FROM bridgecore.instance i WHERE i.id = inst_id;
     PERFORM bridgecore._wake_poller();

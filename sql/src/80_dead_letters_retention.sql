@@ -150,8 +150,8 @@ $$;
 -- CREATE TABLE and ATTACH PARTITION, not CREATE TABLE ... PARTITION OF: the
 -- attach takes SHARE UPDATE EXCLUSIVE on bridgecore.event, which neither
 -- pulls (ACCESS SHARE) nor ingestion (ROW EXCLUSIVE) wait for, where
--- PARTITION OF takes ACCESS EXCLUSIVE. (Cloning the foreign key takes SHARE
--- ROW EXCLUSIVE on bridgecore.instance for a moment.) There is no default
+-- PARTITION OF takes ACCESS EXCLUSIVE. (The log has no foreign key, whose
+-- clone would lock bridgecore.instance too.) There is no default
 -- partition: attaching a range next to one would have to scan it, and fail
 -- if it held rows of that range.
 CREATE FUNCTION bridgecore._ensure_partitions(upto bigint DEFAULT NULL)
@@ -330,6 +330,9 @@ DECLARE
     parts integer := 0;
     first_id bigint;
     busy boolean := false;
+    oldest regclass;
+    rows_in bigint;
+    deleted bigint := 0;
 BEGIN
     IF cutoff IS NULL THEN
         IF retention <= interval '0' THEN
@@ -366,6 +369,16 @@ BEGIN
     -- caller's transaction, whose end releases the log to pulls.
     SELECT min(p.lo) INTO first_id FROM bridgecore._partitions() p;
     LOOP
+        -- The events of the oldest partition, counted only when it may go
+        -- (its newest event is older than the cutoff: one index probe), so
+        -- that deleted is exact, as apps read it; the launcher's retention
+        -- does not count.
+        SELECT p.part INTO oldest FROM bridgecore._partitions() p ORDER BY p.lo LIMIT 1;
+        rows_in := 0;
+        IF oldest IS NOT NULL THEN
+            EXECUTE format('SELECT CASE WHEN max(occurred_at) < $1 THEN count(*) END FROM %s', oldest)
+               INTO rows_in USING cutoff;
+        END IF;
         BEGIN
             n := bridgecore._drop_partition(cutoff);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
@@ -375,10 +388,11 @@ BEGIN
         EXIT WHEN n = 0;
         parts := parts + 1;
         total := total + n;
+        deleted := deleted + coalesce(rows_in, 0);
     END LOOP;
 
     RETURN jsonb_build_object(
-        'ok', true, 'partitions_dropped', parts,
+        'ok', true, 'deleted', deleted, 'partitions_dropped', parts,
         'dropped_ids', CASE WHEN parts > 0 THEN jsonb_build_object('from', first_id, 'to', first_id + total - 1) END,
         'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
                           'removes whole partitions of bridgecore.partition_size ids: an older event that '

@@ -208,7 +208,7 @@ SELECT throws_ok($$ SELECT bridgecore.cleanup(now(), instance => 'nope') $$, '22
 -- Without instance, retention drops whole partitions (partitions.sql): the
 -- only partition holds newer events, so nothing goes.
 INSERT INTO r VALUES ('c2', bridgecore.cleanup('2025-11-17 00:00:00+00'));
-SELECT is(pg_temp.r('c2') - 'message', '{"ok": true, "partitions_dropped": 0, "dropped_ids": null}'::jsonb,
+SELECT is(pg_temp.r('c2') - 'message', '{"ok": true, "deleted": 0, "partitions_dropped": 0, "dropped_ids": null}'::jsonb,
           'without instance, cleanup drops whole partitions only');
 SELECT is(pg_temp.nev('main') + pg_temp.nev('second'), 7, '... so a partition with newer events keeps every event');
 INSERT INTO r VALUES ('c3', jsonb_build_object('main', bridgecore.cleanup('2025-11-17 00:00:00+00', 'main'),

@@ -93,8 +93,8 @@ SELECT is(pg_temp.parts(), '[1,11) [11,21) [21,31) [31,41)', 'ids 30..32 took th
 
 INSERT INTO r VALUES ('c1', bridgecore.cleanup('2021-01-01'));
 SELECT is(pg_temp.r('c1') - 'message',
-          '{"ok": true, "partitions_dropped": 3, "dropped_ids": {"from": 1, "to": 30}}'::jsonb,
-          'cleanup drops the whole partitions past the cutoff, oldest first');
+          '{"ok": true, "deleted": 30, "partitions_dropped": 3, "dropped_ids": {"from": 1, "to": 30}}'::jsonb,
+          'cleanup drops the whole partitions past the cutoff, oldest first, and counts their events');
 SELECT matches(pg_temp.r('c1')->>'message', '^Dropped 3 partitions \(30 event ids\) whose every event is older than 2021-01-01T00:00:00Z\. Retention removes whole partitions',
                '... and says that it rounds to whole partitions');
 SELECT is(pg_temp.parts(), '[31,41)', '... but never the partition holding the newest event');
