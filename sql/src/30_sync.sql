@@ -182,7 +182,12 @@ BEGIN
     -- device whose models are a quarter of the log or more, which is the
     -- usual case, and the cheapest read. A device whose models are rarer
     -- gets its page from the (instance, model, id) index instead: the first
-    -- lim ids of each wanted model above pos, merged.
+    -- lim ids of each wanted model above pos, merged. Those lookups are
+    -- written as a range of that index's key, in its order, which no other
+    -- index can serve: with the model a parameter of the lateral join, the
+    -- planner would otherwise be free to read a partition by its primary key
+    -- looking for the model (hundreds of milliseconds for an absent one).
+    -- The rows past the model's last one (the next model's) are dropped.
     --
     -- json_agg takes the page in the order of the subquery (sorted by id, a
     -- plain aggregate over one subquery), so it does not sort it again.
@@ -211,10 +216,11 @@ BEGIN
           FROM (SELECT ev.id, ev.doc
                   FROM (SELECT k.id
                           FROM (SELECT DISTINCT w FROM unnest(wanted) w) m(model),
-                               LATERAL (SELECT x.id FROM bridgecore.event x
-                                         WHERE x.instance_id = inst_id AND x.model = m.model
+                               LATERAL (SELECT x.id, x.instance_id, x.model FROM bridgecore.event x
+                                         WHERE (x.instance_id, x.model, x.id) > (inst_id, m.model, pos)
                                            AND x.id > pos
-                                         ORDER BY x.id LIMIT lim) k
+                                         ORDER BY x.instance_id, x.model, x.id LIMIT lim) k
+                         WHERE k.instance_id = inst_id AND k.model = m.model
                          ORDER BY k.id LIMIT lim) page
                   JOIN bridgecore.event ev ON ev.id = page.id
                  ORDER BY ev.id) e;
@@ -225,9 +231,11 @@ BEGIN
     -- snapshot here can only add to what follows.
     more := n = lim AND EXISTS (
         SELECT 1 FROM (SELECT DISTINCT w FROM unnest(wanted) w) m(model),
-               LATERAL (SELECT 1 FROM bridgecore.event x
-                         WHERE x.instance_id = inst_id AND x.model = m.model AND x.id > last_id
-                         LIMIT 1) k);
+               LATERAL (SELECT x.instance_id, x.model FROM bridgecore.event x
+                         WHERE (x.instance_id, x.model, x.id) > (inst_id, m.model, last_id)
+                           AND x.id > last_id
+                         ORDER BY x.instance_id, x.model, x.id LIMIT 1) k
+         WHERE k.instance_id = inst_id AND k.model = m.model);
     IF pos < purged THEN
         resync := true;
         IF NOT more THEN
