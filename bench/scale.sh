@@ -148,16 +148,14 @@ SELECT s.scenario, min(s.size) || ' -> ' || max(l.size) AS sizes,
   FROM p s JOIN p l ON l.scenario = s.scenario
  WHERE s.size = (SELECT min(size) FROM p) AND l.size = (SELECT max(size) FROM p)
  GROUP BY s.scenario ORDER BY array_position('{fresh,mid,rare,absent,caught_up}'::text[], s.scenario);
-\echo 'disk used by the largest log'
-SELECT count(*) AS events,
-       pg_size_pretty(pg_table_size('bridgecore.event')) AS table,
-       pg_size_pretty(pg_indexes_size('bridgecore.event')) AS indexes,
-       round(pg_table_size('bridgecore.event')::numeric / count(*)) AS table_bytes_per_event,
-       round(pg_indexes_size('bridgecore.event')::numeric / count(*)) AS index_bytes_per_event
-  FROM bridgecore.event;
-SELECT c.relname AS index, pg_size_pretty(pg_relation_size(c.oid)) AS size
-  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
- WHERE i.indrelid = 'bridgecore.event'::regclass ORDER BY c.relname;
+\echo 'disk used by the largest log (every partition)'
+WITH part AS (SELECT relid FROM pg_partition_tree('bridgecore.event') WHERE isleaf)
+SELECT (SELECT count(*) FROM bridgecore.event) AS events, count(*) AS partitions,
+       pg_size_pretty(sum(pg_table_size(relid))) AS "table",
+       pg_size_pretty(sum(pg_indexes_size(relid))) AS indexes,
+       round(sum(pg_table_size(relid)) / (SELECT count(*) FROM bridgecore.event)) AS table_bytes_per_event,
+       round(sum(pg_indexes_size(relid)) / (SELECT count(*) FROM bridgecore.event)) AS index_bytes_per_event
+  FROM part;
 SQL
 
 echo

@@ -280,6 +280,8 @@ bc_unauthorized_errcode(int sql_errcode)
 }
 
 /* An invalid or missing token. */
+static void raise_unauthorized(const char *detail) pg_attribute_noreturn();
+
 static void
 raise_unauthorized(const char *detail)
 {
@@ -318,8 +320,8 @@ bridgecore_jwt_verify(PG_FUNCTION_ARGS)
 	const char *dot1;
 	const char *dot2;
 	StringInfoData expected;
-	char	   *header;
-	char	   *payload;
+	char	   *header = NULL;
+	char	   *payload = NULL;
 	size_t		header_len;
 	size_t		payload_len;
 	size_t		sig_len;

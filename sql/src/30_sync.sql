@@ -108,6 +108,7 @@ DECLARE
     last_id bigint;
     more boolean;
     newest bigint;
+    per_model text;
 BEGIN
     PERFORM bridgecore._check_device(sync_pull.user_id, sync_pull.device_id);
     PERFORM bridgecore._check_limit(lim, 'limit', 500);
@@ -182,12 +183,7 @@ BEGIN
     -- device whose models are a quarter of the log or more, which is the
     -- usual case, and the cheapest read. A device whose models are rarer
     -- gets its page from the (instance, model, id) index instead: the first
-    -- lim ids of each wanted model above pos, merged. Those lookups are
-    -- written as a range of that index's key, in its order, which no other
-    -- index can serve: with the model a parameter of the lateral join, the
-    -- planner would otherwise be free to read a partition by its primary key
-    -- looking for the model (hundreds of milliseconds for an absent one).
-    -- The rows past the model's last one (the next model's) are dropped.
+    -- lim ids of each wanted model above pos, merged.
     --
     -- json_agg takes the page in the order of the subquery (sorted by id, a
     -- plain aggregate over one subquery), so it does not sort it again.
@@ -205,37 +201,43 @@ BEGIN
              WHERE s.model = ANY (wanted)
              ORDER BY s.id
              LIMIT lim) e;
-    IF n < lim AND EXISTS (SELECT 1 FROM bridgecore.event x
-                            WHERE x.instance_id = inst_id AND x.id > pos
-                            ORDER BY x.id OFFSET 4 * (lim + 1) - 1 LIMIT 1) THEN
-        SELECT coalesce(json_agg(e.doc), '[]'), count(*), max(e.id),
-               (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id),
-               (SELECT max(p.through) FROM bridgecore.purged p
-                 WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*'))
-          INTO events_json, n, last_id, newest, purged
-          FROM (SELECT ev.id, ev.doc
-                  FROM (SELECT k.id
-                          FROM (SELECT DISTINCT w FROM unnest(wanted) w) m(model),
-                               LATERAL (SELECT x.id, x.instance_id, x.model FROM bridgecore.event x
-                                         WHERE (x.instance_id, x.model, x.id) > (inst_id, m.model, pos)
-                                           AND x.id > pos
-                                         ORDER BY x.instance_id, x.model, x.id LIMIT lim) k
-                         WHERE k.instance_id = inst_id AND k.model = m.model
-                         ORDER BY k.id LIMIT lim) page
-                  JOIN bridgecore.event ev ON ev.id = page.id
-                 ORDER BY ev.id) e;
+    IF n < lim AND cardinality(wanted) > 0
+       AND EXISTS (SELECT 1 FROM bridgecore.event x
+                    WHERE x.instance_id = inst_id AND x.id > pos
+                    ORDER BY x.id OFFSET 4 * (lim + 1) - 1 LIMIT 1) THEN
+        -- One branch per wanted model, its name a literal: planned with the
+        -- model's own statistics, so the (instance, model, id) index serves
+        -- it (a model that is a parameter is planned as an average one, and
+        -- a rare or absent one was then looked for by primary key).
+        SELECT string_agg(format('(SELECT x.id FROM bridgecore.event x'
+                                 ' WHERE x.instance_id = $1 AND x.model = %L AND x.id > $2'
+                                 ' ORDER BY x.id LIMIT $3)', w), ' UNION ALL ')
+          INTO per_model FROM (SELECT DISTINCT w FROM unnest(wanted) w) m;
+        EXECUTE format('SELECT coalesce(json_agg(e.doc), ''[]''), count(*), max(e.id),'
+                       '       (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = $1),'
+                       '       (SELECT max(p.through) FROM bridgecore.purged p'
+                       '         WHERE p.instance_id = $1 AND (p.model = ANY ($4) OR p.model = ''*''))'
+                       '  FROM (SELECT ev.id, ev.doc'
+                       '          FROM (SELECT k.id FROM (%s) k ORDER BY k.id LIMIT $3) page'
+                       '          JOIN bridgecore.event ev ON ev.id = page.id'
+                       '         ORDER BY ev.id) e', per_model)
+           INTO events_json, n, last_id, newest, purged
+          USING inst_id, pos, lim, wanted;
     END IF;
     -- A full page: whether a wanted event follows it, one probe of each
-    -- wanted model's index. An event committed since the page was read has
-    -- a higher id than any on it (events commit in id order), so a later
-    -- snapshot here can only add to what follows.
-    more := n = lim AND EXISTS (
-        SELECT 1 FROM (SELECT DISTINCT w FROM unnest(wanted) w) m(model),
-               LATERAL (SELECT x.instance_id, x.model FROM bridgecore.event x
-                         WHERE (x.instance_id, x.model, x.id) > (inst_id, m.model, last_id)
-                           AND x.id > last_id
-                         ORDER BY x.instance_id, x.model, x.id LIMIT 1) k
-         WHERE k.instance_id = inst_id AND k.model = m.model);
+    -- wanted model's index (the models as literals, as above). An event
+    -- committed since the page was read has a higher id than any on it
+    -- (events commit in id order), so a later snapshot here can only add to
+    -- what follows.
+    IF n = lim THEN
+        EXECUTE (SELECT 'SELECT ' || string_agg(format('EXISTS (SELECT 1 FROM bridgecore.event x'
+                                                     ' WHERE x.instance_id = $1 AND x.model = %L'
+                                                     ' AND x.id > $2)', w), ' OR ')
+                   FROM (SELECT DISTINCT w FROM unnest(wanted) w) m)
+           INTO more USING inst_id, last_id;
+    ELSE
+        more := false;
+    END IF;
     IF pos < purged THEN
         resync := true;
         IF NOT more THEN
