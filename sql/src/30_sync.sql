@@ -109,6 +109,7 @@ DECLARE
     more boolean;
     newest bigint;
     per_model text;
+    more_seen boolean;
 BEGIN
     PERFORM bridgecore._check_device(sync_pull.user_id, sync_pull.device_id);
     PERFORM bridgecore._check_limit(lim, 'limit', 500);
@@ -190,8 +191,16 @@ BEGIN
     SELECT coalesce(json_agg(e.doc), '[]'), count(*), max(e.id),
            (SELECT max(x.id) FROM bridgecore.event x WHERE x.instance_id = inst_id),
            (SELECT max(p.through) FROM bridgecore.purged p
-             WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*'))
-      INTO events_json, n, last_id, newest, purged
+             WHERE p.instance_id = inst_id AND (p.model = ANY (wanted) OR p.model = '*')),
+           -- a wanted event after the page, within what was read
+           EXISTS (SELECT 1 FROM (SELECT ev.id, ev.model
+                                    FROM bridgecore.event ev
+                                   WHERE ev.instance_id = inst_id AND ev.id > pos
+                                   ORDER BY ev.id
+                                   LIMIT 4 * (lim + 1)) s
+                    WHERE s.model = ANY (wanted)
+                    ORDER BY s.id OFFSET lim LIMIT 1)
+      INTO events_json, n, last_id, newest, purged, more_seen
       FROM (SELECT s.id, s.doc
               FROM (SELECT ev.id, ev.doc, ev.model
                       FROM bridgecore.event ev
@@ -223,13 +232,16 @@ BEGIN
                        '         ORDER BY ev.id) e', per_model)
            INTO events_json, n, last_id, newest, purged
           USING inst_id, pos, lim, wanted;
+        more_seen := false;
     END IF;
     -- A full page: whether a wanted event follows it, one probe of each
     -- wanted model's index (the models as literals, as above). An event
     -- committed since the page was read has a higher id than any on it
     -- (events commit in id order), so a later snapshot here can only add to
     -- what follows.
-    IF n = lim THEN
+    IF n = lim AND more_seen THEN
+        more := true;
+    ELSIF n = lim THEN
         EXECUTE (SELECT 'SELECT ' || string_agg(format('EXISTS (SELECT 1 FROM bridgecore.event x'
                                                      ' WHERE x.instance_id = $1 AND x.model = %L'
                                                      ' AND x.id > $2)', w), ' OR ')
