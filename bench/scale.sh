@@ -196,7 +196,8 @@ PGB
     psql -q -c "CALL bench.sample_waits(400)" &
     sampler=$!
     pgbench -n -M prepared -c "$1" -j 2 -t $(( HERD * 2 / $1 )) -f "$WORK/herd.sql" \
-            --log --log-prefix="$WORK/$2" >/dev/null 2>&1
+            --log --log-prefix="$WORK/$2" >"$WORK/pgbench.out" 2>&1 \
+        || { echo "pgbench failed:"; cat "$WORK/pgbench.out"; exit 1; }
     kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
     cat "$WORK/$2".* | awk '{print $3 / 1000.0}' | sort -n >"$WORK/$2.ms"
 }
