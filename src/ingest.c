@@ -32,17 +32,6 @@ static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 static void
 prepare_plans(void)
 {
@@ -52,10 +41,10 @@ prepare_plans(void)
 	Oid			dead_types[4] = {INT4OID, INT8OID, TEXTOID, TEXTOID};
 
 	if (lock_plan == NULL)
-		lock_plan = prepare_kept("SELECT pg_catalog.pg_advisory_xact_lock("
+		lock_plan = bc_prepare_kept("SELECT pg_catalog.pg_advisory_xact_lock("
 								 "'bridgecore.event'::regclass::oid::integer, 0)", 0, NULL);
 	if (insert_plan == NULL)
-		insert_plan = prepare_kept(
+		insert_plan = bc_prepare_kept(
 			/*
 			 * Exactly once per (instance, Odoo id), across partitions: no
 			 * unique index can say so on a log partitioned by local id, so
@@ -96,7 +85,7 @@ prepare_plans(void)
 			"          FROM inserted GROUP BY model) g",
 			NCOLS + 2, insert_types);
 	if (dead_letter_plan == NULL)
-		dead_letter_plan = prepare_kept(
+		dead_letter_plan = bc_prepare_kept(
 			/*
 			 * A record without a usable id is kept once: when Odoo returns the
 			 * same one again, its dead letter counts another attempt.

@@ -34,17 +34,6 @@ forget_room(Datum arg, Oid relid)
 		room_parent = InvalidOid;
 }
 
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 static int64
 first_int8(bool *isnull)
 {
@@ -72,7 +61,7 @@ partition_ensure_room(int64 nrows)
 		callback_registered = true;
 	}
 	if (last_id_plan == NULL)
-		last_id_plan = keep_plan("SELECT CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END"
+		last_id_plan = bc_prepare_kept("SELECT CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END"
 								 "  FROM bridgecore.event_id_seq s", 0, NULL);
 	/* Reading the sequence takes its lock, which processes invalidations. */
 	if (SPI_execute_plan(last_id_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
@@ -86,7 +75,7 @@ partition_ensure_room(int64 nrows)
 		return;
 
 	if (ensure_plan == NULL)
-		ensure_plan = keep_plan("SELECT bridgecore._ensure_partitions($1)", 1, &argtype);
+		ensure_plan = bc_prepare_kept("SELECT bridgecore._ensure_partitions($1)", 1, &argtype);
 	arg = Int64GetDatum(last + nrows);
 	if (SPI_execute_plan(ensure_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not create partitions of bridgecore.event");

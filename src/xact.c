@@ -68,3 +68,18 @@ bc_pin_worker_session(void)
 {
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 }
+
+/*
+ * A plan prepared once per process and kept across transactions (the SQL
+ * is the extension's own, so failing to prepare it is a bug).
+ */
+SPIPlanPtr
+bc_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}

@@ -332,6 +332,7 @@ DECLARE
     busy boolean := false;
     oldest regclass;
     rows_in bigint;
+    droppable boolean;
     deleted bigint := 0;
 BEGIN
     IF cutoff IS NULL THEN
@@ -376,8 +377,12 @@ BEGIN
         SELECT p.part INTO oldest FROM bridgecore._partitions() p ORDER BY p.lo LIMIT 1;
         rows_in := 0;
         IF oldest IS NOT NULL THEN
-            EXECUTE format('SELECT CASE WHEN max(occurred_at) < $1 THEN count(*) END FROM %s', oldest)
-               INTO rows_in USING cutoff;
+            -- Two statements: a count beside the max would make the max a
+            -- full read too, and count a partition that stays.
+            EXECUTE format('SELECT max(occurred_at) < $1 FROM %s', oldest) INTO droppable USING cutoff;
+            IF droppable THEN
+                EXECUTE format('SELECT count(*) FROM %s', oldest) INTO rows_in;
+            END IF;
         END IF;
         BEGIN
             n := bridgecore._drop_partition(cutoff);
