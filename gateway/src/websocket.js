@@ -16,6 +16,7 @@ import { WebSocketServer } from "ws";
 import { useServer } from "graphql-ws/use/ws";
 import { makeGraphQLWSConfig } from "grafserv";
 import { bearerToken, missingToken, verifyToken } from "./auth.js";
+import { plainSyncAvailable, syncAvailableStream } from "./graphql.js";
 import { HttpError, fromError } from "./http.js";
 
 export const CLOSE_UNAUTHORIZED = 4401;
@@ -40,11 +41,17 @@ function refuseUpgrade(socket, err) {
 }
 
 // Adds the WebSocket endpoint to server; returns { close(), get connections() }.
-export function attachWebSocket({ server, serv, pool, path = "/graphql" }) {
+export function attachWebSocket({ server, serv, pool, hub, path = "/graphql" }) {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
   const wsConfig = makeGraphQLWSConfig(serv);
   useServer({
     ...wsConfig,
+    // The subscription apps use takes the short way (graphql.js,
+    // plainSyncAvailable); any other operation runs in PostGraphile.
+    async subscribe(args) {
+      const plain = plainSyncAvailable(args.document, args.operationName, args.variableValues);
+      return plain ? syncAvailableStream(args.contextValue, hub, plain) : wsConfig.subscribe(args);
+    },
     async onConnect(ctx) {
       const { socket, request } = ctx.extra;
       const params = ctx.connectionParams ?? {};

@@ -320,17 +320,57 @@ test("WebSocket: nothing of another instance, nor of models outside the app type
   }
 });
 
+test("WebSocket: a syncAvailable document with fragments, aliases or variables gets the same messages", async () => {
+  // The plain form takes the gateway's short way; a fragment makes
+  // PostGraphile's executor run it: both must answer alike.
+  const docs = [
+    "subscription S { mine: syncAvailable(appType: \"sales_app\") { ...F } } fragment F on SyncAvailable { __typename reason instance model count }",
+    "subscription($t: String!) { mine: syncAvailable(appType: $t) { __typename reason instance model count } }",
+  ];
+  const clients = docs.map(() => wsClient({ authorization: `Bearer ${TOKEN_A}` }));
+  const subs = [];
+  try {
+    for (let i = 0; i < docs.length; i++) {
+      const messages = [];
+      let wake = () => {};
+      clients[i].subscribe({ query: docs[i], variables: { t: "sales_app" } }, {
+        next: (m) => {
+          messages.push(m);
+          wake();
+        },
+        error: (e) => messages.push({ failed: e }),
+        complete: () => {},
+      });
+      subs.push({ messages, wait: (n) => waitFor(() => messages.length >= n, DEADLINE, `${n} messages of ${docs[i]}`) });
+    }
+    for (const s of subs) await s.wait(1);
+    await ingest(A, "sale.order", 2);
+    for (const s of subs) await s.wait(2);
+    for (const s of subs) {
+      assert.deepEqual(s.messages.map((m) => m.data), [
+        { mine: { __typename: "SyncAvailable", reason: "LISTENING", instance: A, model: null, count: null } },
+        { mine: { __typename: "SyncAvailable", reason: "NOTIFIED", instance: A, model: "sale.order", count: 2 } },
+      ]);
+    }
+  } finally {
+    for (const c of clients) await c.dispose();
+  }
+});
+
 test("WebSocket: an unknown app type ends the subscription with the SQLSTATE", async () => {
   const client = wsClient({ authorization: `Bearer ${TOKEN_A}` });
-  const sub = subscribe(client, 'subscription { syncAvailable(appType: "nope") { reason } }');
   try {
-    const errors = await sub.failed("the subscription's error");
-    assert.ok(Array.isArray(errors), JSON.stringify(errors));
-    assert.equal(errors[0].extensions.code, "22023");
-    assert.equal(errors[0].extensions.status, 400);
-    assert.match(errors[0].message, /unknown app_type "nope"/);
+    for (const query of ['subscription { syncAvailable(appType: "nope") { reason } }',
+      'subscription { syncAvailable(appType: "nope") { ...F } } fragment F on SyncAvailable { reason }']) {
+      const sub = subscribe(client, query);
+      const errors = await sub.failed("the subscription's error");
+      sub.dispose();
+      assert.ok(Array.isArray(errors), JSON.stringify(errors));
+      assert.equal(errors[0].extensions.code, "22023", JSON.stringify(errors));
+      assert.equal(errors[0].extensions.status, 400);
+      assert.match(errors[0].message, /unknown app_type "nope"/);
+    }
   } finally {
-    sub.dispose();
     await client.dispose();
   }
 });
