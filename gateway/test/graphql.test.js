@@ -11,6 +11,7 @@ import pg from "pg";
 import WebSocket from "ws";
 import { createClient } from "graphql-ws";
 import { signToken, waitFor, within } from "./helpers.js";
+import { startGateway } from "../src/server.js";
 
 const G = process.env.GATEWAY_URL;
 const WS_URL = G.replace(/^http/, "ws") + "/graphql";
@@ -519,5 +520,28 @@ test("one LISTEN connection serves every subscriber", async () => {
   } finally {
     for (const s of subs) s.dispose();
     for (const c of clients) await c.dispose();
+  }
+});
+
+test("a subscriber that goes away leaves the hub, by either way of answering", async () => {
+  const gw = await startGateway({ databaseUrl: process.env.DATABASE_URL, secret: process.env.BRIDGECORE_JWT_SECRET,
+    host: "127.0.0.1", port: 0, maxBodySize: 1024 * 1024 });
+  try {
+    const url = gw.url.replace(/^http/, "ws") + "/graphql";
+    const docs = [SUBSCRIPTION, 'subscription { syncAvailable(appType: "sales_app") { ...F } } fragment F on SyncAvailable { reason }'];
+    for (const how of ["complete", "close"]) {
+      const clients = docs.map(() => createClient({ url, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${TOKEN_A}` }, retryAttempts: 0, lazy: true }));
+      const subs = clients.map((c, i) => subscribe(c, docs[i]));
+      for (const s of subs) assert.equal((await s.next("listening")).reason, "LISTENING");
+      assert.equal(gw.hub.subscribers, 2);
+      assert.equal(gw.websocket.connections, 2);
+      if (how === "complete") for (const s of subs) s.dispose();   // the client completes the subscription
+      else for (const c of clients) await c.dispose();              // the socket closes
+      await waitFor(() => gw.hub.subscribers === 0, DEADLINE, `the hub forgets subscribers whose ${how === "complete" ? "subscription completed" : "socket closed"}`);
+      for (const c of clients) await c.dispose();
+      await waitFor(() => gw.websocket.connections === 0, DEADLINE, "the sockets are closed");
+    }
+  } finally {
+    await gw.close();
   }
 });
