@@ -214,7 +214,7 @@ export async function startGateway(config) {
       sendError(res, e);  // 413 answers Connection: close, so the rest of the body is not read
     });
   });
-  const websocket = attachWebSocket({ server, serv, pool, hub });
+  const websocket = attachWebSocket({ server, serv, pool, hub, maxPayload: config.maxBodySize });
   await new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.port, config.host, resolve);

@@ -40,9 +40,10 @@ function refuseUpgrade(socket, err) {
     Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join("\r\n") + `\r\n\r\n${body}`);
 }
 
-// Adds the WebSocket endpoint to server; returns { close(), get connections() }.
-export function attachWebSocket({ server, serv, pool, hub, path = "/graphql" }) {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
+// Adds the WebSocket endpoint to server (messages of at most maxPayload
+// bytes); returns { close(), get connections() }.
+export function attachWebSocket({ server, serv, pool, hub, maxPayload, path = "/graphql" }) {
+  const wss = new WebSocketServer({ noServer: true, maxPayload });
   const wsConfig = makeGraphQLWSConfig(serv);
   useServer({
     ...wsConfig,
