@@ -545,3 +545,13 @@ test("a subscriber that goes away leaves the hub, by either way of answering", a
     await gw.close();
   }
 });
+
+test("a WebSocket message over MAX_BODY_SIZE closes the socket with 1009", async () => {
+  const closed = await within(DEADLINE, new Promise((resolve) => {
+    const ws = new WebSocket(WS_URL, "graphql-transport-ws");
+    ws.on("open", () => ws.send(JSON.stringify({ type: "connection_init", payload: { authorization: `Bearer ${TOKEN_A}`, pad: "x".repeat(1024 * 1024) } })));
+    ws.on("close", (code) => resolve(code));
+    ws.on("error", () => {});
+  }), "the close of an oversized message");
+  assert.equal(closed, 1009);
+});
