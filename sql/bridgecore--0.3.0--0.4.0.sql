@@ -912,3 +912,59 @@ BEGIN
                               'events_deleted', n_events, 'sync_states_deleted', n_states);
 END
 $$;
+
+-------------------------------------------------------------------------------
+-- The gateway's GraphQL and WebSocket edge: verify_token refuses tokens for
+-- roles a request may not have (the gateway verifies every token with it),
+-- and sync_scope tells a push channel which instance and models an app type
+-- of the caller's follows.
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION bridgecore.verify_token(token text)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    claims jsonb := bridgecore._jwt_verify(verify_token.token);
+BEGIN
+    IF jsonb_typeof(claims -> 'role') IS DISTINCT FROM 'string'
+       OR claims ->> 'role' NOT IN ('bridgecore_app', 'bridgecore_admin') THEN
+        RAISE EXCEPTION 'invalid token'
+            USING ERRCODE = CASE WHEN coalesce(current_setting('request.method', true), '') = ''
+                                 THEN 'invalid_authorization_specification' ELSE 'PT401' END,
+                  DETAIL = 'The token''s role is not bridgecore_app or bridgecore_admin.',
+                  HINT = 'Log in again with bridgecore.login().';
+    END IF;
+    RETURN claims;
+END
+$$;
+COMMENT ON FUNCTION bridgecore.verify_token(text)
+    IS 'The claims of a valid token signed with bridgecore.jwt_secret for bridgecore_app or bridgecore_admin.';
+
+CREATE FUNCTION bridgecore.sync_scope(app_type text, instance text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    wanted text[];
+BEGIN
+    IF sync_scope.app_type IS NULL THEN
+        RAISE EXCEPTION 'app_type must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Known app types: ' || (SELECT string_agg(a.name, ', ' ORDER BY a.name) FROM bridgecore.app_type a) || '.';
+    END IF;
+    SELECT a.models INTO wanted FROM bridgecore.app_type a WHERE a.name = sync_scope.app_type;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown app_type "%"', left(sync_scope.app_type, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known app types: ' || (SELECT string_agg(a.name, ', ' ORDER BY a.name) FROM bridgecore.app_type a) || '.';
+    END IF;
+    inst_id := bridgecore._instance_id(sync_scope.instance);
+    RETURN jsonb_build_object('instance', (SELECT i.name FROM bridgecore.instance i WHERE i.id = inst_id),
+                              'app_type', sync_scope.app_type, 'models', to_jsonb(wanted));
+END
+$$;
+COMMENT ON FUNCTION bridgecore.sync_scope(text, text)
+    IS 'The instance and models whose notifications concern an app type''s devices.';
+REVOKE ALL ON FUNCTION bridgecore.sync_scope(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bridgecore.sync_scope(text, text) TO bridgecore_app;

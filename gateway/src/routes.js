@@ -15,6 +15,11 @@ const EVENTS = [["model_name", "text"], ["record_id", "bigint"], ["event", "text
   ["limit", "integer"], ["offset", "integer"], ["priority", "text"], ["category", "text"], ["instance", "text"]];
 const CHECK_UPDATES = [["since", "timestamptz"], ["limit", "integer"], ["instance", "text"]];
 const CLEANUP = [["before", "timestamptz"], ["instance", "text"]];
+const SCOPE = [["app_type", "text", true], ["instance", "text"]];
+
+// The arguments of each function, for the REST routes and GraphQL alike.
+export const ARGS = { sync_pull: PULL, sync_state: DEVICE, sync_reset: DEVICE, events: EVENTS, check_updates: CHECK_UPDATES,
+  cleanup: CLEANUP, sync_scope: SCOPE };
 
 // from: where the arguments come from; bindUser: an omitted user_id is the
 // token's.
@@ -62,8 +67,11 @@ export function requestValues(route, url, body, claims) {
   if (route.from.includes("query")) {
     for (const [k, v] of url.searchParams) if (v !== "") values[k] = v;
   }
-  if (route.bindUser && (values.user_id === undefined || values.user_id === null) && claims.user_id != null) {
-    values.user_id = claims.user_id;
-  }
+  return route.bindUser ? bindUser(values, claims) : values;
+}
+
+// An omitted user_id is the token's (the function checks a given one).
+export function bindUser(values, claims) {
+  if ((values.user_id === undefined || values.user_id === null) && claims?.user_id != null) values.user_id = claims.user_id;
   return values;
 }

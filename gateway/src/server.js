@@ -2,16 +2,22 @@
 // REST routes on node:http, each a call of a bridgecore function through pg
 // with the token's role and claims set for its transaction (as PostgREST
 // sets them); PostGraphile v5 (grafserv) serves /graphql on the same
-// server, over the schema bridgecore_gateway that the gateway owns.
+// server, over HTTP and WebSocket (graphql-ws), with the BridgeCore fields
+// of graphql.js. Every token is verified by the database
+// (bridgecore.verify_token): the gateway holds no second verifier.
+import { createHmac } from "node:crypto";
 import { createServer } from "node:http";
 import pg from "pg";
 import { postgraphile } from "postgraphile";
 import { grafserv } from "postgraphile/grafserv/node";
 import { makePgService } from "postgraphile/adaptors/pg";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
-import { sign, verify, TokenError } from "./jwt.js";
+import { bearerToken, claimsOf, missingToken, tokenError, verifyStatement, verifyToken } from "./auth.js";
+import { bridgecorePlugin, maskError } from "./graphql.js";
 import { HttpError, fromError, parseObject, readBody, sendError, sendJson } from "./http.js";
+import { NotificationHub } from "./notifications.js";
 import { ROUTES, functionCall, requestValues } from "./routes.js";
+import { attachWebSocket } from "./websocket.js";
 
 // The schema PostGraphile exposes. PostGraphile hides the objects of
 // extensions, so the gateway keeps its own (GraphQL types come later).
@@ -19,25 +25,12 @@ export const GATEWAY_SCHEMA = "bridgecore_gateway";
 
 export class StartupError extends Error {}
 
-const unauthorized = (detail) =>
-  new HttpError(401, detail, { headers: { "WWW-Authenticate": 'Bearer realm="bridgecore", error="invalid_token"' } });
-
-// The verified claims of the request's bearer token (401 without one).
-function authenticate(req, secret) {
-  const header = req.headers.authorization ?? "";
-  const m = /^Bearer +(\S+) *$/i.exec(header);
-  if (!m) throw new HttpError(401, "a bearer token is required", { headers: { "WWW-Authenticate": 'Bearer realm="bridgecore"' } });
-  try {
-    return { token: m[1], claims: verify(m[1], secret) };
-  } catch (e) {
-    if (e instanceof TokenError) throw unauthorized(`invalid token: ${e.message}`);
-    throw e;
-  }
-}
-
-// Runs query in a transaction as role, with request.jwt.claims set as
-// PostgREST sets them, and returns the text of its one value.
-async function callAs(pool, role, claims, query) {
+// Runs a query in a transaction as the role of token (verified by the
+// database in the transaction's first round trip, which also sets the role
+// and request.jwt.claims as PostgREST sets them), or as bridgecore_anon
+// without one; build(claims) makes the query. Returns the text of its one
+// value.
+async function callAs(pool, token, build) {
   let client;
   try {
     client = await pool.connect();
@@ -45,10 +38,19 @@ async function callAs(pool, role, claims, query) {
     throw new HttpError(503, "the database is unavailable", { hint: "Retry later." });
   }
   let broken = false;
+  let claims = null;
   try {
-    await client.query(`BEGIN; SET LOCAL ROLE ${client.escapeIdentifier(role)}; ` +
-      `SELECT set_config('request.jwt.claims', ${client.escapeLiteral(claims ? JSON.stringify(claims) : "")}, true)`);
-    const result = await client.query(query);
+    if (token === null) {
+      await client.query("BEGIN; SET LOCAL ROLE bridgecore_anon");
+    } else {
+      await client.query("BEGIN");
+      try {
+        claims = claimsOf(await client.query(verifyStatement(client, token)));
+      } catch (e) {
+        throw tokenError(e);
+      }
+    }
+    const result = await client.query(build(claims));
     await client.query("COMMIT");
     return result.rows[0].r;
   } catch (e) {
@@ -61,6 +63,22 @@ async function callAs(pool, role, claims, query) {
   } finally {
     client.release(broken);
   }
+}
+
+// The bearer token of a request (401 without one).
+function requireToken(req) {
+  const token = bearerToken(req.headers.authorization);
+  if (token === null) throw missingToken();
+  return token;
+}
+
+// An HS256 token signed with the gateway's secret, only to ask the
+// database at start whether it has the same one (it verifies every
+// request's token itself).
+function probeToken(secret) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const input = `${part({ alg: "HS256", typ: "JWT" })}.${part({ role: "bridgecore_app", exp: Math.floor(Date.now() / 1000) + 60 })}`;
+  return `${input}.${createHmac("sha256", secret).update(input).digest("base64url")}`;
 }
 
 async function checkDatabase(pool, secret) {
@@ -76,12 +94,11 @@ async function checkDatabase(pool, secret) {
   if (version === null) throw new StartupError(`the extension bridgecore is not installed in database "${db}" (CREATE EXTENSION bridgecore)`);
   if (!hasLogin) throw new StartupError(`bridgecore ${version} in database "${db}" has no bridgecore.login(): update it (ALTER EXTENSION bridgecore UPDATE)`);
   // The database must accept the gateway's tokens: the same secret.
-  const probe = sign({ role: "bridgecore_app", exp: Math.floor(Date.now() / 1000) + 60 }, secret);
   try {
-    await callAs(pool, "bridgecore_anon", null, { text: "SELECT bridgecore.verify_token($1)::text AS r", values: [probe] });
+    await verifyToken(pool, probeToken(secret));
   } catch (e) {
     if (e.code === "55000") throw new StartupError(`bridgecore.jwt_secret is not set in database "${db}": a superuser sets it to BRIDGECORE_JWT_SECRET`);
-    if (e.code?.startsWith("28")) throw new StartupError(`BRIDGECORE_JWT_SECRET is not the bridgecore.jwt_secret of database "${db}"`);
+    if (e.status === 401) throw new StartupError(`BRIDGECORE_JWT_SECRET is not the bridgecore.jwt_secret of database "${db}"`);
     throw new StartupError(`cannot check the token secret: ${e.message}`);
   }
   return db;
@@ -109,15 +126,27 @@ export async function startGateway(config) {
     throw e;
   }
 
+  const hub = new NotificationHub(config.databaseUrl);
+  try {
+    await hub.start();
+  } catch (e) {
+    await hub.close();
+    await pool.end();
+    throw new StartupError(`cannot LISTEN for notifications: ${e.message}`);
+  }
+
   const pgl = postgraphile({
     extends: [PostGraphileAmberPreset],
+    plugins: [bridgecorePlugin(hub)],
     pgServices: [makePgService({ pool, schemas: [GATEWAY_SCHEMA] })],
-    grafserv: { graphqlPath: "/graphql", graphiql: false, watch: false },
+    grafserv: { graphqlPath: "/graphql", graphiql: false, watch: false, websockets: true, maskError },
     grafast: {
-      // The token's role and claims, as for the REST routes.
+      // The token's role and claims (verified by the database), as for the
+      // REST routes: over HTTP the request's, over WebSocket the
+      // connection's.
       context(requestContext) {
-        const auth = requestContext.node?.req?.bridgecoreAuth;
-        return auth ? { pgSettings: { role: auth.claims.role, "request.jwt.claims": JSON.stringify(auth.claims) } } : {};
+        const claims = requestContext.ws ? requestContext.ws.socket?.bridgecoreClaims : requestContext.node?.req?.bridgecoreClaims;
+        return claims ? { pgSettings: { role: claims.role, "request.jwt.claims": JSON.stringify(claims) } } : {};
       },
     },
   });
@@ -127,10 +156,12 @@ export async function startGateway(config) {
     // PostGraphile holds timers and the pool's clients: release both, or
     // the process stays alive after a failed start.
     await Promise.resolve(pgl.release()).catch(() => {});
+    await hub.close();
     await pool.end().catch(() => {});
     throw new StartupError(`PostGraphile could not build the GraphQL schema: ${e.message}`);
   }
-  const graphql = pgl.createServ(grafserv).createHandler();
+  const serv = pgl.createServ(grafserv);
+  const graphql = serv.createHandler();
 
   async function handle(req, res) {
     const url = new URL(req.url, "http://gateway");
@@ -151,30 +182,29 @@ export async function startGateway(config) {
       for (const [k, v] of Object.entries({ username, password, instance })) {
         if (v !== null && typeof v !== "string") throw new HttpError(400, `${k} must be a string`, { code: "22023" });
       }
-      return sendJson(res, 200, await callAs(pool, "bridgecore_anon", null, {
+      return sendJson(res, 200, await callAs(pool, null, () => ({
         text: "SELECT bridgecore.login(username => $1, password => $2, instance => $3)::text AS r",
         values: [username, password, instance],
-      }));
+      })));
     }
     if (path === "/auth/refresh") {
       if (req.method !== "POST") throw methodNotAllowed("POST");
-      const { token, claims } = authenticate(req, config.secret);
+      const token = requireToken(req);
       await readBody(req, config.maxBodySize);
-      return sendJson(res, 200, await callAs(pool, claims.role, claims, {
+      return sendJson(res, 200, await callAs(pool, token, () => ({
         text: "SELECT bridgecore.refresh_token($1)::text AS r", values: [token],
-      }));
+      })));
     }
     if (path === "/graphql") {
-      req.bridgecoreAuth = authenticate(req, config.secret);
+      req.bridgecoreClaims = await verifyToken(pool, requireToken(req));
       return graphql(req, res, (err) => sendError(res, err ?? new HttpError(404, "Not Found")));
     }
     const route = ROUTES[path];
     if (!route) throw new HttpError(404, "Not Found");
     if (req.method !== route.method) throw methodNotAllowed(route.method);
-    const { claims } = authenticate(req, config.secret);
+    const token = requireToken(req);
     const body = route.from.includes("body") ? parseObject(await readBody(req, config.maxBodySize)) : {};
-    const values = requestValues(route, url, body, claims);
-    return sendJson(res, 200, await callAs(pool, claims.role, claims, functionCall(route.fn, route.args, values)));
+    return sendJson(res, 200, await callAs(pool, token, (claims) => functionCall(route.fn, route.args, requestValues(route, url, body, claims))));
   }
 
   const server = createServer((req, res) => {
@@ -184,6 +214,7 @@ export async function startGateway(config) {
       sendError(res, e);  // 413 answers Connection: close, so the rest of the body is not read
     });
   });
+  const websocket = attachWebSocket({ server, serv, pool, hub, maxPayload: config.maxBodySize });
   await new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.port, config.host, resolve);
@@ -192,9 +223,14 @@ export async function startGateway(config) {
   return {
     server,
     url: `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`,
+    hub,
+    websocket,
     async close() {
-      await new Promise((resolve) => server.close(resolve));
+      const closed = new Promise((resolve) => server.close(resolve));
+      await websocket.close();
       server.closeAllConnections?.();
+      await closed;
+      await hub.close();
       await pgl.release();
       await pool.end();
     },

@@ -327,6 +327,36 @@ END
 $$;
 COMMENT ON FUNCTION bridgecore.sync_state(bigint, text, text) IS 'The sync state of one device.';
 
+-- What a push channel of an app (the gateway's syncAvailable subscription)
+-- announces: the instance the caller acts for (its token's, or the one
+-- named, or the only one) and the models of its app type.
+CREATE FUNCTION bridgecore.sync_scope(app_type text, instance text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    wanted text[];
+BEGIN
+    IF sync_scope.app_type IS NULL THEN
+        RAISE EXCEPTION 'app_type must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Known app types: ' || (SELECT string_agg(a.name, ', ' ORDER BY a.name) FROM bridgecore.app_type a) || '.';
+    END IF;
+    SELECT a.models INTO wanted FROM bridgecore.app_type a WHERE a.name = sync_scope.app_type;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown app_type "%"', left(sync_scope.app_type, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known app types: ' || (SELECT string_agg(a.name, ', ' ORDER BY a.name) FROM bridgecore.app_type a) || '.';
+    END IF;
+    inst_id := bridgecore._instance_id(sync_scope.instance);
+    RETURN jsonb_build_object('instance', (SELECT i.name FROM bridgecore.instance i WHERE i.id = inst_id),
+                              'app_type', sync_scope.app_type, 'models', to_jsonb(wanted));
+END
+$$;
+COMMENT ON FUNCTION bridgecore.sync_scope(text, text)
+    IS 'The instance and models whose notifications concern an app type''s devices.';
+
 CREATE FUNCTION bridgecore.sync_reset(user_id bigint, device_id text, instance text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -133,12 +133,29 @@ $$;
 COMMENT ON FUNCTION bridgecore.refresh_token(text)
     IS 'A new token with the claims of a valid one, without the password.';
 
+-- A request acts as its token's role, so a token for any role but the two a
+-- request may have is refused here (the gateway verifies every request's
+-- token with this function only).
 CREATE FUNCTION bridgecore.verify_token(token text)
-RETURNS jsonb LANGUAGE sql STABLE
+RETURNS jsonb LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bridgecore._jwt_verify(token) $$;
+AS $$
+DECLARE
+    claims jsonb := bridgecore._jwt_verify(verify_token.token);
+BEGIN
+    IF jsonb_typeof(claims -> 'role') IS DISTINCT FROM 'string'
+       OR claims ->> 'role' NOT IN ('bridgecore_app', 'bridgecore_admin') THEN
+        RAISE EXCEPTION 'invalid token'
+            USING ERRCODE = CASE WHEN coalesce(current_setting('request.method', true), '') = ''
+                                 THEN 'invalid_authorization_specification' ELSE 'PT401' END,
+                  DETAIL = 'The token''s role is not bridgecore_app or bridgecore_admin.',
+                  HINT = 'Log in again with bridgecore.login().';
+    END IF;
+    RETURN claims;
+END
+$$;
 COMMENT ON FUNCTION bridgecore.verify_token(text)
-    IS 'The claims of a valid token signed with bridgecore.jwt_secret.';
+    IS 'The claims of a valid token signed with bridgecore.jwt_secret for bridgecore_app or bridgecore_admin.';
 
 CREATE FUNCTION bridgecore.issue_token(
     role text,

@@ -12,7 +12,8 @@ GRANT EXECUTE ON FUNCTION
     bridgecore.sync_reset(bigint, text, text),
     bridgecore.sync_reset_all(bigint, text),
     bridgecore.events(text, bigint, text, timestamptz, integer, integer, text, text, text),
-    bridgecore.check_updates(timestamptz, integer, text)
+    bridgecore.check_updates(timestamptz, integer, text),
+    bridgecore.sync_scope(text, text)
     TO bridgecore_app;
 
 GRANT EXECUTE ON FUNCTION bridgecore.metrics() TO bridgecore_monitor;

@@ -40,7 +40,7 @@ SELECT is_member_of('bridgecore_app', 'bridgecore_admin', 'bridgecore_admin is a
 -------------------------------------------------------------------------------
 SELECT is(pg_temp.executable('bridgecore_app'),
           ARRAY['check_updates', 'events', 'login', 'refresh_token', 'sync_pull', 'sync_reset', 'sync_reset_all',
-                'sync_state', 'verify_token'],
+                'sync_scope', 'sync_state', 'verify_token'],
           'the app role can execute exactly the sync, query and token functions');
 SELECT is(pg_temp.executable('bridgecore_anon'), ARRAY['login', 'verify_token'],
           'the anonymous role can only log in and verify tokens');
@@ -53,7 +53,7 @@ SELECT is(pg_temp.executable('bridgecore_admin'),
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
                 'initialize_audit', 'issue_token', 'login', 'metrics', 'refresh_token', 'remove_instance',
                 'retry_dead_letter', 'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
-                'sync_reset', 'sync_reset_all', 'sync_state', 'verify_token'],
+                'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token'],
           'the admin role can execute the API, and of the internal helpers only the read-only counters');
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname)
              FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
@@ -104,7 +104,7 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
                 'initialize_audit', 'issue_token', 'login', 'metrics', 'refresh_token', 'remove_instance',
                 'retry_dead_letter', 'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
-                'sync_reset', 'sync_reset_all', 'sync_state', 'verify_token'],
+                'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token'],
           'the SECURITY DEFINER functions are exactly the granted API');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef

@@ -63,3 +63,14 @@ SELECT name, url, database, login, source_model, poll_interval, batch_size, enab
 SELECT bridgecore.set_app_type('field_app', '{project.task,res.partner,project.task}');
 SELECT jsonb_path_query_array(r::jsonb, '$.events[*].id') AS ids
   FROM bridgecore.sync_pull(4, 'field-1', 'field_app') r;
+
+-- The instance and models a push channel of an app type follows.
+SELECT bridgecore.sync_scope('field_app');
+SELECT bridgecore.sync_scope('delivery_app', 'main');
+SELECT try($$ SELECT bridgecore.sync_scope(NULL) $$);
+SELECT try($$ SELECT bridgecore.sync_scope('nope') $$);
+SELECT try($$ SELECT bridgecore.sync_scope('sales_app', 'elsewhere') $$);
+SELECT set_config('request.jwt.claims', '{"role": "bridgecore_app", "instance": "main"}', false);
+SELECT bridgecore.sync_scope('field_app') ->> 'instance' AS token_instance;
+SELECT try($$ SELECT bridgecore.sync_scope('field_app', 'other') $$);
+RESET request.jwt.claims;

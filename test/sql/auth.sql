@@ -45,6 +45,11 @@ SELECT pg_temp.try_detail($$ SELECT bridgecore.verify_token('abc') $$);
 SELECT pg_temp.try_detail($$ SELECT bridgecore.verify_token(bridgecore._jwt_sign('{"exp": 4102444800}') || 'x') $$);
 SELECT pg_temp.try_detail($$ SELECT bridgecore.verify_token(bridgecore._jwt_sign('{"exp": 1}')) $$);
 SELECT pg_temp.try_detail($$ SELECT bridgecore.verify_token(bridgecore._jwt_sign('{}')) $$);
+-- a signed token for a role no request may have, or without a role
+SELECT pg_temp.try_detail($$ SELECT bridgecore.verify_token(bridgecore._jwt_sign('{"exp": 4102444800, "role": "postgres"}')) $$);
+SELECT pg_temp.try_detail($$ SELECT bridgecore.verify_token(bridgecore._jwt_sign('{"exp": 4102444800, "role": ["bridgecore_app"]}')) $$);
+SELECT pg_temp.try_detail($$ SELECT bridgecore.verify_token(bridgecore._jwt_sign('{"exp": 4102444800}')) $$);
+SELECT bridgecore.verify_token(bridgecore._jwt_sign('{"exp": 4102444800, "role": "bridgecore_admin"}'));
 SELECT pg_temp.try_detail($$ SELECT bridgecore.refresh_token(bridgecore._jwt_sign('{"exp": 4102444800}')) $$);
 SET bridgecore.jwt_refresh_limit = 0;
 SELECT pg_temp.try_detail($$ SELECT bridgecore.refresh_token(bridgecore.issue_token('bridgecore_app', 1) ->> 'access_token') $$);

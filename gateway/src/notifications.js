@@ -1,0 +1,215 @@
+// One LISTEN bridgecore_events connection for every subscriber of the
+// gateway. The extension sends one NOTIFY per (instance, model) and store,
+// at commit, with the payload {"instance", "model", "count", "max_id",
+// "high"} (docs/sql-api.md, Notifications); each subscriber gets those of
+// its scope (bridgecore.sync_scope: its instance, its app type's models).
+//
+// When the connection is lost the hub connects and LISTENs again (at once,
+// then backing off up to 5 s), and then tells every subscriber that
+// announcements may have been missed (MISSED): pulling after the new LISTEN
+// loses nothing, as in the extension's "LISTEN, then pull".
+import pg from "pg";
+
+export const CHANNEL = "bridgecore_events";
+export const LISTENER_APPLICATION_NAME = "bridgecore gateway listener";
+// A subscriber that does not read its messages keeps at most this many;
+// beyond, they collapse into one MISSED.
+const MAX_QUEUE = 1000;
+const PING_MS = 30_000;
+const MAX_BACKOFF_MS = 5_000;
+
+class Subscription {
+  constructor(hub, scope) {
+    this.hub = hub;
+    this.instance = scope.instance;
+    this.models = new Set(scope.models);
+    this.queue = [];
+    this.waiter = null;
+    this.done = false;
+  }
+
+  push(message) {
+    if (this.done) return;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w({ value: message, done: false });
+    } else if (this.queue.length >= MAX_QUEUE) {
+      this.queue = [{ reason: "MISSED", instance: this.instance }];
+    } else {
+      this.queue.push(message);
+    }
+  }
+
+  next() {
+    if (this.queue.length > 0) return Promise.resolve({ value: this.queue.shift(), done: false });
+    if (this.done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+    });
+  }
+
+  end() {
+    if (this.done) return;
+    this.done = true;
+    this.queue = [];
+    this.hub.remove(this);
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w({ value: undefined, done: true });
+    }
+  }
+
+  return() {
+    this.end();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  throw(err) {
+    this.end();
+    return Promise.reject(err);
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+}
+
+export class NotificationHub {
+  constructor(connectionString, { log = (m) => console.error(`bridgecore gateway: ${m}`) } = {}) {
+    this.connectionString = connectionString;
+    this.log = log;
+    this.client = null;
+    this.byInstance = new Map();   // instance name -> Set of Subscription
+    this.count = 0;
+    this.closed = false;
+    this.reconnecting = null;
+    this.ping = null;
+    this.listens = 0;              // LISTENs done (1 after start, +1 per reconnect)
+  }
+
+  get subscribers() {
+    return this.count;
+  }
+
+  get listening() {
+    return this.client !== null;
+  }
+
+  // The first LISTEN; an error here is the caller's (the gateway does not start).
+  async start() {
+    await this.#listen();
+    this.ping = setInterval(() => {
+      const c = this.client;
+      if (c) c.query("SELECT 1").catch(() => this.#lost(c, "the listener did not answer"));
+    }, PING_MS);
+    this.ping.unref();
+  }
+
+  async #listen() {
+    const client = new pg.Client({ connectionString: this.connectionString, application_name: LISTENER_APPLICATION_NAME, keepAlive: true });
+    client.on("error", (e) => this.#lost(client, e.message));
+    client.on("end", () => this.#lost(client, "the connection ended"));
+    try {
+      await client.connect();
+      client.on("notification", (m) => this.#dispatch(m.payload));
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (e) {
+      client.removeAllListeners();
+      client.on("error", () => {});
+      client.end().catch(() => {});
+      throw e;
+    }
+    if (this.closed) {
+      client.end().catch(() => {});
+      return;
+    }
+    this.client = client;
+    this.listens += 1;
+  }
+
+  #lost(client, why) {
+    if (client !== this.client || this.closed) return;
+    this.client = null;
+    client.removeAllListeners();
+    client.on("error", () => {});
+    client.end().catch(() => {});
+    this.log(`lost the LISTEN connection (${why}); connecting again`);
+    this.reconnecting = this.#reconnect();
+  }
+
+  async #reconnect() {
+    let delay = 0;
+    while (!this.closed) {
+      if (delay > 0) await new Promise((r) => setTimeout(r, delay).unref());
+      if (this.closed) return;
+      try {
+        await this.#listen();
+        this.log("listening again; subscribers are told to pull");
+        this.#broadcastMissed();
+        return;
+      } catch (e) {
+        delay = Math.min(MAX_BACKOFF_MS, Math.max(100, delay * 2));
+        this.log(`cannot LISTEN (${e.message}); retrying in ${delay} ms`);
+      }
+    }
+  }
+
+  #broadcastMissed() {
+    for (const [instance, subs] of this.byInstance) {
+      for (const s of subs) s.push({ reason: "MISSED", instance });
+    }
+  }
+
+  #dispatch(payload) {
+    let n;
+    try {
+      n = JSON.parse(payload);
+    } catch {
+      return;
+    }
+    const subs = this.byInstance.get(n?.instance);
+    if (!subs) return;
+    const message = { reason: "NOTIFIED", instance: n.instance, model: n.model, count: n.count, maxId: n.max_id, high: n.high };
+    for (const s of subs) if (s.models.has(n.model)) s.push(message);
+  }
+
+  // An async iterator of the messages of scope ({instance, models}); its
+  // first message is LISTENING (or MISSED once the listener is back, while
+  // it is away).
+  subscribe(scope) {
+    const s = new Subscription(this, scope);
+    if (this.closed) {
+      s.done = true;
+      return s;
+    }
+    let set = this.byInstance.get(s.instance);
+    if (!set) this.byInstance.set(s.instance, (set = new Set()));
+    set.add(s);
+    this.count += 1;
+    if (this.client) s.push({ reason: "LISTENING", instance: s.instance });
+    return s;
+  }
+
+  remove(s) {
+    const set = this.byInstance.get(s.instance);
+    if (set?.delete(s)) {
+      this.count -= 1;
+      if (set.size === 0) this.byInstance.delete(s.instance);
+    }
+  }
+
+  async close() {
+    this.closed = true;
+    clearInterval(this.ping);
+    for (const subs of [...this.byInstance.values()]) for (const s of [...subs]) s.end();
+    const c = this.client;
+    this.client = null;
+    if (c) {
+      c.removeAllListeners();
+      c.on("error", () => {});
+      await c.end().catch(() => {});
+    }
+  }
+}
