@@ -1,5 +1,5 @@
-// The gateway's HTTP server: /health, /auth/login, /auth/refresh and the
-// REST routes on node:http, each a call of a bridgecore function through pg
+// The gateway's HTTP server: /health, /metrics, /auth/login, /auth/refresh,
+// the doorbell (/api/v1/webhooks/receive) and the REST routes on node:http, each a call of a bridgecore function through pg
 // with the token's role and claims set for its transaction (as PostgREST
 // sets them); PostGraphile v5 (grafserv) serves /graphql on the same
 // server, over the schema bridgecore_gateway that the gateway owns.
@@ -12,6 +12,13 @@ import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import { sign, verify, TokenError } from "./jwt.js";
 import { HttpError, fromError, parseObject, readBody, sendError, sendJson } from "./http.js";
 import { ROUTES, functionCall, requestValues } from "./routes.js";
+import { GatewayMetrics } from "./metrics.js";
+
+// The doorbell's path (the auto_webhook addon's subscriber pushes to it).
+export const RECEIVE_PATH = "/api/v1/webhooks/receive";
+// Paths counted by name in the request metrics; anything else is "other".
+const KNOWN_PATHS = new Set(["/health", "/metrics", "/auth/login", "/auth/refresh", "/graphql", RECEIVE_PATH,
+  ...Object.keys(ROUTES)]);
 
 // The schema PostGraphile exposes. PostGraphile hides the objects of
 // extensions, so the gateway keeps its own (GraphQL types come later).
@@ -98,7 +105,27 @@ async function ensureSchema(pool) {
   }
 }
 
+// What a ring's outcome says, for the answer's message.
+const RING_MESSAGES = {
+  woken: (i) => `the poller of instance "${i}" fetches now`,
+  coalesced: (i) => `a fetch of instance "${i}" is already due; this ring joins it`,
+  no_poller: (i) => `no poller runs for instance "${i}" (disabled or starting); it fetches when it starts`,
+};
+
+// The pushed body's event id: event_id (the cron envelope) or
+// _webhook_metadata.event_id (the instant push), when a string or a number.
+export function pushedEventId(body) {
+  for (const v of [body.event_id, body._webhook_metadata?.event_id]) {
+    if (typeof v === "string" || (typeof v === "number" && Number.isFinite(v))) return v;
+  }
+  return null;
+}
+
+// The outcome label of a refused ring, by HTTP status.
+const refusedOutcome = (status) => (status === 401 ? "refused" : status === 429 ? "rate_limited" : "error");
+
 export async function startGateway(config) {
+  const metrics = new GatewayMetrics();
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: 5000 });
   pool.on("error", () => {});   // an idle connection that dies is replaced on next use
   try {
@@ -144,6 +171,25 @@ export async function startGateway(config) {
       }
       return sendJson(res, 200, '{"status": "ok"}');
     }
+    if (path === "/metrics") {
+      if (req.method !== "GET") throw methodNotAllowed("GET");
+      // The extension's families, then the gateway's; without the database,
+      // the gateway's alone (bridgecore_gateway_database_up 0).
+      let extension = "";
+      try {
+        extension = await callAs(pool, "bridgecore_monitor", null, { text: "SELECT bridgecore.metrics() AS r", values: [] });
+        if (extension && !extension.endsWith("\n")) extension += "\n";
+        metrics.databaseUp = 1;
+      } catch {
+        metrics.databaseUp = 0;
+      }
+      res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Cache-Control": "no-store" });
+      return void res.end(extension + metrics.render());
+    }
+    if (path === RECEIVE_PATH) {
+      if (req.method !== "POST") throw methodNotAllowed("POST");
+      return receive(req, res);
+    }
     if (path === "/auth/login") {
       if (req.method !== "POST") throw methodNotAllowed("POST");
       const body = parseObject(await readBody(req, config.maxBodySize));
@@ -177,7 +223,53 @@ export async function startGateway(config) {
     return sendJson(res, 200, await callAs(pool, claims.role, claims, functionCall(route.fn, route.args, values)));
   }
 
+  // The doorbell: an X-API-Key (the instance's push key, which names it) or
+  // an admin token (whose instance claim names it). Stores nothing: it
+  // wakes the instance's poller (bridgecore.ring / bridgecore.wake).
+  async function receive(req, res) {
+    const key = req.headers["x-api-key"];
+    let auth = null;
+    if (key === undefined) {
+      try {
+        auth = authenticate(req, config.secret);
+        if (auth.claims.role !== "bridgecore_admin") {
+          throw new HttpError(401, "the doorbell takes the instance's push key (X-API-Key) or an admin token",
+            { headers: { "WWW-Authenticate": 'Bearer realm="bridgecore", error="insufficient_scope"' } });
+        }
+      } catch (e) {
+        metrics.countRing("", "refused");
+        throw e;
+      }
+    }
+    const body = parseObject(await readBody(req, config.maxBodySize));
+    let result;
+    try {
+      const text = key !== undefined
+        ? await callAs(pool, "bridgecore_anon", null, {
+          text: "SELECT bridgecore.ring($1, $2)::text AS r", values: [key, req.socket.remoteAddress ?? null] })
+        : await callAs(pool, "bridgecore_admin", auth.claims, {
+          text: "SELECT bridgecore.wake($1)::text AS r", values: [auth.claims.instance ?? null] });
+      result = JSON.parse(text);
+    } catch (e) {
+      metrics.countRing(auth?.claims.instance ?? "", refusedOutcome(fromError(e).status));
+      throw e;
+    }
+    metrics.countRing(result.instance, result.outcome);
+    return sendJson(res, 200, JSON.stringify({
+      success: true,
+      message: (RING_MESSAGES[result.outcome] ?? ((i) => `instance "${i}" rung`))(result.instance),
+      event_id: pushedEventId(body),
+      processed_at: new Date().toISOString(),
+    }));
+  }
+
   const server = createServer((req, res) => {
+    const started = process.hrtime.bigint();
+    res.once("finish", () => {
+      const path = (req.url ?? "/").split("?")[0].replace(/\/+$/, "") || "/";
+      metrics.observeRequest(KNOWN_PATHS.has(path) ? path : "other", res.statusCode,
+        Number(process.hrtime.bigint() - started) / 1e9);
+    });
     handle(req, res).catch((err) => {
       const e = fromError(err);
       if (e.status === 500) console.error(`bridgecore gateway: ${req.method} ${req.url}: ${err.stack ?? err}`);
@@ -191,6 +283,7 @@ export async function startGateway(config) {
   const address = server.address();
   return {
     server,
+    metrics,
     url: `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`,
     async close() {
       await new Promise((resolve) => server.close(resolve));
