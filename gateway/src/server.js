@@ -42,8 +42,25 @@ function authenticate(req, secret) {
   }
 }
 
+// A value as an SQL literal, for the one-message form of callAs. Text
+// with a NUL character cannot travel in a query (nor as a parameter).
+function literal(client, v) {
+  if (v === null || v === undefined) return "NULL";
+  // An array is a PostgreSQL array literal of its elements, each quoted.
+  const text = Array.isArray(v)
+    ? `{${v.map((x) => (x === null ? "NULL" : `"${String(x).replace(/[\\"]/g, (c) => `\\${c}`)}"`)).join(",")}}`
+    : String(v);
+  if (text.includes("\0")) {
+    throw new HttpError(400, "a value contains a NUL character", { code: "22021", hint: "Remove the \\u0000 from the value." });
+  }
+  return client.escapeLiteral(text);
+}
+
 // Runs query in a transaction as role, with request.jwt.claims set as
-// PostgREST sets them, and returns the text of its one value.
+// PostgREST sets them, and returns the text of its one value. Everything
+// goes in one message (BEGIN, SET LOCAL ROLE, the claims, the query with
+// its values as literals, COMMIT): one round trip to the database per
+// request; an error costs a ROLLBACK more.
 async function callAs(pool, role, claims, query) {
   let client;
   try {
@@ -52,17 +69,23 @@ async function callAs(pool, role, claims, query) {
     throw new HttpError(503, "the database is unavailable", { hint: "Retry later." });
   }
   let broken = false;
+  let sent = false;
   try {
-    await client.query(`BEGIN; SET LOCAL ROLE ${client.escapeIdentifier(role)}; ` +
-      `SELECT set_config('request.jwt.claims', ${client.escapeLiteral(claims ? JSON.stringify(claims) : "")}, true)`);
-    const result = await client.query(query);
-    await client.query("COMMIT");
-    return result.rows[0].r;
+    const values = query.values ?? [];
+    const text = query.text.replace(/\$(\d+)/g, (_, n) => literal(client, values[Number(n) - 1]));
+    const sql = `BEGIN; SET LOCAL ROLE ${client.escapeIdentifier(role)}; ` +
+      `SELECT set_config('request.jwt.claims', ${client.escapeLiteral(claims ? JSON.stringify(claims) : "")}, true); ` +
+      `${text}; COMMIT`;
+    sent = true;
+    const results = await client.query(sql);
+    return results[3].rows[0].r;
   } catch (e) {
-    try {
-      await client.query("ROLLBACK");
-    } catch {
-      broken = true;
+    if (sent) {
+      try {
+        await client.query("ROLLBACK");
+      } catch {
+        broken = true;
+      }
     }
     throw e;
   } finally {
