@@ -76,7 +76,10 @@ async function main() {
   const started = process.hrtime.bigint();
   await Promise.all(calls.map(async (call, c) => {
     const next = prng(SEED * 1000 + c + 1);
-    for (let i = 0; i < PULLS; i++) events += await call(`dev-${(next() % DEVICES) + 1}`);
+    for (let i = 0; i < PULLS; i++) {
+      const n = await call(`dev-${(next() % DEVICES) + 1}`);    // not events += await: that reads events first
+      events += n;
+    }
   }));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   for (const call of calls) await call.end?.();
