@@ -8,7 +8,8 @@
 // acting as bridgecore_app, a prepared SELECT bridgecore.sync_pull(...).
 // Each client pulls its own fixed sequence of devices (a PRNG seeded with
 // seed and the client's number), so both sides make the same calls. Prints
-// one JSON line: {"side", "seconds", "pulls", "events", "pps"}; exits
+// one JSON line: {"side", "seconds", "pulls", "events", "pps", "client_cpu_ms"
+// (this process's CPU time during the pulls)}; exits
 // non-zero when a pull fails.
 import http from "node:http";
 import { createRequire } from "node:module";
@@ -73,6 +74,7 @@ async function main() {
   const calls = [];
   for (let c = 0; c < CLIENTS; c++) calls.push(side === "rest" ? restClient(agent) : await sqlClient());
   let events = 0;
+  const cpu0 = process.cpuUsage();
   const started = process.hrtime.bigint();
   await Promise.all(calls.map(async (call, c) => {
     const next = prng(SEED * 1000 + c + 1);
@@ -82,10 +84,11 @@ async function main() {
     }
   }));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = process.cpuUsage(cpu0);
   for (const call of calls) await call.end?.();
   agent.destroy();
   const pulls = CLIENTS * PULLS;
-  console.log(JSON.stringify({ side, seconds, pulls, events, pps: pulls / seconds }));
+  console.log(JSON.stringify({ side, seconds, pulls, events, pps: pulls / seconds, client_cpu_ms: (cpu.user + cpu.system) / 1000 }));
 }
 
 main().catch((e) => {
