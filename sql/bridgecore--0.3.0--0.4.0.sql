@@ -968,3 +968,213 @@ COMMENT ON FUNCTION bridgecore.sync_scope(text, text)
     IS 'The instance and models whose notifications concern an app type''s devices.';
 REVOKE ALL ON FUNCTION bridgecore.sync_scope(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bridgecore.sync_scope(text, text) TO bridgecore_app;
+
+-------------------------------------------------------------------------------
+-- The doorbell: push keys (alter_instance(push_key => ...)), wake(), ring()
+-------------------------------------------------------------------------------
+ALTER TABLE bridgecore.instance
+    ADD COLUMN push_key_hash bytea UNIQUE CHECK (octet_length(push_key_hash) = 32);
+CREATE OR REPLACE VIEW bridgecore.instances WITH (security_barrier) AS
+SELECT i.name, i.url, i.database, i.login, i.source_model, i.poll_interval,
+       i.batch_size, i.enabled, i.verify_tls,
+       CASE WHEN i.enabled THEN i.state ELSE 'disabled' END AS state,
+       i.cursor, greatest(i.last_success_at, bridgecore._last_success(i.id)) AS last_success_at,
+       i.last_error, i.last_error_at,
+       i.consecutive_failures, i.next_attempt_at, i.events_ingested,
+       now() - i.newest_event_at AS lag,
+       i.purged_through, i.created_at, i.push_key_hash IS NOT NULL AS has_push_key
+  FROM bridgecore.instance i;
+
+DROP FUNCTION bridgecore.alter_instance(text, text, text, text, text, text, interval, integer, boolean, boolean, text);
+CREATE FUNCTION bridgecore.alter_instance(
+    name text,
+    url text DEFAULT NULL, database text DEFAULT NULL, login text DEFAULT NULL,
+    secret text DEFAULT NULL, source_model text DEFAULT NULL,
+    poll_interval interval DEFAULT NULL, batch_size integer DEFAULT NULL,
+    enabled boolean DEFAULT NULL, verify_tls boolean DEFAULT NULL,
+    new_name text DEFAULT NULL, push_key text DEFAULT NULL)
+RETURNS SETOF bridgecore.instances LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    reconnect boolean;
+    key_hash bytea;
+    poller_settings boolean;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'name must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Name the instance to change.';
+    END IF;
+    inst_id := bridgecore._instance_id(alter_instance.name);
+    PERFORM bridgecore._check_instance_settings(new_name, url, database, login, secret,
+                                                source_model, poll_interval, batch_size);
+    -- The doorbell's key (POST /api/v1/webhooks/receive, X-API-Key): NULL
+    -- keeps it, '' removes it, anything else replaces it. Only its SHA-256
+    -- is kept, so it must be long and random: nothing slows down guessing
+    -- from a stolen hash.
+    IF alter_instance.push_key IS NOT NULL AND alter_instance.push_key <> '' THEN
+        IF length(alter_instance.push_key) NOT BETWEEN 32 AND 256
+           OR alter_instance.push_key !~ '^[\x21-\x7e]+$' THEN
+            RAISE EXCEPTION 'push_key must be 32 to 256 printable ASCII characters without spaces, got % characters',
+                            length(alter_instance.push_key)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use a long random key, such as the output of: openssl rand -hex 32. Pass '''' to remove the key.';
+        END IF;
+        key_hash := pg_catalog.sha256(pg_catalog.convert_to(alter_instance.push_key, 'UTF8'));
+        IF EXISTS (SELECT 1 FROM bridgecore.instance i WHERE i.push_key_hash = key_hash AND i.id <> inst_id) THEN
+            RAISE EXCEPTION 'this push_key is already used by another instance'
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Every instance needs its own key: the key names the instance.';
+        END IF;
+    END IF;
+    IF new_name IS NOT NULL AND new_name <> name
+       AND EXISTS (SELECT 1 FROM bridgecore.instance i WHERE i.name = new_name) THEN
+        RAISE EXCEPTION 'instance "%" already exists', new_name USING ERRCODE = 'unique_violation',
+            HINT = 'Choose another new_name.';
+    END IF;
+    -- The stored secret goes only where it was configured to go: sending it
+    -- to another URL, or without checking the server's certificate, takes
+    -- the secret again (or a superuser), so an admin cannot capture it by
+    -- pointing the instance at a server of their own.
+    IF alter_instance.secret IS NULL
+       AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)
+       AND EXISTS (SELECT 1 FROM bridgecore.instance i
+                    WHERE i.id = inst_id
+                      AND ((alter_instance.url IS NOT NULL AND rtrim(alter_instance.url, '/') <> i.url)
+                           OR (alter_instance.verify_tls IS FALSE AND i.verify_tls))) THEN
+        RAISE EXCEPTION 'changing where the secret of instance "%" is sent requires the secret', name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A new url, or verify_tls => false, would send the stored secret to another server.',
+                  HINT = 'Pass secret => the Odoo API key together with url or verify_tls, or ask a superuser.';
+    END IF;
+    -- New connection settings deserve an immediate new attempt.
+    reconnect := coalesce(url, database, login, secret) IS NOT NULL OR enabled IS NOT NULL;
+    -- The poller restarts for its own settings only, not for a new push key.
+    poller_settings := push_key IS NULL
+        OR coalesce(url, database, login, secret, source_model, new_name) IS NOT NULL
+        OR coalesce(poll_interval::text, batch_size::text, enabled::text, verify_tls::text) IS NOT NULL;
+    UPDATE bridgecore.instance i
+       SET name = coalesce(alter_instance.new_name, i.name),
+           url = coalesce(rtrim(alter_instance.url, '/'), i.url),
+           database = coalesce(alter_instance.database, i.database),
+           login = coalesce(alter_instance.login, i.login),
+           secret = coalesce(alter_instance.secret, i.secret),
+           source_model = coalesce(alter_instance.source_model, i.source_model),
+           poll_interval = coalesce(alter_instance.poll_interval, i.poll_interval),
+           batch_size = coalesce(alter_instance.batch_size, i.batch_size),
+           enabled = coalesce(alter_instance.enabled, i.enabled),
+           verify_tls = coalesce(alter_instance.verify_tls, i.verify_tls),
+           state = CASE WHEN reconnect THEN 'ok' ELSE i.state END,
+           consecutive_failures = CASE WHEN reconnect THEN 0 ELSE i.consecutive_failures END,
+           next_attempt_at = CASE WHEN reconnect THEN NULL ELSE i.next_attempt_at END,
+           config_version = i.config_version + CASE WHEN poller_settings THEN 1 ELSE 0 END,
+           push_key_hash = CASE WHEN alter_instance.push_key IS NULL THEN i.push_key_hash
+                                WHEN alter_instance.push_key = '' THEN NULL
+                                ELSE key_hash END
+     WHERE i.id = inst_id;
+    PERFORM bridgecore._wake_poller();
+    RETURN QUERY SELECT * FROM bridgecore.instances v WHERE v.name = coalesce(alter_instance.new_name, alter_instance.name);
+END
+$$;
+COMMENT ON FUNCTION bridgecore.alter_instance(text, text, text, text, text, text, interval, integer, boolean, boolean, text, text)
+    IS 'Changes an Odoo instance; omitted (null) arguments keep their value; push_key => '''' removes the doorbell key.';
+GRANT EXECUTE ON FUNCTION
+    bridgecore.alter_instance(text, text, text, text, text, text, interval, integer, boolean, boolean, text, text)
+    TO bridgecore_admin;
+REVOKE ALL ON FUNCTION
+    bridgecore.alter_instance(text, text, text, text, text, text, interval, integer, boolean, boolean, text, text)
+    FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- The doorbell: Odoo (the auto_webhook addon's subscriber) rings after it
+-- commits a row, and the instance's poller fetches at once instead of at its
+-- next poll. A ring stores nothing: the poll stays the one durable path, so
+-- a lost or refused ring costs at most one poll interval, never an event.
+-- Rings during one fetch cause at most one more fetch (src/doorbell.c).
+-------------------------------------------------------------------------------
+-- Rings the running poller of an instance: 'woken', 'coalesced' (a ring
+-- was pending already) or 'no_poller' (none runs: disabled, or starting).
+CREATE FUNCTION bridgecore._ring(instance_id integer)
+RETURNS text LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'bridgecore_ring_instance';
+
+-- Per running poller of this database: rings since it started, those that
+-- found a ring pending, and the fetches rings started.
+CREATE FUNCTION bridgecore._doorbell_stats(OUT instance_id integer, OUT rings bigint,
+                                           OUT coalesced bigint, OUT fetches bigint)
+RETURNS SETOF record LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'bridgecore_doorbell_stats';
+
+CREATE FUNCTION bridgecore.wake(instance text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- A caller confined to an instance by its token wakes that one only.
+    inst_id integer := bridgecore._instance_id(wake.instance);
+BEGIN
+    RETURN jsonb_build_object('instance', (SELECT i.name FROM bridgecore.instance i WHERE i.id = inst_id),
+                              'outcome', bridgecore._ring(inst_id));
+END
+$$;
+COMMENT ON FUNCTION bridgecore.wake(text)
+    IS 'Wakes the instance''s poller at once (rings in a burst coalesce into one fetch).';
+
+-- The doorbell for a caller that holds only a push key (the gateway's
+-- X-API-Key, PostgREST's /rpc/ring): the key names the instance. Keys are
+-- looked up by their SHA-256, so the comparison's timing depends on the
+-- digest of the guess, which tells nothing about a key. Refused keys count
+-- against bridgecore.rate_limit_push_key per client (and all clients
+-- together): once a client's budget is spent, its keys are not even
+-- checked until the window ends. A failed call must not write the
+-- statement, which holds the key, to the server log.
+CREATE FUNCTION bridgecore.ring(push_key text DEFAULT NULL, client text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+DECLARE
+    k text := ring.push_key;
+    who text := coalesce(nullif(left(ring.client, 64), ''), '*');
+    inst_id integer;
+    inst_name text;
+BEGIN
+    -- PostgREST puts the request's headers in request.headers.
+    IF k IS NULL THEN
+        k := nullif(current_setting('request.headers', true), '')::jsonb ->> 'x-api-key';
+    END IF;
+    IF k IS NULL OR k = '' THEN
+        RAISE EXCEPTION 'a push key is required'
+            USING ERRCODE = CASE WHEN coalesce(current_setting('request.method', true), '') = ''
+                                 THEN 'invalid_authorization_specification' ELSE 'PT401' END,
+                  HINT = 'Send the instance''s push key (bridgecore.alter_instance(name, push_key => ...)) as X-API-Key.';
+    END IF;
+    PERFORM bridgecore._rate_limit('push_key_check', 0, 0, who);
+    IF length(k) <= 256 THEN
+        SELECT i.id, i.name INTO inst_id, inst_name FROM bridgecore.instance i
+         WHERE i.push_key_hash = sha256(convert_to(k, 'UTF8'));
+    END IF;
+    IF inst_id IS NULL THEN
+        PERFORM bridgecore._rate_limit('push_key', 0, 0, who);
+        RAISE EXCEPTION 'invalid push key'
+            USING ERRCODE = CASE WHEN coalesce(current_setting('request.method', true), '') = ''
+                                 THEN 'invalid_authorization_specification' ELSE 'PT401' END,
+                  HINT = 'Send the instance''s push key (bridgecore.alter_instance(name, push_key => ...)) as X-API-Key.';
+    END IF;
+    RETURN jsonb_build_object('instance', inst_name, 'outcome', bridgecore._ring(inst_id));
+END
+$$;
+COMMENT ON FUNCTION bridgecore.ring(text, text)
+    IS 'Wakes the poller of the instance whose push key is given (the doorbell of Odoo''s pushes).';
+
+-- Admins ring any instance (a token naming one confines them to it); a
+-- caller without a token rings with a key; apps ring nothing. Monitoring
+-- reads the doorbell's counters.
+REVOKE ALL ON FUNCTION bridgecore._ring(integer), bridgecore._doorbell_stats(),
+                       bridgecore.wake(text), bridgecore.ring(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bridgecore.wake(text) TO bridgecore_admin;
+GRANT EXECUTE ON FUNCTION bridgecore.ring(text, text) TO bridgecore_anon, bridgecore_admin;
+GRANT EXECUTE ON FUNCTION bridgecore._doorbell_stats() TO bridgecore_monitor;

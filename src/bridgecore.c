@@ -49,12 +49,13 @@ bridgecore_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(add_size(add_size(RateLimitShmemSize(), LauncherShmemSize()),
-											 BcStatsShmemSize()),
-									LoginShmemSize()));
+	RequestAddinShmemSpace(add_size(add_size(add_size(add_size(RateLimitShmemSize(), LauncherShmemSize()),
+													  BcStatsShmemSize()),
+											 LoginShmemSize()),
+									DoorbellShmemSize()));
 	/*
-	 * Tranche "bridgecore": lock 0 is unused (it was the rate limiter's single
-	 * lock, and stays so that the statistics keep lock 1); lock 1: statistics.
+	 * Tranche "bridgecore": lock 0: the doorbell's slots (it was the rate
+	 * limiter's single lock before); lock 1: statistics.
 	 * The rate limiter's partition locks are a tranche of their own,
 	 * "bridgecore_rate_limit", so waits on them show under that name.
 	 */
@@ -71,6 +72,7 @@ bridgecore_shmem_startup(void)
 	LauncherShmemInit();
 	BcStatsShmemInit();
 	LoginShmemInit();
+	DoorbellShmemInit();
 }
 
 void

@@ -96,6 +96,13 @@ extern uint64 launcher_extension_drops(void);
 extern PGDLLEXPORT void bridgecore_launcher_main(Datum arg);
 extern PGDLLEXPORT void bridgecore_poller_main(Datum arg);
 
+/* doorbell.c: rings that wake a poller at once */
+extern Size DoorbellShmemSize(void);
+extern void DoorbellShmemInit(void);
+extern void doorbell_attach(int32 instance_id);
+extern bool doorbell_rung(void);
+extern bool doorbell_take(void);
+
 /* xact.c: the workers' short transactions */
 extern void bc_begin_work(const char *activity);
 extern void bc_end_work(void);

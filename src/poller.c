@@ -814,6 +814,7 @@ bridgecore_poller_main(Datum arg)
 	if (!load_instance(instance_id, &inst))
 		proc_exit(0);			/* removed or disabled meanwhile */
 
+	doorbell_attach(instance_id);	/* after load_instance's advisory lock */
 	client = odoo_client_create(inst.url, inst.database, inst.login, inst.secret,
 								inst.verify_tls);
 	poll_context = AllocSetContextCreate(TopMemoryContext, "bridgecore poll",
@@ -843,7 +844,11 @@ bridgecore_poller_main(Datum arg)
 			json_object_put(inst.fields);
 			inst.fields = NULL;
 		}
-		if (inst.next_attempt > now)
+		/*
+		 * A ring (bridgecore.wake) ends the wait between polls at once, but
+		 * not a failure's backoff: a failing Odoo is not asked sooner.
+		 */
+		if (inst.next_attempt > now && !(inst.failures == 0 && doorbell_rung()))
 		{
 			/*
 			 * A long wait notices a dropped extension within a second, and
@@ -860,6 +865,8 @@ bridgecore_poller_main(Datum arg)
 			continue;
 		}
 
+		/* Rings from here on ask for one more fetch after this one. */
+		(void) doorbell_take();
 		MemoryContextSwitchTo(poll_context);
 		outcome = poll_once(client, &inst);
 		MemoryContextSwitchTo(TopMemoryContext);

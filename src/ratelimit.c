@@ -66,6 +66,7 @@ int			bridgecore_rate_limit_entries = 65536;
 int			bridgecore_rate_limit_per_user_factor = 10;
 int			bridgecore_rate_limit_new_devices = 20;
 int			bridgecore_rate_limit_login = 10;
+int			bridgecore_rate_limit_push_key = 10;
 
 /* Partitions of the table, each with its own lock; a power of two. */
 #define RL_PARTITIONS 16
@@ -84,7 +85,8 @@ typedef enum RateLimitKind
 	RATE_LIMIT_SYNC_PULL = 1,
 	RATE_LIMIT_SYNC_STATE,
 	RATE_LIMIT_SYNC_RESET,
-	RATE_LIMIT_LOGIN			/* per (instance, username): no user window */
+	RATE_LIMIT_LOGIN,			/* per (instance, username): no user window */
+	RATE_LIMIT_PUSH_KEY			/* refused push keys per client; user window: all clients */
 } RateLimitKind;
 
 typedef enum RateLimitScope
@@ -145,6 +147,10 @@ RateLimitDefineGucs(void)
 	DefineCustomIntVariable("bridgecore.rate_limit_login",
 							"Logins allowed per instance and username per minute (0 = no limit).",
 							NULL, &bridgecore_rate_limit_login, 10, 0, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.rate_limit_push_key",
+							"Refused doorbell push keys allowed per client per minute; all clients together get rate_limit_per_user_factor times as many (0 = no limit).",
+							NULL, &bridgecore_rate_limit_push_key, 10, 0, 1000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bridgecore.rate_limit_per_user_factor",
 							"Per-user limit of each rate-limited function, over all of the user's devices, as a multiple of its per-device limit (0 = no per-user limit).",
@@ -319,7 +325,7 @@ typedef enum RateLimitVerdict
 Datum
 bridgecore_rate_limit(PG_FUNCTION_ARGS)
 {
-	char	   *kind_name;
+	const char *kind_name;
 	text	   *device;
 	RateLimitKind kind;
 	int			limit;
@@ -343,6 +349,7 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 	bool		devices_open;
 	TimestampTz now = GetCurrentTimestamp();
 	RateLimitVerdict verdict = RL_ALLOW;
+	bool		count_it = true;
 	long		retry_after_s = 0;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
@@ -372,6 +379,22 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 		kind = RATE_LIMIT_LOGIN;
 		limit = bridgecore_rate_limit_login;
 	}
+	else if (strcmp(kind_name, "push_key") == 0 || strcmp(kind_name, "push_key_check") == 0)
+	{
+		/*
+		 * Refused doorbell keys: "push_key" counts one, "push_key_check"
+		 * only asks whether the budget is spent.  A key is checked only
+		 * while it is not, so a client cannot go on guessing after its
+		 * failures (or everyone's together, the "user" window) ran out:
+		 * while they are, every key of that client is refused, good or
+		 * not, which costs a ring, never an event.  device_id is the
+		 * client (an address), instance and user are 0.
+		 */
+		kind = RATE_LIMIT_PUSH_KEY;
+		limit = bridgecore_rate_limit_push_key;
+		count_it = kind_name[8] == '\0';
+		kind_name = "push_key";
+	}
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -383,7 +406,8 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 
 	user_limit = (int) Min((int64) limit * bridgecore_rate_limit_per_user_factor,
 						   (int64) PG_INT32_MAX);
-	device_cap = bridgecore_rate_limit_new_devices;
+	/* Client addresses are not devices: no cap on new ones. */
+	device_cap = kind == RATE_LIMIT_PUSH_KEY ? 0 : bridgecore_rate_limit_new_devices;
 	track_user = kind != RATE_LIMIT_LOGIN && (user_limit > 0 || device_cap > 0);
 	period_s = kind_period_s(kind);
 	per = kind == RATE_LIMIT_SYNC_RESET ? "hour" : "minute";
@@ -443,7 +467,7 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 		verdict = RL_OVER_NEW_DEVICES;
 		retry_after_s = retry_after(u->devices_start, now, RL_NEW_DEVICES_PERIOD_S);
 	}
-	else
+	else if (count_it)
 	{
 		bool		new_device = d == NULL;
 
@@ -503,19 +527,27 @@ bridgecore_rate_limit(PG_FUNCTION_ARGS)
 		case RL_OVER_DEVICE:
 			ereport(ERROR,
 					(errcode(ERRCODE_BRIDGECORE_RATE_LIMITED),
-					 errmsg("rate limit exceeded for %s: %d requests per %s",
-							kind_name, limit, per),
+					 errmsg("rate limit exceeded for %s: %d %s per %s",
+							kind_name, limit,
+							kind == RATE_LIMIT_PUSH_KEY ? "refused keys" : "requests", per),
 					 kind == RATE_LIMIT_LOGIN
 					 ? errdetail("The limit applies per username.")
+					 : kind == RATE_LIMIT_PUSH_KEY
+					 ? errdetail("The limit applies per client to refused push keys.")
 					 : errdetail("The limit applies per user and device."),
 					 errhint("Retry in %ld seconds.", retry_after_s)));
 			break;
 		case RL_OVER_USER:
 			ereport(ERROR,
 					(errcode(ERRCODE_BRIDGECORE_RATE_LIMITED),
-					 errmsg("rate limit exceeded for %s: %d requests per %s per user",
-							kind_name, user_limit, per),
-					 errdetail("The limit applies per user, over all of the user's devices."),
+					 kind == RATE_LIMIT_PUSH_KEY
+					 ? errmsg("rate limit exceeded for %s: %d refused keys per %s from all clients",
+							  kind_name, user_limit, per)
+					 : errmsg("rate limit exceeded for %s: %d requests per %s per user",
+							  kind_name, user_limit, per),
+					 kind == RATE_LIMIT_PUSH_KEY
+					 ? errdetail("The limit applies to refused push keys of all clients together.")
+					 : errdetail("The limit applies per user, over all of the user's devices."),
 					 errhint("Retry in %ld seconds.", retry_after_s)));
 			break;
 		case RL_OVER_NEW_DEVICES:

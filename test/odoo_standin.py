@@ -20,11 +20,20 @@ faults for the next requests: HTTP 500/502/429, HTML bodies, truncated
 bodies, connection resets, hangs, error envelopes, session expiry, wrong
 credentials.  Python standard library only.
 
+With --push-url (or the control op "set" with push_url and push_key), it
+pushes each new row after it is committed (visible), as the auto_webhook
+addon's subscriber does: POST to the URL with X-API-Key, the row's payload
+plus _webhook_metadata {event_id, event_type, model, record_id,
+timestamp}.  Pushes go out from a thread of their own, in commit order;
+the control op "pushes" returns their log (id, HTTP status, seconds).
+
     test/odoo_standin.py --port 8069 [--generate 5]   # 5 random events/s
+    test/odoo_standin.py --push-url http://127.0.0.1:8080/api/v1/webhooks/receive --push-key KEY
 """
 import argparse
 import gzip
 import json
+import queue
 import random
 import re
 import socket
@@ -32,6 +41,8 @@ import struct
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -156,12 +167,18 @@ class State:
         self.logins = 0           # login/authenticate calls
         self.lockout_until = 0.0
         self.requests = 0
-        self.search_reads = 0
+        self.search_reads = 0         # update.webhook search_reads answered
+        self.search_reads_started = 0
         self.session_valid = True
         self.rendered = {}        # id -> pre-rendered JSON text (bulk rows)
         self.ir_model_access = True   # False: ir.model reads raise AccessError
         self.configs = {}         # id -> webhook.config row
         self.next_config_id = 1
+        self.search_read_delay = 0.0  # seconds each update.webhook search_read waits
+        self.push_url = None      # where new rows are pushed (the doorbell), or None
+        self.push_key = None      # their X-API-Key
+        self.push_log = []        # [{"id", "status", "seconds", "at"}] of the pushes sent
+        self.push_queue = queue.Queue()
 
     def make_row(self, model=None, payload_size=0, unicode=False, event=None):
         rid = self.next_id
@@ -183,6 +200,45 @@ class State:
                "is_processed": False, "processed_at": False, "is_archived": False,
                "archived_at": False, "config_id": False}
         return row
+
+    def queue_push(self, row):
+        """Called with the lock held, once the row is visible (committed)."""
+        if self.push_url:
+            self.push_queue.put((self.push_url, self.push_key, row))
+
+
+def instant_push_body(row):
+    """The auto_webhook addon's instant push: the record's payload plus
+    _webhook_metadata."""
+    payload = row.get("payload") if isinstance(row.get("payload"), dict) else {}
+    body = dict(payload)
+    body["_webhook_metadata"] = {"event_id": row["id"], "event_type": row.get("event"),
+                                 "model": row.get("model"), "record_id": row.get("record_id"),
+                                 "timestamp": row.get("timestamp")}
+    return body
+
+
+def pusher():
+    """Sends the queued pushes, one at a time, in commit order."""
+    while True:
+        url, key, row = STATE.push_queue.get()
+        data = json.dumps(instant_push_body(row), ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["X-API-Key"] = key
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers, method="POST"),
+                                        timeout=10) as res:
+                status = res.status
+                res.read()
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except OSError:
+            status = None           # unreachable: a lost ring
+        with STATE.lock:
+            STATE.push_log.append({"id": row["id"], "status": status, "at": time.time(),
+                                   "seconds": round(time.monotonic() - started, 6)})
 
 
 STATE = None
@@ -590,6 +646,11 @@ def execute_kw(params):
         for f in wanted:
             if f not in fields:
                 raise OdooError("builtins.ValueError", "Invalid field %r on model 'update.webhook'" % f)
+        if method == "search_read":
+            with st.lock:
+                st.search_reads_started += 1
+            if st.search_read_delay > 0:
+                time.sleep(st.search_read_delay)     # a slow Odoo: rings arrive during the fetch
         with st.lock:
             rows = search(st.rows, domain, kwargs.get("order"),
                           kwargs.get("limit"), kwargs.get("offset"), st.next_id - 1)
@@ -789,6 +850,7 @@ class Handler(BaseHTTPRequestHandler):
                         row["payload"] = cmd["payload"]
                     st.rows[row["id"]] = row
                     ids.append(row["id"])
+                    st.queue_push(row)
                 out["ids"] = ids
             elif op == "add_raw":
                 # A record exactly as given (for malformed-record tests); id assigned.
@@ -817,6 +879,7 @@ class Handler(BaseHTTPRequestHandler):
             elif op == "publish":
                 for rid in cmd["ids"]:
                     st.rows[rid] = st.reserved.pop(rid)
+                    st.queue_push(st.rows[rid])
             elif op == "skip":
                 n = cmd.get("count", 1)
                 out["ids"] = list(range(st.next_id, st.next_id + min(n, 10000)))
@@ -840,6 +903,12 @@ class Handler(BaseHTTPRequestHandler):
                     st.failed_logins, st.lockout_until = 0, 0
                 if "ir_model_access" in cmd:
                     st.ir_model_access = bool(cmd["ir_model_access"])
+                if "search_read_delay" in cmd:
+                    st.search_read_delay = float(cmd["search_read_delay"])
+                if "push_url" in cmd:
+                    st.push_url = cmd["push_url"] or None
+                if "push_key" in cmd:
+                    st.push_key = cmd["push_key"] or None
             elif op == "add_user":
                 # An Odoo user who can log in (common.authenticate).
                 st.users[cmd["login"]] = (cmd["password"], cmd["uid"])
@@ -863,10 +932,13 @@ class Handler(BaseHTTPRequestHandler):
                 out["id"] = rid
             elif op == "clear_webhook_configs":
                 st.configs = {}
+            elif op == "pushes":
+                out["pushes"] = list(st.push_log)
             elif op == "stats":
                 out.update(requests=st.requests, search_reads=st.search_reads, rows=len(st.rows),
                            max_id=st.next_id - 1, faults_pending=len(st.faults),
-                           failed_logins=st.failed_logins, logins=st.logins)
+                           failed_logins=st.failed_logins, logins=st.logins,
+                           search_reads_started=st.search_reads_started)
             else:
                 out = {"ok": False, "error": "unknown op %r" % op}
         self.send_body(200 if out.get("ok") else 400, json.dumps(out).encode())
@@ -878,6 +950,7 @@ def generator(rate):
         with STATE.lock:
             row = STATE.make_row()
             STATE.rows[row["id"]] = row
+            STATE.queue_push(row)
 
 
 def main():
@@ -889,8 +962,12 @@ def main():
     ap.add_argument("--login", default="bridgecore")
     ap.add_argument("--password", default="bc-api-key")
     ap.add_argument("--generate", type=float, default=0, help="random events per second")
+    ap.add_argument("--push-url", help="push each new row to this URL (the doorbell) after it is committed")
+    ap.add_argument("--push-key", help="the X-API-Key of the pushes")
     opts = ap.parse_args()
     STATE = State(opts.db, opts.login, opts.password)
+    STATE.push_url, STATE.push_key = opts.push_url, opts.push_key
+    threading.Thread(target=pusher, daemon=True).start()
     server = ThreadingHTTPServer((opts.host, opts.port), Handler)
     server.daemon_threads = True
     if opts.generate > 0:

@@ -1,5 +1,5 @@
-// The gateway's HTTP server: /health, /auth/login, /auth/refresh and the
-// REST routes on node:http, each a call of a bridgecore function through pg
+// The gateway's HTTP server: /health, /metrics, /auth/login, /auth/refresh,
+// the doorbell (/api/v1/webhooks/receive) and the REST routes on node:http, each a call of a bridgecore function through pg
 // with the token's role and claims set for its transaction (as PostgREST
 // sets them); PostGraphile v5 (grafserv) serves /graphql on the same
 // server, over HTTP and WebSocket (graphql-ws), with the BridgeCore fields
@@ -18,6 +18,13 @@ import { HttpError, fromError, parseObject, readBody, sendError, sendJson } from
 import { NotificationHub } from "./notifications.js";
 import { ROUTES, functionCall, requestValues } from "./routes.js";
 import { attachWebSocket } from "./websocket.js";
+import { GatewayMetrics } from "./metrics.js";
+
+// The doorbell's path (the auto_webhook addon's subscriber pushes to it).
+export const RECEIVE_PATH = "/api/v1/webhooks/receive";
+// Paths counted by name in the request metrics; anything else is "other".
+const KNOWN_PATHS = new Set(["/health", "/metrics", "/auth/login", "/auth/refresh", "/graphql", RECEIVE_PATH,
+  ...Object.keys(ROUTES)]);
 
 // The schema PostGraphile exposes. PostGraphile hides the objects of
 // extensions, so the gateway keeps its own (GraphQL types come later).
@@ -25,12 +32,58 @@ export const GATEWAY_SCHEMA = "bridgecore_gateway";
 
 export class StartupError extends Error {}
 
-// Runs a query in a transaction as the role of token (verified by the
-// database in the transaction's first round trip, which also sets the role
-// and request.jwt.claims as PostgREST sets them), or as bridgecore_anon
-// without one; build(claims) makes the query. Returns the text of its one
-// value.
-async function callAs(pool, token, build) {
+// A value as an SQL literal, for the one-message form of callAs. Text
+// with a NUL character cannot travel in a query (nor as a parameter).
+function literal(client, v) {
+  if (v === null || v === undefined) return "NULL";
+  // An array is a PostgreSQL array literal of its elements, each quoted.
+  const text = Array.isArray(v)
+    ? `{${v.map((x) => (x === null ? "NULL" : `"${String(x).replace(/[\\"]/g, (c) => `\\${c}`)}"`)).join(",")}}`
+    : String(v);
+  if (text.includes("\0")) {
+    throw new HttpError(400, "a value contains a NUL character", { code: "22021", hint: "Remove the \\u0000 from the value." });
+  }
+  return client.escapeLiteral(text);
+}
+
+// A query with its values inlined as literals.
+function inline(client, query) {
+  const values = query.values ?? [];
+  return query.text.replace(/\$(\d+)/g, (_, n) => literal(client, values[Number(n) - 1]));
+}
+
+// The claims the database gave for a token, by the token's text: a token
+// seen before builds its request's query at once, so that the database's
+// check of it (which still runs, in the same transaction, and alone sets
+// the role and the claims) and the query travel in one message. The same
+// text always verifies to the same claims; an expired or refused token
+// fails in the database as on its first use. Bounded: the oldest go first.
+const CLAIMS_CACHE_SIZE = 10000;
+const knownClaims = new Map();
+
+function cachedClaims(token) {
+  const claims = knownClaims.get(token);
+  if (claims === undefined) return null;
+  if (typeof claims.exp === "number" && claims.exp <= Date.now() / 1000) {
+    knownClaims.delete(token);
+    return null;
+  }
+  return claims;
+}
+
+function rememberClaims(token, claims) {
+  if (knownClaims.size >= CLAIMS_CACHE_SIZE) knownClaims.delete(knownClaims.keys().next().value);
+  knownClaims.set(token, claims);
+}
+
+// Runs a query in a transaction and returns the text of its one value:
+// with a token, as the token's role with request.jwt.claims set as
+// PostgREST sets them, after the database verified the token in the same
+// transaction; without one, as role. build(claims) makes the query, its
+// values inlined as literals. A known token costs one message (BEGIN, the
+// check, the query, COMMIT), a new one two (BEGIN and the check, then the
+// query and COMMIT); an error costs a ROLLBACK more.
+async function callAs(pool, token, build, role = "bridgecore_anon") {
   let client;
   try {
     client = await pool.connect();
@@ -38,26 +91,44 @@ async function callAs(pool, token, build) {
     throw new HttpError(503, "the database is unavailable", { hint: "Retry later." });
   }
   let broken = false;
-  let claims = null;
+  let sent = false;
   try {
+    let results;
     if (token === null) {
-      await client.query("BEGIN; SET LOCAL ROLE bridgecore_anon");
-    } else {
-      await client.query("BEGIN");
-      try {
-        claims = claimsOf(await client.query(verifyStatement(client, token)));
-      } catch (e) {
-        throw tokenError(e);
-      }
+      sent = true;
+      results = await client.query(`BEGIN; SET LOCAL ROLE ${client.escapeIdentifier(role)}; ${inline(client, build(null))}; COMMIT`);
+      return results[2].rows[0].r;
     }
-    const result = await client.query(build(claims));
-    await client.query("COMMIT");
-    return result.rows[0].r;
-  } catch (e) {
+    const known = cachedClaims(token);
+    if (known !== null) {
+      const text = inline(client, build(known));
+      sent = true;
+      try {
+        results = await client.query(`BEGIN; ${verifyStatement(client, token)}; ${text}; COMMIT`);
+      } catch (e) {
+        const refused = tokenError(e);
+        if (refused !== e) knownClaims.delete(token);
+        throw refused;
+      }
+      return results[3].rows[0].r;
+    }
+    sent = true;
+    let claims;
     try {
-      await client.query("ROLLBACK");
-    } catch {
-      broken = true;
+      claims = claimsOf(await client.query(`BEGIN; ${verifyStatement(client, token)}`));
+    } catch (e) {
+      throw tokenError(e);
+    }
+    rememberClaims(token, claims);
+    results = await client.query(`${inline(client, build(claims))}; COMMIT`);
+    return results[0].rows[0].r;
+  } catch (e) {
+    if (sent) {
+      try {
+        await client.query("ROLLBACK");
+      } catch {
+        broken = true;
+      }
     }
     throw e;
   } finally {
@@ -115,7 +186,27 @@ async function ensureSchema(pool) {
   }
 }
 
+// What a ring's outcome says, for the answer's message.
+const RING_MESSAGES = {
+  woken: (i) => `the poller of instance "${i}" fetches now`,
+  coalesced: (i) => `a fetch of instance "${i}" is already due; this ring joins it`,
+  no_poller: (i) => `no poller runs for instance "${i}" (disabled or starting); it fetches when it starts`,
+};
+
+// The pushed body's event id: event_id (the cron envelope) or
+// _webhook_metadata.event_id (the instant push), when a string or a number.
+export function pushedEventId(body) {
+  for (const v of [body.event_id, body._webhook_metadata?.event_id]) {
+    if (typeof v === "string" || (typeof v === "number" && Number.isFinite(v))) return v;
+  }
+  return null;
+}
+
+// The outcome label of a refused ring, by HTTP status.
+const refusedOutcome = (status) => (status === 401 ? "refused" : status === 429 ? "rate_limited" : "error");
+
 export async function startGateway(config) {
+  const metrics = new GatewayMetrics();
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: 5000 });
   pool.on("error", () => {});   // an idle connection that dies is replaced on next use
   try {
@@ -175,6 +266,26 @@ export async function startGateway(config) {
       }
       return sendJson(res, 200, '{"status": "ok"}');
     }
+    if (path === "/metrics") {
+      if (req.method !== "GET") throw methodNotAllowed("GET");
+      // The extension's families, then the gateway's; without the database,
+      // the gateway's alone (bridgecore_gateway_database_up 0).
+      let extension = "";
+      try {
+        extension = await callAs(pool, null, () => ({ text: "SELECT bridgecore.metrics() AS r" }), "bridgecore_monitor");
+        if (extension && !extension.endsWith("\n")) extension += "\n";
+        metrics.databaseUp = 1;
+      } catch {
+        metrics.databaseUp = 0;
+      }
+      metrics.setWebsocketConnections(websocket.connections);
+      res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Cache-Control": "no-store" });
+      return void res.end(extension + metrics.render());
+    }
+    if (path === RECEIVE_PATH) {
+      if (req.method !== "POST") throw methodNotAllowed("POST");
+      return receive(req, res);
+    }
     if (path === "/auth/login") {
       if (req.method !== "POST") throw methodNotAllowed("POST");
       const body = parseObject(await readBody(req, config.maxBodySize));
@@ -207,7 +318,56 @@ export async function startGateway(config) {
     return sendJson(res, 200, await callAs(pool, token, (claims) => functionCall(route.fn, route.args, requestValues(route, url, body, claims))));
   }
 
+  // The doorbell: an X-API-Key (the instance's push key, which names it) or
+  // an admin token (whose instance claim names it). Stores nothing: it
+  // wakes the instance's poller (bridgecore.ring / bridgecore.wake).
+  async function receive(req, res) {
+    const key = req.headers["x-api-key"];
+    let token = null;
+    if (key === undefined) {
+      try {
+        token = requireToken(req);
+      } catch (e) {
+        metrics.countRing("", "refused");
+        throw e;
+      }
+    }
+    const body = parseObject(await readBody(req, config.maxBodySize));
+    let instance = "";
+    let result;
+    try {
+      const text = key !== undefined
+        ? await callAs(pool, null, () => ({
+          text: "SELECT bridgecore.ring($1, $2)::text AS r", values: [key, req.socket.remoteAddress ?? null] }))
+        : await callAs(pool, token, (claims) => {
+          instance = claims.instance ?? "";
+          if (claims.role !== "bridgecore_admin") {
+            throw new HttpError(401, "the doorbell takes the instance's push key (X-API-Key) or an admin token",
+              { headers: { "WWW-Authenticate": 'Bearer realm="bridgecore", error="insufficient_scope"' } });
+          }
+          return { text: "SELECT bridgecore.wake($1)::text AS r", values: [claims.instance ?? null] };
+        });
+      result = JSON.parse(text);
+    } catch (e) {
+      metrics.countRing(instance, refusedOutcome(fromError(e).status));
+      throw e;
+    }
+    metrics.countRing(result.instance, result.outcome);
+    return sendJson(res, 200, JSON.stringify({
+      success: true,
+      message: (RING_MESSAGES[result.outcome] ?? ((i) => `instance "${i}" rung`))(result.instance),
+      event_id: pushedEventId(body),
+      processed_at: new Date().toISOString(),
+    }));
+  }
+
   const server = createServer((req, res) => {
+    const started = process.hrtime.bigint();
+    res.once("finish", () => {
+      const path = (req.url ?? "/").split("?")[0].replace(/\/+$/, "") || "/";
+      metrics.observeRequest(KNOWN_PATHS.has(path) ? path : "other", res.statusCode,
+        Number(process.hrtime.bigint() - started) / 1e9);
+    });
     handle(req, res).catch((err) => {
       const e = fromError(err);
       if (e.status === 500) console.error(`bridgecore gateway: ${req.method} ${req.url}: ${err.stack ?? err}`);
@@ -222,6 +382,7 @@ export async function startGateway(config) {
   const address = server.address();
   return {
     server,
+    metrics,
     url: `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`,
     hub,
     websocket,

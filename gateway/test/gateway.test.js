@@ -209,6 +209,21 @@ test("POST /api/v2/sync/pull: malformed JSON and a body that is not an object ar
   assertError(await call("POST", "/api/v2/sync/pull", { bearer: APP, raw: '"phone-1"' }), 400);
 });
 
+test("values reach the functions exactly: quotes, backslashes, arrays; a NUL is 400 (22021)", async () => {
+  const device = "o'brien\\phone \"2\"; SELECT 1; --";
+  const r = await call("POST", "/api/v2/sync/pull", { bearer: APP, body: { device_id: device, app_type: "sales_app",
+    models_filter: ["sale.order", "res.partner"], device_info: { note: "it's \\ fine" } } });
+  assert.equal(r.status, 200, r.text);
+  const state = await call("GET", `/api/v2/sync/state?device_id=${encodeURIComponent(device)}`, { bearer: APP });
+  assert.equal(state.status, 200, state.text);
+  assert.equal(state.json.device_id, device);
+  const bad = await call("POST", "/api/v2/sync/pull", { bearer: APP, body: { device_id: "p", app_type: "sales_app",
+    models_filter: ['sale.order"}', "x\\"] } });
+  assertError(bad, 400, "22023");
+  assert.match(bad.json.detail, /invalid model name/);
+  assertError(await call("POST", "/api/v2/sync/pull", { bearer: APP, body: { device_id: "nul\u0000", app_type: "sales_app" } }), 400, "22021");
+});
+
 test("a body over 1 MB is 413", async () => {
   const big = JSON.stringify({ device_id: "phone-1", app_type: "sales_app", device_info: { pad: "x".repeat(1024 * 1024) } });
   const r = await call("POST", "/api/v2/sync/pull", { bearer: APP, raw: big });

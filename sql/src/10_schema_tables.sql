@@ -39,7 +39,10 @@ CREATE TABLE bridgecore.instance (
     -- cursor is below it has missed events and must resynchronise.
     purged_through  bigint NOT NULL DEFAULT 0,
     -- Bumped by alter_instance: a running poller restarts with the new settings.
-    config_version  integer NOT NULL DEFAULT 1
+    config_version  integer NOT NULL DEFAULT 1,
+    -- SHA-256 of the doorbell's push key (alter_instance(push_key => ...)),
+    -- NULL when the instance has none; the key itself is stored nowhere.
+    push_key_hash   bytea UNIQUE CHECK (octet_length(push_key_hash) = 32)
 );
 COMMENT ON TABLE bridgecore.instance IS 'One row per Odoo instance (tenant). The secret is readable by no role but the owner.';
 
@@ -243,6 +246,6 @@ SELECT i.name, i.url, i.database, i.login, i.source_model, i.poll_interval,
        i.last_error, i.last_error_at,
        i.consecutive_failures, i.next_attempt_at, i.events_ingested,
        now() - i.newest_event_at AS lag,
-       i.purged_through, i.created_at
+       i.purged_through, i.created_at, i.push_key_hash IS NOT NULL AS has_push_key
   FROM bridgecore.instance i;
 COMMENT ON VIEW bridgecore.instances IS 'Odoo instances and their poller status, without secrets.';

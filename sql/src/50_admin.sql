@@ -88,7 +88,7 @@ CREATE FUNCTION bridgecore.alter_instance(
     secret text DEFAULT NULL, source_model text DEFAULT NULL,
     poll_interval interval DEFAULT NULL, batch_size integer DEFAULT NULL,
     enabled boolean DEFAULT NULL, verify_tls boolean DEFAULT NULL,
-    new_name text DEFAULT NULL)
+    new_name text DEFAULT NULL, push_key text DEFAULT NULL)
 RETURNS SETOF bridgecore.instances LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET log_min_error_statement = panic
@@ -97,6 +97,8 @@ AS $$
 DECLARE
     inst_id integer;
     reconnect boolean;
+    key_hash bytea;
+    poller_settings boolean;
 BEGIN
     IF name IS NULL THEN
         RAISE EXCEPTION 'name must not be null' USING ERRCODE = 'null_value_not_allowed',
@@ -105,6 +107,25 @@ BEGIN
     inst_id := bridgecore._instance_id(alter_instance.name);
     PERFORM bridgecore._check_instance_settings(new_name, url, database, login, secret,
                                                 source_model, poll_interval, batch_size);
+    -- The doorbell's key (POST /api/v1/webhooks/receive, X-API-Key): NULL
+    -- keeps it, '' removes it, anything else replaces it. Only its SHA-256
+    -- is kept, so it must be long and random: nothing slows down guessing
+    -- from a stolen hash.
+    IF alter_instance.push_key IS NOT NULL AND alter_instance.push_key <> '' THEN
+        IF length(alter_instance.push_key) NOT BETWEEN 32 AND 256
+           OR alter_instance.push_key !~ '^[\x21-\x7e]+$' THEN
+            RAISE EXCEPTION 'push_key must be 32 to 256 printable ASCII characters without spaces, got % characters',
+                            length(alter_instance.push_key)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use a long random key, such as the output of: openssl rand -hex 32. Pass '''' to remove the key.';
+        END IF;
+        key_hash := pg_catalog.sha256(pg_catalog.convert_to(alter_instance.push_key, 'UTF8'));
+        IF EXISTS (SELECT 1 FROM bridgecore.instance i WHERE i.push_key_hash = key_hash AND i.id <> inst_id) THEN
+            RAISE EXCEPTION 'this push_key is already used by another instance'
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Every instance needs its own key: the key names the instance.';
+        END IF;
+    END IF;
     IF new_name IS NOT NULL AND new_name <> name
        AND EXISTS (SELECT 1 FROM bridgecore.instance i WHERE i.name = new_name) THEN
         RAISE EXCEPTION 'instance "%" already exists', new_name USING ERRCODE = 'unique_violation',
@@ -127,6 +148,10 @@ BEGIN
     END IF;
     -- New connection settings deserve an immediate new attempt.
     reconnect := coalesce(url, database, login, secret) IS NOT NULL OR enabled IS NOT NULL;
+    -- The poller restarts for its own settings only, not for a new push key.
+    poller_settings := push_key IS NULL
+        OR coalesce(url, database, login, secret, source_model, new_name) IS NOT NULL
+        OR coalesce(poll_interval::text, batch_size::text, enabled::text, verify_tls::text) IS NOT NULL;
     UPDATE bridgecore.instance i
        SET name = coalesce(alter_instance.new_name, i.name),
            url = coalesce(rtrim(alter_instance.url, '/'), i.url),
@@ -141,14 +166,17 @@ BEGIN
            state = CASE WHEN reconnect THEN 'ok' ELSE i.state END,
            consecutive_failures = CASE WHEN reconnect THEN 0 ELSE i.consecutive_failures END,
            next_attempt_at = CASE WHEN reconnect THEN NULL ELSE i.next_attempt_at END,
-           config_version = i.config_version + 1
+           config_version = i.config_version + CASE WHEN poller_settings THEN 1 ELSE 0 END,
+           push_key_hash = CASE WHEN alter_instance.push_key IS NULL THEN i.push_key_hash
+                                WHEN alter_instance.push_key = '' THEN NULL
+                                ELSE key_hash END
      WHERE i.id = inst_id;
     PERFORM bridgecore._wake_poller();
     RETURN QUERY SELECT * FROM bridgecore.instances v WHERE v.name = coalesce(alter_instance.new_name, alter_instance.name);
 END
 $$;
-COMMENT ON FUNCTION bridgecore.alter_instance(text, text, text, text, text, text, interval, integer, boolean, boolean, text)
-    IS 'Changes an Odoo instance; omitted (null) arguments keep their value.';
+COMMENT ON FUNCTION bridgecore.alter_instance(text, text, text, text, text, text, interval, integer, boolean, boolean, text, text)
+    IS 'Changes an Odoo instance; omitted (null) arguments keep their value; push_key => '''' removes the doorbell key.';
 
 CREATE FUNCTION bridgecore.remove_instance(name text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE

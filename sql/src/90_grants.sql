@@ -27,7 +27,7 @@ GRANT EXECUTE ON FUNCTION
     bridgecore.ingest(text, json),
     bridgecore.cleanup(timestamptz, text),
     bridgecore.add_instance(text, text, text, text, text, text, interval, integer, boolean, boolean),
-    bridgecore.alter_instance(text, text, text, text, text, text, interval, integer, boolean, boolean, text),
+    bridgecore.alter_instance(text, text, text, text, text, text, interval, integer, boolean, boolean, text, text),
     bridgecore.remove_instance(text),
     bridgecore.set_app_type(text, text[]),
     bridgecore.stats_reset(),

@@ -42,18 +42,18 @@ SELECT is(pg_temp.executable('bridgecore_app'),
           ARRAY['check_updates', 'events', 'login', 'refresh_token', 'sync_pull', 'sync_reset', 'sync_reset_all',
                 'sync_scope', 'sync_state', 'verify_token'],
           'the app role can execute exactly the sync, query and token functions');
-SELECT is(pg_temp.executable('bridgecore_anon'), ARRAY['login', 'verify_token'],
-          'the anonymous role can only log in and verify tokens');
+SELECT is(pg_temp.executable('bridgecore_anon'), ARRAY['login', 'ring', 'verify_token'],
+          'the anonymous role can only log in, verify tokens and ring with a push key');
 -- Admins are monitors too; the stats views and bridgecore.instances read
 -- shared memory through the read-only _stats/_error_kinds/_last_success
--- helpers, so monitors may call them.
+-- helpers, so monitors may call them (and _doorbell_stats, the doorbell's).
 SELECT is(pg_temp.executable('bridgecore_admin'),
-          ARRAY['_error_kinds', '_last_success', '_stats_instances', '_stats_models',
+          ARRAY['_doorbell_stats', '_error_kinds', '_last_success', '_stats_instances', '_stats_models',
                 'add_instance', 'alter_instance', 'check_updates', 'cleanup',
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
                 'initialize_audit', 'issue_token', 'login', 'metrics', 'refresh_token', 'remove_instance',
-                'retry_dead_letter', 'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
-                'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token'],
+                'retry_dead_letter', 'retry_dead_letters', 'ring', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
+                'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token', 'wake'],
           'the admin role can execute the API, and of the internal helpers only the read-only counters');
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname)
              FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
@@ -103,8 +103,8 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
           ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup',
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
                 'initialize_audit', 'issue_token', 'login', 'metrics', 'refresh_token', 'remove_instance',
-                'retry_dead_letter', 'retry_dead_letters', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
-                'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token'],
+                'retry_dead_letter', 'retry_dead_letters', 'ring', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
+                'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token', 'wake'],
           'the SECURITY DEFINER functions are exactly the granted API');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Benchmark: REST POST /api/v2/sync/pull through the gateway against the same
+# pulls as direct SQL calls, in throughput, same run, same clients.
+#
+# A log of 50,000 events (sale.order), 2,000 devices of one user; each
+# client makes the same fixed sequence of pulls of 100 events on both sides
+# (bench/lib/gateway_pull.mjs, a PRNG seeded per client and round):
+#   rest: HTTP/1.1 keep-alive, one connection per client, Bearer token;
+#   sql:  node-postgres, one connection per client acting as
+#         bridgecore_app, a prepared SELECT bridgecore.sync_pull(...).
+# Both load generators are the same Node.js process kind on the same
+# machine. Before each run every sync state is deleted, so both sides do the
+# same work; each round checks that both delivered the same number of
+# events. The extension's rate limits are off.
+#
+# A round runs each side once, the order alternating between rounds. The
+# result is the median of the per-round ratios (rest pulls/s / sql pulls/s)
+# with their spread: absolute figures on a shared machine are noise. Each
+# run also counts the CPU time per pull of everything its side uses (the
+# server's processes, the gateway's for rest, the load generator's): on a
+# machine others share, the ratio of CPU per pull (sql / rest) is the
+# steadier figure, and is the throughput ratio where CPU is the limit.
+#
+# Usage: bench/gateway_pull.sh [pulls per client and run, default 500] [rounds, default 6] [clients, default 4]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. test/lib/cluster.sh
+
+PULLS=${1:-500}
+ROUNDS=${2:-6}
+CLIENTS=${3:-4}
+EVENTS=50000
+DEVICES=2000
+SECRET=a-benchmark-secret-of-32-characters
+DB=bench_gateway
+NODE=gateway/node_modules/node/bin/node
+
+make -s >/dev/null && make -s install >/dev/null
+gateway/run --install >/dev/null
+GATEWAY_PID=
+LOG=$(mktemp)
+cleanup() {
+    [ -n "$GATEWAY_PID" ] && kill "$GATEWAY_PID" 2>/dev/null && wait "$GATEWAY_PID" 2>/dev/null || true
+    rm -f "$LOG"
+    cluster_stop
+}
+trap cleanup EXIT
+cluster_start "max_connections = 100" "shared_buffers = '256MB'"
+
+psql -qX -v ON_ERROR_STOP=1 -d postgres <<SQL >/dev/null
+CREATE DATABASE $DB;
+ALTER SYSTEM SET bridgecore.rate_limit_sync_pull = 0;
+ALTER SYSTEM SET bridgecore.rate_limit_new_devices = 0;
+ALTER SYSTEM SET bridgecore.rate_limit_per_user_factor = 0;
+SELECT pg_reload_conf();
+SQL
+psql -qX -v ON_ERROR_STOP=1 -d $DB <<SQL >/dev/null
+CREATE EXTENSION bridgecore;
+ALTER DATABASE $DB SET bridgecore.jwt_secret = '$SECRET';
+SELECT name FROM bridgecore.add_instance('bench', 'http://127.0.0.1:9', 'odoo', 'bot', 'bench-secret', enabled => false);
+SELECT bridgecore.ingest('bench', (SELECT json_agg(json_build_object('id', g, 'model', 'sale.order', 'record_id', g,
+                                                                    'event', 'write', 'timestamp', '2025-11-16 10:30:00'))
+                                     FROM generate_series(b * 5000 + 1, b * 5000 + 5000) g))
+  FROM generate_series(0, $EVENTS / 5000 - 1) b;
+VACUUM ANALYZE;
+SQL
+TOKEN=$(psql -qXAt -d $DB -c "SELECT bridgecore.issue_token('bridgecore_app', 1, 'bench', '1 day') ->> 'access_token'")
+export TOKEN
+
+PORT=$(free_port)
+export GATEWAY_URL=http://127.0.0.1:$PORT
+export DATABASE_URL="postgresql:///$DB?host=$PGHOST&port=$PGPORT&user=postgres"
+DATABASE_URL=$DATABASE_URL BRIDGECORE_JWT_SECRET=$SECRET PORT=$PORT gateway/run >"$LOG" 2>&1 &
+GATEWAY_PID=$!
+until curl -sf -o /dev/null "$GATEWAY_URL/health"; do
+    kill -0 "$GATEWAY_PID" 2>/dev/null || { cat "$LOG"; exit 1; }
+    sleep 0.2
+done
+
+reset() { psql -qX -d $DB -c "DELETE FROM bridgecore.sync_state" -c "VACUUM bridgecore.sync_state" >/dev/null; }
+# CPU time (user + system, clock ticks) used by the gateway process, and by
+# the server: the postmaster's reaped children (backends that ended) plus
+# its live children.
+gateway_ticks() { awk '{ print $14 + $15 }' "/proc/$GATEWAY_PID/stat"; }
+server_ticks() {
+    local pm
+    pm=$(head -1 "$CLUSTER_DIR/data/postmaster.pid")
+    { awk '{ print $16 + $17 }' "/proc/$pm/stat"
+      for c in $(pgrep -P "$pm"); do awk '{ print $14 + $15 }' "/proc/$c/stat" 2>/dev/null; done; } |
+        awk '{ s += $1 } END { print s }'
+}
+TICK_MS=$(awk -v t="$(getconf CLK_TCK)" 'BEGIN { print 1000 / t }')
+# run <side> <seed> -> "pulls/s events CPU-ms-per-pull gateway-CPU-ms-per-pull": CPU per
+# pull of everything the side uses (server, gateway for rest, the load generator)
+run() {
+    local out g0 g1 s0 s1
+    reset
+    g0=$(gateway_ticks) s0=$(server_ticks)
+    out=$("$NODE" bench/lib/gateway_pull.mjs "$1" "$CLIENTS" "$PULLS" "$DEVICES" "$2") || exit 1
+    g1=$(gateway_ticks) s1=$(server_ticks)
+    [ "$1" = rest ] || g1=$g0
+    python3 -c 'import json, sys; d = json.loads(sys.argv[1]); g, s, tick = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+print("%.1f %d %.3f %.3f" % (d["pps"], d["events"], ((g + s) * tick + d["client_cpu_ms"]) / d["pulls"], g * tick / d["pulls"]))' \
+        "$out" $((g1 - g0)) $((s1 - s0)) "$TICK_MS"
+}
+
+echo "warming up..."
+run rest 999 >/dev/null
+run sql 999 >/dev/null
+
+ratios=() rest_pps=() sql_pps=() gw_cpu=() cpu_ratios=() rest_cpu=() sql_cpu=()
+for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then order="sql rest"; else order="rest sql"; fi
+    for side in $order; do
+        read -r pps events cpu gcpu < <(run "$side" "$r")
+        if [ "$side" = rest ]; then rp=$pps re=$events rc=$cpu gc=$gcpu; else sp=$pps se=$events sc=$cpu; fi
+    done
+    [ "$re" = "$se" ] || { echo "round $r: rest delivered $re events, sql $se" >&2; exit 1; }
+    ratio=$(awk -v a="$rp" -v b="$sp" 'BEGIN { printf "%.3f", a / b }')
+    cpu_ratio=$(awk -v a="$sc" -v b="$rc" 'BEGIN { printf "%.3f", a / b }')
+    ratios+=("$ratio") rest_pps+=("$rp") sql_pps+=("$sp") gw_cpu+=("$gc")
+    cpu_ratios+=("$cpu_ratio") rest_cpu+=("$rc") sql_cpu+=("$sc")
+    printf 'round %2d: sql %6.1f pulls/s %s ms CPU/pull   rest %6.1f pulls/s %s ms CPU/pull (gateway %s)   ratio %s, by CPU %s   (each: %d pulls, %d events)\n' \
+        "$r" "$sp" "$sc" "$rp" "$rc" "$gc" "$ratio" "$cpu_ratio" $((PULLS * CLIENTS)) "$re"
+done
+
+stats() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
+        END { printf "%.10g %.10g %.10g\n", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2, a[1], a[NR] }'
+}
+read -r rm rmin rmax < <(stats "${ratios[@]}")
+read -r sm smin smax < <(stats "${sql_pps[@]}")
+read -r gm gmin gmax < <(stats "${rest_pps[@]}")
+read -r cm cmin cmax < <(stats "${gw_cpu[@]}")
+read -r qm qmin qmax < <(stats "${cpu_ratios[@]}")
+read -r scm _ _ < <(stats "${sql_cpu[@]}")
+read -r rcm _ _ < <(stats "${rest_cpu[@]}")
+printf 'sql:  median %.1f pulls/s (min %.1f, max %.1f)\n' "$sm" "$smin" "$smax"
+printf 'rest: median %.1f pulls/s (min %.1f, max %.1f)\n' "$gm" "$gmin" "$gmax"
+printf 'CPU per pull (server + load generator, + gateway for rest): sql median %.3f ms, rest median %.3f ms, of which the gateway process %.3f ms (min %.3f, max %.3f)\n' \
+    "$scm" "$rcm" "$cm" "$cmin" "$cmax"
+printf 'by CPU, sql CPU per pull / rest CPU per pull: %.2fx (median; per-round min %.2fx, max %.2fx): the throughput ratio when the CPU is the limit and nothing else runs\n' \
+    "$qm" "$qmin" "$qmax"
+printf 'REST through the gateway / direct SQL: %.2fx (median of %d alternating rounds; per-round min %.2fx, max %.2fx; %d clients, %d pulls per run of 100 events, %d events, %d devices)\n' \
+    "$rm" "$ROUNDS" "$rmin" "$rmax" "$CLIENTS" $((PULLS * CLIENTS)) $EVENTS $DEVICES
