@@ -126,8 +126,8 @@ test("receive: an admin token rings the instance its claim names; app and bad to
   assert.match(r.json.message, /instance "bell-other"/);
   assert.equal(r.json.event_id, 5);
   assertError(await ring({ bearer: await token({ role: "bridgecore_app", user_id: 7, instance: "bell" }), body: {} }), 401);
-  assertError(await ring({ bearer: await token({ role: "bridgecore_admin", instance: "bell", exp: now() - 5 }), body: {} }), 401);
-  assertError(await ring({ bearer: await signToken(db, { role: "bridgecore_admin", instance: "bell", exp: now() + 60 }, "x".repeat(40)), body: {} }), 401);
+  assertError(await ring({ bearer: await token({ role: "bridgecore_admin", instance: "bell", exp: now() - 5 }), body: {} }), 401, "28000");
+  assertError(await ring({ bearer: await signToken(db, { role: "bridgecore_admin", instance: "bell", exp: now() + 60 }, "x".repeat(40)), body: {} }), 401, "28000");
   assertError(await ring({ bearer: await token({ role: "bridgecore_admin", instance: "ghost" }), body: {} }), 400, "22023");
 });
 
