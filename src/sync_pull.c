@@ -168,7 +168,7 @@ index_column_is(Relation idx, int k, AttrNumber attnum, Oid typid)
 }
 
 static PartInfo *
-partition_info(Relation rel)
+partition_entry(Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
 	PartInfo   *p;
@@ -242,6 +242,17 @@ partition_info(Relation rel)
 		p->att_doc = att_doc;
 	}
 	return p;
+}
+
+/*
+ * A copy of the partition's entry: an invalidation processed while the
+ * caller works (any lock taken processes them) may remove the entry.
+ */
+static PartInfo *
+partition_info(Relation rel, PartInfo *copy)
+{
+	*copy = *partition_entry(rel);
+	return copy;
 }
 
 /*
@@ -455,6 +466,7 @@ read_page(Relation parent, Snapshot snapshot, int32 inst, int64 pos, int lim, co
 	for (k = 0; k < nparts && w->n > 0 && !done && !exhausted; k++)
 	{
 		Relation	rel;
+		PartInfo	pinfo;
 		PartInfo   *pi;
 		Relation	idx;
 		TupleTableSlot *slot;
@@ -464,7 +476,7 @@ read_page(Relation parent, Snapshot snapshot, int32 inst, int64 pos, int lim, co
 		if (parts[k].hi <= cur)
 			continue;
 		rel = table_open(parts[k].relid, AccessShareLock);
-		pi = partition_info(rel);
+		pi = partition_info(rel, &pinfo);
 		idx = index_open(pi->by_id, AccessShareLock);
 		slot = table_slot_create(rel, NULL);
 		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(inst));
@@ -519,6 +531,7 @@ read_page(Relation parent, Snapshot snapshot, int32 inst, int64 pos, int lim, co
 	for (k = 0; k < nparts && exhausted && !done; k++)
 	{
 		Relation	rel;
+		PartInfo	pinfo;
 		PartInfo   *pi;
 		int			need = lim + 1 - page->n;
 		Found	   *found;
@@ -528,7 +541,7 @@ read_page(Relation parent, Snapshot snapshot, int32 inst, int64 pos, int lim, co
 		if (parts[k].hi <= cur)
 			continue;
 		rel = table_open(parts[k].relid, AccessShareLock);
-		pi = partition_info(rel);
+		pi = partition_info(rel, &pinfo);
 		if (!OidIsValid(pi->by_model))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -557,7 +570,8 @@ read_page(Relation parent, Snapshot snapshot, int32 inst, int64 pos, int lim, co
 		for (k = nparts - 1; k >= 0 && parts[k].hi > pos; k--)
 		{
 			Relation	rel = table_open(parts[k].relid, AccessShareLock);
-			int64		newest = newest_in(rel, partition_info(rel), snapshot, inst);
+			PartInfo	pinfo;
+			int64		newest = newest_in(rel, partition_info(rel, &pinfo), snapshot, inst);
 
 			table_close(rel, NoLock);
 			CHECK_FOR_INTERRUPTS();
