@@ -5,10 +5,15 @@
 # 10,000,000 events) in one cluster, with a skewed model mix like a real
 # Odoo log (mail.message 40 %, sale.order.line 20 %, sale.order 15 %,
 # res.partner 10 %, account.move and product.product 5 % each, stock.move
-# 4.9 %, stock.picking 0.1 %).  At each size a single client makes CALLS
-# pulls of up to 100 events in each scenario, each pull a transaction of its
-# own, timed in the server (clock_timestamp() around the call, so the
-# client's round trip is not in it):
+# 4.9 %, stock.picking 0.1 %).  Each size is a log of its own, in a database
+# of its own in one cluster, and a single client makes CALLS pulls of up to
+# 100 events in each scenario and size, each pull a transaction of its own,
+# timed in the server (clock_timestamp() around the call, so the client's
+# round trip is not in it).  The pulls are made in ROUNDS rounds (default
+# 10), each round a batch of every scenario on every size in turn, so that
+# the machine's other load, which comes in bursts and decides a p99 of
+# pulls this short, falls on every size alike instead of on whichever size
+# was measured during a burst:
 #
 #   fresh      a new sales_app device (90 % of the log is its models), from 0
 #   mid        a sales_app device whose state is in the middle of the log
@@ -20,18 +25,19 @@
 # smallest to the largest size, and the size of the event table and its
 # indexes per event.
 #
-# Then the herd: HERD devices (default 1,000) are caught up, 100 new events
+# Then, on the largest log, the herd: HERD devices (default 1,000) are caught up, 100 new events
 # arrive, and 16 clients pull for random devices among them at once
 # (pgbench), while a sampler records what the pulling backends wait on
 # every 5 ms.  Pulls of the same new events must wait on nothing shared:
 # the waits seen are listed, with the pulls' p50/p99 against one client.
-# Usage: bench/scale.sh [calls, default 1000] [sizes...]
+# Usage: [ROUNDS=10] [HERD=1000] bench/scale.sh [calls, default 1000] [sizes...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
 
 CALLS=${1:-1000}
 HERD=${HERD:-1000}
+ROUNDS=${ROUNDS:-10}
 shift || true
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 1000000 10000000)
@@ -41,11 +47,17 @@ trap cluster_stop EXIT
 cluster_start "shared_buffers = '2GB'" "max_wal_size = '16GB'" "checkpoint_timeout = '30min'" \
               "bridgecore.rate_limit_sync_pull = 0" "bridgecore.maintenance_interval = 0"
 
-psql -q -v ON_ERROR_STOP=1 <<'SQL'
+[ $((CALLS % ROUNDS)) = 0 ] || { echo "CALLS must be a multiple of ROUNDS ($ROUNDS)" >&2; exit 1; }
+LARGEST=$(printf '%s\n' "${SIZES[@]}" | sort -n | tail -1)
+
+setup_db() {  # setup_db <database>
+createdb "$1"
+psql -d "$1" -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION bridgecore;
 SELECT name FROM bridgecore.add_instance('bench', 'http://odoo.invalid', 'db', 'bot', 'key-secret-key', enabled => false) \g /dev/null
 CREATE SCHEMA bench;
 CREATE TABLE bench.timing (size bigint, scenario text, ms float8, events int);
+CREATE SEQUENCE bench.device_seq;
 
 -- Appends events with Odoo ids from + 1 to upto.
 CREATE PROCEDURE bench.grow(upto bigint) LANGUAGE plpgsql AS $$
@@ -80,8 +92,10 @@ BEGIN
 END
 $$;
 
--- CALLS pulls of one scenario, each in a transaction of its own.
-CREATE PROCEDURE bench.measure(size bigint, scenario text, calls integer) LANGUAGE plpgsql AS $$
+-- calls pulls of one scenario, each in a transaction of its own, each by a
+-- new device; timed into bench.timing when keep.
+CREATE PROCEDURE bench.measure(size bigint, scenario text, calls integer, keep boolean)
+LANGUAGE plpgsql AS $$
 DECLARE
     newest bigint := (SELECT max(id) FROM bridgecore.event);
     oldest bigint := (SELECT min(id) FROM bridgecore.event);
@@ -91,8 +105,8 @@ DECLARE
     uid bigint;
 BEGIN
     FOR i IN 1 .. calls LOOP
-        uid := size * 10 + i;       -- a user per device: no per-user limits apply
-        dev := scenario || '-' || size || '-' || i;
+        uid := nextval('bench.device_seq');     -- a user per device: no per-user limits apply
+        dev := scenario || '-' || size || '-' || uid;
         IF scenario = 'mid' THEN
             INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type, last_event_id)
             VALUES (1, uid, dev, 'sales_app', oldest + (newest - oldest) / 2);
@@ -106,31 +120,46 @@ BEGIN
             WHEN 'rare' THEN bridgecore.sync_pull(uid, dev, 'warehouse_app', 100, '{stock.picking}')
             WHEN 'absent' THEN bridgecore.sync_pull(uid, dev, 'warehouse_app', 100, '{stock.quant}')
             ELSE bridgecore.sync_pull(uid, dev, 'sales_app', 100) END;
-        INSERT INTO bench.timing VALUES (size, scenario,
-            extract(epoch FROM clock_timestamp() - t0) * 1000, (answer ->> 'new_events_count')::int);
+        IF keep THEN
+            INSERT INTO bench.timing VALUES (size, scenario,
+                extract(epoch FROM clock_timestamp() - t0) * 1000, (answer ->> 'new_events_count')::int);
+        END IF;
         COMMIT;
     END LOOP;
 END
 $$;
 SQL
+}
 
 SCENARIOS=(fresh mid rare absent caught_up)
 for size in "${SIZES[@]}"; do
     start=$(date +%s)
-    psql -q -v ON_ERROR_STOP=1 -c "CALL bench.grow($size)" -c "VACUUM (ANALYZE) bridgecore.event"
+    setup_db "bench_$size"
+    psql -d "bench_$size" -q -v ON_ERROR_STOP=1 -c "CALL bench.grow($size)" -c "VACUUM (ANALYZE) bridgecore.event"
     echo "log of $size events ready in $(( $(date +%s) - start )) s"
-    for s in "${SCENARIOS[@]}"; do
-        # A warm-up of the scenario's plans, not counted.
-        psql -q -v ON_ERROR_STOP=1 -c "CALL bench.measure($size, '$s', 20)" \
-             -c "DELETE FROM bench.timing WHERE size = $size AND scenario = '$s'" \
-             -c "DELETE FROM bridgecore.sync_state" -c "CALL bench.measure($size, '$s', $CALLS)"
+done
+for round in $(seq 1 "$ROUNDS"); do
+    for size in "${SIZES[@]}"; do
+        # One session per round and size: a warm-up of each scenario (the
+        # session's caches and plans), not counted, then the counted pulls.
+        args=()
+        for s in "${SCENARIOS[@]}"; do args+=(-c "CALL bench.measure($size, '$s', 5, false)"); done
+        for s in "${SCENARIOS[@]}"; do args+=(-c "CALL bench.measure($size, '$s', $((CALLS / ROUNDS)), true)"); done
+        psql -d "bench_$size" -q -v ON_ERROR_STOP=1 "${args[@]}"
     done
+done
+# Every size's timings, with the largest log.
+export PGDATABASE=bench_$LARGEST
+for size in "${SIZES[@]}"; do
+    [ "$size" = "$LARGEST" ] && continue
+    psql -d "bench_$size" -q -v ON_ERROR_STOP=1 -c "COPY bench.timing TO STDOUT" \
+        | psql -q -v ON_ERROR_STOP=1 -c "COPY bench.timing FROM STDIN"
 done
 
 psql -q -v ON_ERROR_STOP=1 <<SQL
 \pset footer off
 \echo
-\echo 'one sync_pull, ms (server time; $CALLS pulls per scenario and size)'
+\echo 'one sync_pull, ms (server time; $CALLS pulls per scenario and size, in $ROUNDS interleaved rounds)'
 SELECT size AS events, scenario,
        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 3) AS p50,
        round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3) AS p99,

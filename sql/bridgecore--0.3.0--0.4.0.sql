@@ -1178,3 +1178,26 @@ REVOKE ALL ON FUNCTION bridgecore._ring(integer), bridgecore._doorbell_stats(),
 GRANT EXECUTE ON FUNCTION bridgecore.wake(text) TO bridgecore_admin;
 GRANT EXECUTE ON FUNCTION bridgecore.ring(text, text) TO bridgecore_anon, bridgecore_admin;
 GRANT EXECUTE ON FUNCTION bridgecore._doorbell_stats() TO bridgecore_monitor;
+
+-------------------------------------------------------------------------------
+-- sync_pull in C: the page read by index scans of the partitions, no planner
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION bridgecore.sync_pull(
+    user_id bigint,
+    device_id text,
+    app_type text,
+    "limit" integer DEFAULT 100,
+    models_filter text[] DEFAULT NULL,
+    instance text DEFAULT NULL,
+    sync_token text DEFAULT NULL,
+    device_info jsonb DEFAULT NULL,
+    app_version text DEFAULT NULL)
+RETURNS json LANGUAGE c VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- In C (src/sync_pull.c): the page is read by index scans of the log's
+-- partitions, without the planner, so that a pull costs what its page holds
+-- whatever the size of the log and however rare the device's models are.
+-- It makes the checks of _check_device and _check_limit itself, with the
+-- same messages, and calls _check_model_names, _instance_id, _rate_limit and
+-- _count_sync_pull.
+AS 'MODULE_PATHNAME', 'bridgecore_sync_pull';

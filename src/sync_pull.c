@@ -1,0 +1,1121 @@
+/*
+ * sync_pull.c: bridgecore.sync_pull(), a device's incremental pull.
+ *
+ * The page is read by direct index scans of bridgecore.event's partitions,
+ * without the planner: a pull's cost is then what its page holds, whatever
+ * the size of the log and whatever the device's models.  Planned SQL could
+ * not promise that: a generic plan does not know that a wanted model is rare
+ * or absent, a custom plan is planned at every call over every partition,
+ * and a pull of rare or absent models probed each of them.
+ *
+ * The page is the first "limit" events of the wanted models above the
+ * device's position, in id order; has_more says whether a wanted event
+ * follows it.  It is found in two ways, both in id order:
+ *
+ *   1. The (instance_id, id) index of each partition that can hold ids above
+ *      the position, the models filtered here: at most 4 * (limit + 1)
+ *      events are read so.  That serves every device whose models are a
+ *      quarter of the log or more, the usual case, at one index read.
+ *   2. If that budget runs out, from the last id it read on, the
+ *      (instance_id, model, id) index of each partition, one scan per
+ *      wanted model, merged by id: a rare model costs the events it
+ *      returns, an absent one a descent per partition.
+ *
+ * Partitions are visited in bound order, skipping those whose ids are all at
+ * or below the position by their bounds alone.  The newest id of the
+ * instance (a device with nothing more to read moves past the events it does
+ * not want) is the last id read when the first way read to the end of the
+ * log; otherwise the highest partition above the position holding rows of
+ * the instance gives it, read backwards.
+ *
+ * Everything else (the state row, the lookups) is SPI with plans kept for
+ * the backend's life.  Each partition's two indexes are found by their key
+ * columns and kept per backend; an invalidation of the partition's relcache
+ * entry (an index made or dropped, the partition dropped or detached)
+ * forgets them.
+ */
+#include "bridgecore.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_opclass.h"
+#include "catalog/pg_type.h"
+#include "commands/defrem.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
+#include "storage/lmgr.h"
+#include "utils/array.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/partcache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "sync_token.h"
+
+/* C functions of other files, called directly rather than through SQL. */
+extern Datum bridgecore_rate_limit(PG_FUNCTION_ARGS);
+extern Datum bridgecore_count_sync_pull(PG_FUNCTION_ARGS);
+extern Datum bridgecore_token_position(PG_FUNCTION_ARGS);
+
+#define MAX_LIMIT 500
+#define MAX_DEVICE_ID_CHARS 255
+
+/* A partition's two indexes and the columns a pull reads, per backend. */
+typedef struct PartInfo
+{
+	Oid			relid;			/* hash key */
+	Oid			by_id;			/* (instance_id, id) */
+	Oid			by_model;		/* (instance_id, model, id), or InvalidOid */
+	AttrNumber	att_id;
+	AttrNumber	att_model;
+	AttrNumber	att_doc;
+} PartInfo;
+
+static HTAB *part_cache = NULL;
+
+static SPIPlanPtr app_type_plan = NULL;
+static SPIPlanPtr app_types_plan = NULL;
+static SPIPlanPtr model_names_plan = NULL;
+static SPIPlanPtr instance_plan = NULL;
+static SPIPlanPtr state_select_plan = NULL;
+static SPIPlanPtr state_insert_plan = NULL;
+static SPIPlanPtr state_update_plan = NULL;
+static SPIPlanPtr purged_plan = NULL;
+
+/* The wanted models, as bytes, for the filter of the first way. */
+typedef struct Wanted
+{
+	int			n;
+	Datum	   *datums;			/* text */
+	const char **s;
+	int		   *len;
+} Wanted;
+
+/* One event of a page found the second way, before the merge. */
+typedef struct Found
+{
+	int64		id;
+	char	   *doc;			/* NULL: a null doc */
+	int			doclen;
+} Found;
+
+/* What a page read gives. */
+typedef struct PullPage
+{
+	StringInfoData events;		/* the JSON array, as json_agg writes it */
+	int			n;
+	int64		last_id;
+	bool		more;
+	bool		newest_known;	/* newest is exact (otherwise look it up) */
+	int64		newest;			/* when known: highest id > pos, or pos */
+} PullPage;
+
+/* A partition in bound order, with the ids it can hold: [lo, hi]. */
+typedef struct PartRange
+{
+	Oid			relid;
+	int64		lo;
+	int64		hi;
+} PartRange;
+
+static void
+forget_partition(Datum arg, Oid relid)
+{
+	if (part_cache == NULL)
+		return;
+	if (!OidIsValid(relid))
+	{
+		HASH_SEQ_STATUS seq;
+		PartInfo   *p;
+
+		hash_seq_init(&seq, part_cache);
+		while ((p = hash_seq_search(&seq)) != NULL)
+			hash_search(part_cache, &p->relid, HASH_REMOVE, NULL);
+		return;
+	}
+	hash_search(part_cache, &relid, HASH_REMOVE, NULL);
+}
+
+/* Whether column k (0-based) of the index is a plain column, attnum, with
+ * the default btree operator class of its type. */
+static bool
+index_column_is(Relation idx, int k, AttrNumber attnum, Oid typid)
+{
+	Oid			opclass;
+
+	if (idx->rd_index->indkey.values[k] != attnum)
+		return false;
+	opclass = GetDefaultOpClass(typid, BTREE_AM_OID);
+	return OidIsValid(opclass) && idx->rd_opfamily[k] == get_opclass_family(opclass);
+}
+
+static PartInfo *
+partition_entry(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	PartInfo   *p;
+	bool		found;
+	List	   *indexes;
+	ListCell   *lc;
+	AttrNumber	att_inst;
+
+	if (part_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(PartInfo);
+		part_cache = hash_create("bridgecore sync_pull partitions", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(forget_partition, (Datum) 0);
+	}
+	p = hash_search(part_cache, &relid, HASH_FIND, NULL);
+	if (p != NULL)
+		return p;
+
+	/* Columns by name: a partition's attribute numbers may differ. */
+	att_inst = get_attnum(relid, "instance_id");
+	{
+		AttrNumber	att_id = get_attnum(relid, "id");
+		AttrNumber	att_model = get_attnum(relid, "model");
+		AttrNumber	att_doc = get_attnum(relid, "doc");
+		Oid			by_id = InvalidOid;
+		Oid			by_model = InvalidOid;
+
+		if (att_inst == InvalidAttrNumber || att_id == InvalidAttrNumber ||
+			att_model == InvalidAttrNumber || att_doc == InvalidAttrNumber)
+			elog(ERROR, "partition \"%s\" of bridgecore.event lacks a column", RelationGetRelationName(rel));
+
+		indexes = RelationGetIndexList(rel);
+		foreach(lc, indexes)
+		{
+			Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+			Form_pg_index ix = idx->rd_index;
+			bool		plain = idx->rd_rel->relam == BTREE_AM_OID && ix->indisvalid && ix->indislive &&
+				ix->indisready && RelationGetIndexExpressions(idx) == NIL &&
+				RelationGetIndexPredicate(idx) == NIL;
+
+			if (plain && !OidIsValid(by_id) && ix->indnkeyatts == 2 &&
+				index_column_is(idx, 0, att_inst, INT4OID) && index_column_is(idx, 1, att_id, INT8OID))
+				by_id = RelationGetRelid(idx);
+			else if (plain && !OidIsValid(by_model) && ix->indnkeyatts == 3 &&
+					 index_column_is(idx, 0, att_inst, INT4OID) &&
+					 index_column_is(idx, 1, att_model, TEXTOID) &&
+					 index_column_is(idx, 2, att_id, INT8OID) &&
+					 get_collation_isdeterministic(idx->rd_indcollation[1]))
+				by_model = RelationGetRelid(idx);
+			index_close(idx, AccessShareLock);
+		}
+		list_free(indexes);
+		if (!OidIsValid(by_id))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("partition \"%s\" of bridgecore.event has no index on (instance_id, id)",
+							RelationGetRelationName(rel)),
+					 errhint("Create it: CREATE INDEX ON bridgecore.%s (instance_id, id).",
+							 quote_identifier(RelationGetRelationName(rel)))));
+
+		p = hash_search(part_cache, &relid, HASH_ENTER, &found);
+		p->by_id = by_id;
+		p->by_model = by_model;
+		p->att_id = att_id;
+		p->att_model = att_model;
+		p->att_doc = att_doc;
+	}
+	return p;
+}
+
+/*
+ * A copy of the partition's entry: an invalidation processed while the
+ * caller works (any lock taken processes them) may remove the entry.
+ */
+static PartInfo *
+partition_info(Relation rel, PartInfo *copy)
+{
+	*copy = *partition_entry(rel);
+	return copy;
+}
+
+/*
+ * The partitions of bridgecore.event (locked by the caller) in bound order,
+ * with the ids each can hold.
+ */
+static PartRange *
+partitions_in_order(Relation parent, int *nparts)
+{
+	PartitionDesc pd;
+	PartitionBoundInfo bi;
+	PartRange  *out;
+	int			n = 0;
+	int			i;
+
+#if PG_VERSION_NUM >= 140000
+	pd = RelationGetPartitionDesc(parent, true);
+#else
+	pd = RelationGetPartitionDesc(parent);
+#endif
+	out = palloc(sizeof(PartRange) * (pd->nparts + 1));
+	bi = pd->boundinfo;
+	if (pd->nparts == 0 || bi == NULL)
+	{
+		*nparts = 0;
+		return out;
+	}
+	if (bi->strategy != PARTITION_STRATEGY_RANGE || partition_bound_has_default(bi))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bridgecore.event must be partitioned by range of id, without a default partition"),
+				 errhint("Detach the default partition; bridgecore._ensure_partitions() makes the ranges.")));
+
+	/*
+	 * Range bounds: datums[i] is a bound, and the partition whose range
+	 * starts at datums[i] is indexes[i + 1] (-1 for a gap); it ends below
+	 * datums[i + 1].
+	 */
+	for (i = 0; i < bi->ndatums; i++)
+	{
+		int			p = bi->indexes[i + 1];
+
+		if (p < 0)
+			continue;
+		out[n].relid = pd->oids[p];
+		out[n].lo = bi->kind[i][0] == PARTITION_RANGE_DATUM_VALUE ?
+			DatumGetInt64(bi->datums[i][0]) : PG_INT64_MIN;
+		out[n].hi = (i + 1 < bi->ndatums && bi->kind[i + 1][0] == PARTITION_RANGE_DATUM_VALUE) ?
+			DatumGetInt64(bi->datums[i + 1][0]) - 1 : PG_INT64_MAX;
+		n++;
+	}
+	*nparts = n;
+	return out;
+}
+
+static bool
+is_wanted(const Wanted *w, const char *s, int len)
+{
+	int			i;
+
+	for (i = 0; i < w->n; i++)
+		if (w->len[i] == len && memcmp(w->s[i], s, len) == 0)
+			return true;
+	return false;
+}
+
+/* Appends one doc to the JSON array, with json_agg's separator. */
+static void
+append_doc(PullPage *page, const char *doc, int len)
+{
+	if (page->n > 0)
+		appendBinaryStringInfo(&page->events, ", ", 2);
+	if (doc == NULL)
+		appendBinaryStringInfo(&page->events, "null", 4);
+	else
+		appendBinaryStringInfo(&page->events, doc, len);
+	page->n++;
+}
+
+static void
+slot_doc(TupleTableSlot *slot, AttrNumber att, char **doc, int *len, bool copy)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, att, &isnull);
+	text	   *t;
+
+	if (isnull)
+	{
+		*doc = NULL;
+		*len = 0;
+		return;
+	}
+	t = DatumGetTextPP(d);
+	*len = VARSIZE_ANY_EXHDR(t);
+	*doc = copy ? pnstrdup(VARDATA_ANY(t), *len) : VARDATA_ANY(t);
+}
+
+static int
+found_cmp(const void *a, const void *b)
+{
+	int64		x = ((const Found *) a)->id;
+	int64		y = ((const Found *) b)->id;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * The second way, in one partition: up to need events of the wanted models
+ * with ids above after, from each model's index, merged.  Returns how many
+ * it found (at most need), in *out, in id order.
+ */
+static int
+read_by_model(Relation rel, PartInfo *pi, Snapshot snapshot, int32 inst, const Wanted *w,
+			  int64 after, int need, Found **out)
+{
+	Relation	idx = index_open(pi->by_model, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	Found	   *found = palloc(sizeof(Found) * (Size) need * w->n);
+	int			nfound = 0;
+	int			m;
+
+	for (m = 0; m < w->n; m++)
+	{
+		ScanKeyData keys[3];
+		IndexScanDesc scan;
+		int			got = 0;
+
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(inst));
+		ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+							   idx->rd_indcollation[1], F_TEXTEQ, w->datums[m]);
+		ScanKeyInit(&keys[2], 3, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
+		scan = index_beginscan(rel, idx, snapshot, 3, 0);
+		index_rescan(scan, keys, 3, NULL, 0);
+		while (got < need && index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+
+			CHECK_FOR_INTERRUPTS();
+			found[nfound].id = DatumGetInt64(slot_getattr(slot, pi->att_id, &isnull));
+			slot_doc(slot, pi->att_doc, &found[nfound].doc, &found[nfound].doclen, true);
+			nfound++;
+			got++;
+		}
+		index_endscan(scan);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, NoLock);
+	if (w->n > 1)
+		qsort(found, nfound, sizeof(Found), found_cmp);
+	*out = found;
+	return Min(nfound, need);
+}
+
+/* The highest id of the instance in the partition, or -1. */
+static int64
+newest_in(Relation rel, PartInfo *pi, Snapshot snapshot, int32 inst)
+{
+	Relation	idx = index_open(pi->by_id, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	ScanKeyData key;
+	IndexScanDesc scan;
+	int64		newest = -1;
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(inst));
+	scan = index_beginscan(rel, idx, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		newest = DatumGetInt64(slot_getattr(slot, pi->att_id, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, NoLock);
+	return newest;
+}
+
+/*
+ * The page: the first lim events of the wanted models above pos, whether a
+ * wanted one follows, and the newest id when it comes for free.
+ */
+static void
+read_page(Relation parent, Snapshot snapshot, int32 inst, int64 pos, int lim, const Wanted *w,
+		  PullPage *page)
+{
+	PartRange  *parts;
+	int			nparts;
+	int			budget = 4 * (lim + 1);
+	int			read = 0;
+	int64		cur = pos;		/* every event of the instance <= cur is examined */
+	bool		done = false;
+	bool		exhausted = false;	/* the budget of the first way ran out */
+	int			k;
+
+	initStringInfo(&page->events);
+	appendStringInfoChar(&page->events, '[');
+	page->n = 0;
+	page->last_id = 0;
+	page->more = false;
+	page->newest_known = false;
+	page->newest = pos;
+
+	parts = partitions_in_order(parent, &nparts);
+
+	/*
+	 * The first way: the (instance_id, id) index, models filtered here.
+	 * Without wanted models nothing can be on the page, but the cursor still
+	 * moves to the newest id (below).
+	 */
+	for (k = 0; k < nparts && w->n > 0 && !done && !exhausted; k++)
+	{
+		Relation	rel;
+		PartInfo	pinfo;
+		PartInfo   *pi;
+		Relation	idx;
+		TupleTableSlot *slot;
+		ScanKeyData keys[2];
+		IndexScanDesc scan;
+
+		if (parts[k].hi <= cur)
+			continue;
+		rel = table_open(parts[k].relid, AccessShareLock);
+		pi = partition_info(rel, &pinfo);
+		idx = index_open(pi->by_id, AccessShareLock);
+		slot = table_slot_create(rel, NULL);
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(inst));
+		ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(cur));
+		scan = index_beginscan(rel, idx, snapshot, 2, 0);
+		index_rescan(scan, keys, 2, NULL, 0);
+		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+			int64		id;
+			text	   *model;
+
+			CHECK_FOR_INTERRUPTS();
+			id = DatumGetInt64(slot_getattr(slot, pi->att_id, &isnull));
+			model = DatumGetTextPP(slot_getattr(slot, pi->att_model, &isnull));
+			cur = id;
+			read++;
+			if (is_wanted(w, VARDATA_ANY(model), VARSIZE_ANY_EXHDR(model)))
+			{
+				char	   *doc;
+				int			len;
+
+				if (page->n == lim)
+				{
+					page->more = true;
+					done = true;
+					break;
+				}
+				slot_doc(slot, pi->att_doc, &doc, &len, false);
+				append_doc(page, doc, len);
+				page->last_id = id;
+			}
+			if (read >= budget)
+			{
+				exhausted = true;
+				break;
+			}
+		}
+		index_endscan(scan);
+		ExecDropSingleTupleTableSlot(slot);
+		index_close(idx, NoLock);
+		table_close(rel, NoLock);
+	}
+	if (!done && !exhausted && w->n > 0)
+	{
+		/* Read to the end of the log: cur is the newest id above pos. */
+		page->newest_known = true;
+		page->newest = cur;
+	}
+
+	/* The second way, from cur on: each wanted model's own index. */
+	for (k = 0; k < nparts && exhausted && !done; k++)
+	{
+		Relation	rel;
+		PartInfo	pinfo;
+		PartInfo   *pi;
+		int			need = lim + 1 - page->n;
+		Found	   *found;
+		int			nfound;
+		int			j;
+
+		if (parts[k].hi <= cur)
+			continue;
+		rel = table_open(parts[k].relid, AccessShareLock);
+		pi = partition_info(rel, &pinfo);
+		if (!OidIsValid(pi->by_model))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("partition \"%s\" of bridgecore.event has no index on (instance_id, model, id)",
+							RelationGetRelationName(rel)),
+					 errhint("Create it: CREATE INDEX ON bridgecore.%s (instance_id, model, id).",
+							 quote_identifier(RelationGetRelationName(rel)))));
+		nfound = read_by_model(rel, pi, snapshot, inst, w, cur, need, &found);
+		for (j = 0; j < nfound; j++)
+		{
+			if (page->n == lim)
+			{
+				page->more = true;
+				done = true;
+				break;
+			}
+			append_doc(page, found[j].doc, found[j].doclen);
+			page->last_id = found[j].id;
+		}
+		table_close(rel, NoLock);
+	}
+
+	/* The newest id, when the device gets no more: highest partition first. */
+	if (!page->more && !page->newest_known)
+	{
+		for (k = nparts - 1; k >= 0 && parts[k].hi > pos; k--)
+		{
+			Relation	rel = table_open(parts[k].relid, AccessShareLock);
+			PartInfo	pinfo;
+			int64		newest = newest_in(rel, partition_info(rel, &pinfo), snapshot, inst);
+
+			table_close(rel, NoLock);
+			CHECK_FOR_INTERRUPTS();
+			if (newest >= 0)
+			{
+				page->newest = Max(newest, pos);
+				break;
+			}
+		}
+		page->newest_known = true;
+	}
+	appendStringInfoChar(&page->events, ']');
+}
+
+/* ---------------------------------------------------------------------
+ * The checks and the state row
+ * --------------------------------------------------------------------- */
+
+static const char *
+jwt_claims(void)
+{
+	const char *claims = GetConfigOption("request.jwt.claims", true, false);
+
+	return (claims == NULL || claims[0] == '\0') ? NULL : claims;
+}
+
+/* claims::jsonb ->> key, or NULL. */
+static text *
+claim_text(const char *claims, const char *key)
+{
+	LOCAL_FCINFO(fcinfo, 2);
+	Datum		jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(claims));
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 2, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = jb;
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = CStringGetTextDatum(key);
+	fcinfo->args[1].isnull = false;
+	result = jsonb_object_field_text(fcinfo);
+	return fcinfo->isnull ? NULL : DatumGetTextPP(result);
+}
+
+/* As bridgecore._check_device(): the user and device a request names. */
+static void
+check_device(bool user_null, int64 user_id, text *device)
+{
+	const char *claims;
+
+	if (user_null)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("user_id must not be null"),
+				 errhint("Pass the Odoo user id of the app's user.")));
+	if (user_id <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("user_id must be positive, got " INT64_FORMAT, user_id),
+				 errhint("Pass the Odoo user id of the app's user.")));
+	if (device == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("device_id must not be null"),
+				 errhint("Pass a stable identifier of the device, 1 to 255 characters.")));
+	{
+		int			chars = pg_mbstrlen_with_len(VARDATA_ANY(device), VARSIZE_ANY_EXHDR(device));
+
+		if (chars == 0 || chars > MAX_DEVICE_ID_CHARS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("device_id must be 1 to 255 characters, got %d", chars),
+					 errhint("Pass a stable identifier of the device, 1 to 255 characters.")));
+	}
+	/* The same regular expression as the SQL check, for the same classes. */
+	if (DatumGetBool(DirectFunctionCall2Coll(textregexeq, DEFAULT_COLLATION_OID, PointerGetDatum(device),
+											 CStringGetTextDatum("[[:cntrl:]]"))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("device_id must not contain control characters"),
+				 errhint("Pass a stable identifier of the device, 1 to 255 printable characters.")));
+	claims = jwt_claims();
+	if (claims != NULL)
+	{
+		text	   *claimed = claim_text(claims, "user_id");
+		char		buf[32];
+
+		snprintf(buf, sizeof(buf), INT64_FORMAT, user_id);
+		if (claimed != NULL &&
+			(VARSIZE_ANY_EXHDR(claimed) != strlen(buf) ||
+			 memcmp(VARDATA_ANY(claimed), buf, strlen(buf)) != 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("user_id " INT64_FORMAT " does not match the authenticated user", user_id),
+					 errhint("A device can only act on its own user's sync state.")));
+	}
+}
+
+/* "Known app types: a, b." or NULL when there are none. */
+static char *
+known_app_types(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (app_types_plan == NULL)
+		app_types_plan = bc_prepare_kept("SELECT 'Known app types: ' || string_agg(a.name, ', ' ORDER BY a.name) || '.'"
+										 "  FROM bridgecore.app_type a", 0, NULL);
+	if (SPI_execute_plan(app_types_plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read bridgecore.app_type");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+static void
+hint_if(const char *hint)
+{
+	if (hint != NULL)
+		errhint("%s", hint);
+}
+
+/* The wanted models: the app type's, intersected with models_filter. */
+static void
+wanted_models(text *app_type, ArrayType *filter, Wanted *w)
+{
+	Oid			argtype = TEXTOID;
+	Datum		arg = PointerGetDatum(app_type);
+	bool		isnull;
+	Datum		models;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	Datum	   *felems = NULL;
+	bool	   *fnulls = NULL;
+	int			nf = 0;
+	int			i;
+	int			j;
+	MemoryContext outer = CurrentMemoryContext;
+
+	if (app_type_plan == NULL)
+		app_type_plan = bc_prepare_kept("SELECT a.models FROM bridgecore.app_type a WHERE a.name = $1",
+										1, &argtype);
+	if (SPI_execute_plan(app_type_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read bridgecore.app_type");
+	if (SPI_processed == 0)
+	{
+		const char *s = VARDATA_ANY(app_type);
+		int			len = VARSIZE_ANY_EXHDR(app_type);
+		char	   *hint = known_app_types();
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown app_type \"%s\"", pnstrdup(s, pg_mbcharcliplen(s, len, 64))),
+				 hint_if(hint)));
+	}
+	models = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	MemoryContextSwitchTo(outer);
+	deconstruct_array(DatumGetArrayTypePCopy(models), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &nelems);
+
+	if (filter != NULL && ArrayGetNItems(ARR_NDIM(filter), ARR_DIMS(filter)) > 0)
+	{
+		Oid			types[1] = {TEXTARRAYOID};
+		Datum		farg = PointerGetDatum(filter);
+
+		if (model_names_plan == NULL)
+			model_names_plan = bc_prepare_kept("SELECT bridgecore._check_model_names($1, 'models_filter')",
+											   1, types);
+		if (SPI_execute_plan(model_names_plan, &farg, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check models_filter");
+		deconstruct_array(filter, TEXTOID, -1, false, TYPALIGN_INT, &felems, &fnulls, &nf);
+	}
+
+	w->n = 0;
+	w->datums = palloc(sizeof(Datum) * (nelems + 1));
+	w->s = palloc(sizeof(char *) * (nelems + 1));
+	w->len = palloc(sizeof(int) * (nelems + 1));
+	for (i = 0; i < nelems; i++)
+	{
+		text	   *t;
+		const char *s;
+		int			len;
+		bool		keep;
+
+		if (nulls[i])
+			continue;
+		t = DatumGetTextPP(elems[i]);
+		s = VARDATA_ANY(t);
+		len = VARSIZE_ANY_EXHDR(t);
+		if (is_wanted(w, s, len))
+			continue;			/* distinct */
+		keep = felems == NULL;
+		for (j = 0; j < nf && !keep; j++)
+		{
+			text	   *f;
+
+			if (fnulls[j])
+				continue;
+			f = DatumGetTextPP(felems[j]);
+			keep = (int) VARSIZE_ANY_EXHDR(f) == len && memcmp(VARDATA_ANY(f), s, len) == 0;
+		}
+		if (!keep)
+			continue;
+		w->datums[w->n] = PointerGetDatum(t);
+		w->s[w->n] = s;
+		w->len[w->n] = len;
+		w->n++;
+	}
+}
+
+static int32
+instance_id(text *instance, text *sync_token)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	char		nulls[2];
+	bool		isnull;
+	Datum		d;
+
+	if (instance_plan == NULL)
+		instance_plan = bc_prepare_kept("SELECT bridgecore._instance_id(coalesce($1,"
+										" (SELECT i.name FROM bridgecore.instance i"
+										"   WHERE i.id = bridgecore._token_instance_id($2)"
+										"     AND nullif(current_setting('request.jwt.claims', true), '')::jsonb"
+										"         ->> 'instance' IS NULL)))", 2, types);
+	args[0] = PointerGetDatum(instance);
+	nulls[0] = instance == NULL ? 'n' : ' ';
+	args[1] = PointerGetDatum(sync_token);
+	nulls[1] = sync_token == NULL ? 'n' : ' ';
+	if (SPI_execute_plan(instance_plan, args, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not resolve the instance");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "no instance id");
+	return DatumGetInt32(d);
+}
+
+/* The device's state row, locked; made when missing. */
+static void
+lock_state(int32 inst, int64 user_id, text *device, text *app_type, int64 *cursor,
+		   bool *prev_null, TimestampTz *prev_sync)
+{
+	Datum		args[4];
+	bool		isnull;
+	int			attempt;
+
+	if (state_select_plan == NULL)
+	{
+		Oid			types[4] = {INT4OID, INT8OID, TEXTOID, TEXTOID};
+
+		state_select_plan = bc_prepare_kept("SELECT s.last_event_id, s.last_sync_time FROM bridgecore.sync_state s"
+											" WHERE s.instance_id = $1 AND s.user_id = $2 AND s.device_id = $3"
+											"   FOR UPDATE", 3, types);
+		state_insert_plan = bc_prepare_kept("INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type)"
+											" VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", 4, types);
+	}
+	args[0] = Int32GetDatum(inst);
+	args[1] = Int64GetDatum(user_id);
+	args[2] = PointerGetDatum(device);
+	args[3] = PointerGetDatum(app_type);
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		if (SPI_execute_plan(state_select_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read bridgecore.sync_state");
+		if (SPI_processed == 1)
+		{
+			*cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			*prev_sync = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+														   prev_null));
+			return;
+		}
+		if (attempt == 0 && SPI_execute_plan(state_insert_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not create the sync state");
+	}
+	elog(ERROR, "sync state of user " INT64_FORMAT " vanished", user_id);
+}
+
+static int64
+purged_through(int32 inst, const Wanted *w, Snapshot snapshot, bool *isnull)
+{
+	Datum		args[2];
+	int			ret;
+
+	if (purged_plan == NULL)
+	{
+		Oid			types[2] = {INT4OID, TEXTARRAYOID};
+
+		purged_plan = bc_prepare_kept("SELECT max(p.through) FROM bridgecore.purged p"
+									  " WHERE p.instance_id = $1 AND (p.model = ANY ($2) OR p.model = '*')",
+									  2, types);
+	}
+	args[0] = Int32GetDatum(inst);
+	args[1] = PointerGetDatum(construct_array(w->datums, w->n, TEXTOID, -1, false, TYPALIGN_INT));
+	ret = SPI_execute_snapshot(purged_plan, args, NULL, snapshot, InvalidSnapshot, true, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read bridgecore.purged");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull));
+}
+
+static void
+update_state(int32 inst, int64 user_id, text *device, text *app_type, int64 pos, int n,
+			 Datum device_info, bool info_null, Datum app_version, bool version_null)
+{
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (state_update_plan == NULL)
+	{
+		Oid			types[8] = {INT4OID, INT8OID, TEXTOID, INT8OID, INT4OID, TEXTOID, JSONBOID, TEXTOID};
+
+		/* The stored state never moves back (see sync_pull's SQL docs). */
+		state_update_plan = bc_prepare_kept("UPDATE bridgecore.sync_state s"
+											"   SET last_event_id = greatest(s.last_event_id, $4),"
+											"       last_sync_time = now(),"
+											"       sync_count = s.sync_count + 1,"
+											"       last_event_count = $5,"
+											"       total_events_synced = s.total_events_synced + $5,"
+											"       app_type = $6,"
+											"       is_active = true,"
+											"       device_info = coalesce($7, s.device_info),"
+											"       app_version = coalesce($8, s.app_version)"
+											" WHERE s.instance_id = $1 AND s.user_id = $2 AND s.device_id = $3",
+											8, types);
+	}
+	args[0] = Int32GetDatum(inst);
+	args[1] = Int64GetDatum(user_id);
+	args[2] = PointerGetDatum(device);
+	args[3] = Int64GetDatum(pos);
+	args[4] = Int32GetDatum(n);
+	args[5] = PointerGetDatum(app_type);
+	args[6] = device_info;
+	nulls[6] = info_null ? 'n' : ' ';
+	args[7] = app_version;
+	nulls[7] = version_null ? 'n' : ' ';
+	if (SPI_execute_plan(state_update_plan, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update bridgecore.sync_state");
+}
+
+static void
+add_key(StringInfo out, bool first, const char *key)
+{
+	if (!first)
+		appendBinaryStringInfo(out, ", ", 2);
+	escape_json(out, key);
+	appendBinaryStringInfo(out, " : ", 3);
+}
+
+/*
+ * bridgecore.sync_pull(user_id bigint, device_id text, app_type text,
+ *     "limit" integer, models_filter text[], instance text, sync_token text,
+ *     device_info jsonb, app_version text) returns json
+ *
+ * Runs as the extension owner (SECURITY DEFINER, search_path pinned by its
+ * SQL declaration).  The answer is the text json_build_object wrote before.
+ */
+PG_FUNCTION_INFO_V1(bridgecore_sync_pull);
+
+Datum
+bridgecore_sync_pull(PG_FUNCTION_ARGS)
+{
+	int64		user_id = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0);
+	text	   *device = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+	text	   *app_type = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+	text	   *instance = PG_ARGISNULL(5) ? NULL : PG_GETARG_TEXT_PP(5);
+	text	   *sync_token = PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6);
+	ArrayType  *filter = PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4);
+	int			lim;
+	MemoryContext callcxt;
+	MemoryContext oldcxt;
+	Wanted		wanted;
+	int32		inst;
+	int64		cursor;
+	bool		prev_null;
+	TimestampTz prev_sync = 0;
+	int64		pos;
+	Oid			parent_oid;
+	Relation	parent;
+	Snapshot	snapshot;
+	PullPage		page;
+	bool		purged_null;
+	int64		purged;
+	bool		resync = false;
+	StringInfoData out;
+	char		token[64];
+	text	   *result;
+
+	check_device(PG_ARGISNULL(0), user_id, device);
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("limit must not be null"),
+				 errhint("Pass a value from 1 to %d, or omit it for the default.", MAX_LIMIT)));
+	lim = PG_GETARG_INT32(3);
+	if (lim < 1 || lim > MAX_LIMIT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limit must be between 1 and %d, got %d", MAX_LIMIT, lim),
+				 errhint("Pass a value from 1 to %d.", MAX_LIMIT)));
+
+	/* Everything of this call in one short-lived context. */
+	callcxt = AllocSetContextCreate(CurrentMemoryContext, "bridgecore sync_pull", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(callcxt);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* SPI_connect switched to its own context, which SPI_finish frees. */
+	MemoryContextSwitchTo(callcxt);
+
+	if (app_type == NULL)
+	{
+		char	   *hint = known_app_types();
+
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("app_type must not be null"),
+				 hint_if(hint)));
+	}
+	wanted_models(app_type, filter, &wanted);
+
+	/*
+	 * An omitted instance is the one a 'bc1:' sync_token names, unless the
+	 * JWT names one: apps that omit it keep working when an instance is
+	 * added.
+	 */
+	inst = instance_id(instance, sync_token);
+	DirectFunctionCall4(bridgecore_rate_limit, CStringGetTextDatum("sync_pull"), Int32GetDatum(inst),
+						Int64GetDatum(user_id), PointerGetDatum(device));
+
+	lock_state(inst, user_id, device, app_type, &cursor, &prev_null, &prev_sync);
+
+	/*
+	 * A token names the last answer the app processed: continue from there.
+	 * "0" is the starting token: a device's first pull may pass it, so that
+	 * a lost first answer can be asked for again.
+	 */
+	pos = cursor;
+	if (sync_token != NULL)
+	{
+		pos = DatumGetInt64(DirectFunctionCall2(bridgecore_token_position, PointerGetDatum(sync_token),
+												Int32GetDatum(inst)));
+		if (pos > cursor)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("sync_token is ahead of this device's sync state"),
+					 errdetail("The token names event " INT64_FORMAT "; the device's state is at " INT64_FORMAT ".",
+							   pos, cursor),
+					 errhint("Pass a token this device received, or omit it to continue from the stored state.")));
+	}
+
+	/*
+	 * Retention drops whole partitions, which no snapshot keeps: a read that
+	 * waited for the drop's lock would run on a snapshot from before it,
+	 * without the dropped rows and without their horizon.  The log is locked
+	 * first (ACCESS SHARE on the parent only, as LOCK TABLE ONLY did), so the
+	 * snapshot of the page comes after any drop it waited for, and a drop
+	 * waits for this pull.  Taking the lock also processes invalidations, so
+	 * the partition list read below is current.
+	 *
+	 * One snapshot for the page, the newest id and the retention horizon, so
+	 * that they agree.  Retention removes a prefix of the log, so every
+	 * retained event above pos is on the page (or the next ones); the answer
+	 * says resync_required exactly when retention removed an event of a
+	 * model this device wants above its position (purged records the
+	 * highest removed id per model; '*' stands for removals before 0.3.0,
+	 * whose models were not recorded).
+	 */
+	parent_oid = get_relname_relid("event", get_namespace_oid("bridgecore", false));
+	if (!OidIsValid(parent_oid))
+		elog(ERROR, "bridgecore.event does not exist");
+	LockRelationOid(parent_oid, AccessShareLock);
+	parent = table_open(parent_oid, NoLock);
+	if (parent->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		elog(ERROR, "bridgecore.event is not partitioned");
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	read_page(parent, snapshot, inst, pos, lim, &wanted, &page);
+	purged = purged_through(inst, &wanted, snapshot, &purged_null);
+	UnregisterSnapshot(snapshot);
+	table_close(parent, NoLock);
+
+	if (!purged_null && pos < purged)
+	{
+		resync = true;
+		if (!page.more)
+			pos = Max(pos, purged);
+	}
+	/*
+	 * With nothing more to send, the cursor moves past the events this
+	 * device does not want, so they are not scanned again.
+	 */
+	if (page.more)
+		pos = page.last_id;
+	else
+		pos = Max(pos, page.newest);
+
+	/*
+	 * The stored state never moves back: a token replayed from an earlier
+	 * answer (a lost answer, a second sync path) is served from its own
+	 * position, and every later token issued to this device stays valid.
+	 */
+	update_state(inst, user_id, device, app_type, pos, page.n,
+				 PG_ARGISNULL(7) ? (Datum) 0 : PG_GETARG_DATUM(7), PG_ARGISNULL(7),
+				 PG_ARGISNULL(8) ? (Datum) 0 : PG_GETARG_DATUM(8), PG_ARGISNULL(8));
+	DirectFunctionCall2(bridgecore_count_sync_pull, Int32GetDatum(inst), Int32GetDatum(page.n));
+
+	/* The answer, as json_build_object wrote it. */
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	add_key(&out, true, "status");
+	escape_json(&out, "success");
+	add_key(&out, false, "has_updates");
+	appendStringInfoString(&out, page.n > 0 ? "true" : "false");
+	add_key(&out, false, "new_events_count");
+	appendStringInfo(&out, "%d", page.n);
+	add_key(&out, false, "events");
+	appendBinaryStringInfo(&out, page.events.data, page.events.len);
+	add_key(&out, false, "next_sync_token");
+	snprintf(token, sizeof(token), "bc1:%d:" INT64_FORMAT, inst, pos);
+	escape_json(&out, token);
+	add_key(&out, false, "last_sync_time");
+	if (prev_null)
+		appendStringInfoString(&out, "null");
+	else
+	{
+		/* As bridgecore._iso(): to_char of the UTC time. */
+		Datum		utc = DirectFunctionCall2(timestamptz_zone, CStringGetTextDatum("UTC"),
+											  TimestampTzGetDatum(prev_sync));
+		Datum		iso = DirectFunctionCall2(timestamp_to_char, utc,
+											  CStringGetTextDatum("YYYY-MM-DD\"T\"HH24:MI:SS\"Z\""));
+
+		escape_json(&out, TextDatumGetCString(iso));
+	}
+	add_key(&out, false, "has_more");
+	appendStringInfoString(&out, page.more ? "true" : "false");
+	add_key(&out, false, "resync_required");
+	appendStringInfoString(&out, resync ? "true" : "false");
+	appendStringInfoChar(&out, '}');
+
+	/*
+	 * The answer goes to the caller's context before SPI_finish, which frees
+	 * SPI's context (every SPI call returns in it, so much of the above was
+	 * allocated there), then the call's own context goes.
+	 */
+	MemoryContextSwitchTo(oldcxt);
+	result = cstring_to_text_with_len(out.data, out.len);
+	SPI_finish();
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(callcxt);
+	PG_RETURN_TEXT_P(result);
+}
