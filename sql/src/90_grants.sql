@@ -41,5 +41,6 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT SELECT ON bridgecore.instances, bridgecore.event, bridgecore.sync_state,
                 bridgecore.app_type, bridgecore.dead_letter, bridgecore.gap,
-                bridgecore.odoo_model, bridgecore.purged, bridgecore.dead_letters,
+                bridgecore.odoo_model, bridgecore.purged, bridgecore.partition_summary,
+                bridgecore.dead_letters,
                 bridgecore.devices, bridgecore.user_stats TO bridgecore_admin;
