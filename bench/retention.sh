@@ -7,6 +7,9 @@
 # copies of it made with CREATE DATABASE ... TEMPLATE:
 #
 #   drop    bridgecore.cleanup(before): the partitions of the old events go
+#   floor   a bare DROP TABLE of the same partitions and its commit: what
+#           PostgreSQL pays to drop them (their files are freed at commit),
+#           the least retention by partition can cost
 #   delete  DELETE of the same rows (what retention did before), then the
 #           VACUUM it leaves behind
 #   pulls   CLIENTS pgbench clients pull pages of 100 events (sync_pull with
@@ -70,9 +73,12 @@ END
 \$\$;
 CALL pg_temp.load($OLD + $NEW);
 UPDATE bridgecore.instance SET cursor = $OLD + $NEW;
+-- The rows went in by INSERT, not by ingestion: what each partition holds
+-- (bridgecore.partition_summary, which ingestion keeps) is counted once.
+SELECT bridgecore._summarize_partitions() \g /dev/null
 SQL
 psql -q -d bench_load -c 'VACUUM ANALYZE' -c 'CHECKPOINT'
-for db in bench_drop bench_delete bench_pull; do
+for db in bench_drop bench_floor bench_delete bench_pull; do
     psql -q -d postgres -c "CREATE DATABASE $db TEMPLATE bench_load"
 done
 parts=$(psql -Atq -d bench_load -c "SELECT count(*) FROM bridgecore._partitions() WHERE hi <= $OLD + 1")
@@ -83,17 +89,33 @@ echo "== $OLD old and $NEW recent events, partitions of $PART ids ($parts partit
 # Retention by partition: one cleanup() call, timed in the server, its
 # transaction's work and its commit (which truncates the dropped files)
 # apart.
-read -r work_s drop_s <<<"$(psql -Atq -d bench_drop <<SQL | tr '\n' ' '
+read -r work_s drop_s deleted <<<"$(psql -Atq -d bench_drop <<SQL | tr '\n' ' '
 SET client_min_messages = warning;
 SELECT clock_timestamp() AS t0 \gset
 BEGIN;
-SELECT bridgecore.cleanup('$CUTOFF') -> 'partitions_dropped' \g /dev/null
+SELECT bridgecore.cleanup('$CUTOFF') AS answer \gset
 SELECT extract(epoch FROM clock_timestamp() - :'t0');
 COMMIT;
 SELECT extract(epoch FROM clock_timestamp() - :'t0');
+SELECT (:'answer'::jsonb) -> 'deleted';
 SQL
 )"
 left_drop=$(psql -Atq -d bench_drop -c "SELECT count(*) FROM bridgecore.event")
+
+# The floor: a bare DROP TABLE of the same partitions, in a copy of the same
+# database, with nothing else (no summary, no horizons, no checks): what
+# PostgreSQL itself pays to drop them, most of it at the commit, which frees
+# their files.
+floor_s=$(psql -Atq -d bench_floor <<SQL | tail -1
+SELECT string_agg(p.part::text, ', ') AS parts FROM bridgecore._partitions() p WHERE p.hi <= $OLD + 1 \gset
+SELECT clock_timestamp() AS t0 \gset
+BEGIN;
+LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
+DROP TABLE :parts;
+COMMIT;
+SELECT extract(epoch FROM clock_timestamp() - :'t0');
+SQL
+)
 
 # DELETE of the same rows, and the VACUUM it leaves.
 read -r delete_s vacuum_s <<<"$(psql -Atq -d bench_delete <<SQL | tr '\n' ' '
@@ -110,10 +132,12 @@ left_delete=$(psql -Atq -d bench_delete -c "SELECT count(*) FROM bridgecore.even
 printf '%-34s %12s\n' "retention of $OLD events" "ms"
 printf '%-34s %12s\n' "partition drop (cleanup)" "$(ms "$drop_s")"
 printf '%-34s %12s\n' "  of which before the commit" "$(ms "$work_s")"
+printf '%-34s %12s\n' "bare DROP TABLE (the floor)" "$(ms "$floor_s")"
 printf '%-34s %12s\n' "DELETE" "$(ms "$delete_s")"
 printf '%-34s %12s\n' "DELETE + VACUUM" "$(ms "$(python3 -c "print($delete_s + $vacuum_s)")")"
 python3 -c "print('DELETE / drop: %.0fx   (DELETE + VACUUM) / drop: %.0fx' % ($delete_s / $drop_s, ($delete_s + $vacuum_s) / $drop_s))"
-echo "events left: $left_drop after the drop, $left_delete after the DELETE"
+python3 -c "print('drop / bare DROP TABLE: %.2fx' % ($drop_s / $floor_s))"
+echo "events left: $left_drop after the drop, $left_delete after the DELETE; cleanup() answered deleted = $deleted"
 
 # Concurrent pulls: devices whose state is at the newest event pull pages
 # of 100 from tokens in the recent part of the log.

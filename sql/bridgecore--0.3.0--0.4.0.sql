@@ -949,6 +949,34 @@ COMMENT ON TABLE bridgecore.partition_summary IS 'Events stored in each partitio
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.partition_summary', '');
 GRANT SELECT ON bridgecore.partition_summary TO bridgecore_admin;
 
+-- The partitions of the log, oldest first, as operators inspect them: the
+-- ids each covers, the events it holds (from bridgecore.partition_summary,
+-- not counted), its newest event by the Odoo timestamp (one index probe;
+-- retention drops the partition once that is past the cutoff) and its size
+-- on disk with its indexes.
+CREATE FUNCTION bridgecore.partitions(OUT part regclass, OUT first_id bigint, OUT last_id bigint,
+                                      OUT events bigint, OUT newest_event_at timestamptz,
+                                      OUT total_bytes bigint)
+RETURNS SETOF record LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+BEGIN
+    FOR p IN SELECT x.part, x.lo, x.hi FROM bridgecore._partitions() x ORDER BY x.lo LOOP
+        part := p.part;
+        first_id := p.lo;
+        last_id := p.hi - 1;
+        SELECT coalesce(sum(CASE WHEN s.deleted THEN -s.events ELSE s.events END), 0) INTO events
+          FROM bridgecore.partition_summary s WHERE s.part = p.part;
+        EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest_event_at;
+        total_bytes := pg_total_relation_size(p.part);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION bridgecore.partitions() IS 'The partitions of bridgecore.event, oldest first: ids covered, events held, newest event, size on disk.';
+
 -------------------------------------------------------------------------------
 -- Retention and device housekeeping (run by the launcher, or by hand)
 -------------------------------------------------------------------------------
@@ -1230,7 +1258,8 @@ END
 $$;
 COMMENT ON FUNCTION bridgecore.remove_instance(text) IS 'Removes an Odoo instance with its events, sync states and dead letters.';
 
-REVOKE ALL ON FUNCTION bridgecore._drop_oldest_partition(timestamptz),
+REVOKE ALL ON FUNCTION bridgecore.partitions(), bridgecore._drop_oldest_partition(timestamptz),
                        bridgecore._summarize_partitions() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bridgecore.partitions() TO bridgecore_admin;
 -- The events already in the log, counted once.
 SELECT bridgecore._summarize_partitions();

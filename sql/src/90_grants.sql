@@ -36,7 +36,8 @@ GRANT EXECUTE ON FUNCTION
     bridgecore.retry_dead_letters(text),
     bridgecore.ignore_dead_letter(bigint, text),
     bridgecore.deactivate_idle_devices(interval, text),
-    bridgecore.status()
+    bridgecore.status(),
+    bridgecore.partitions()
     TO bridgecore_admin;
 
 GRANT SELECT ON bridgecore.instances, bridgecore.event, bridgecore.sync_state,

@@ -5,7 +5,7 @@
 \ir setup.psql
 SET LOCAL bridgecore.partition_size = 10;
 
-SELECT plan(47);
+SELECT plan(49);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -115,6 +115,14 @@ END $$;
 -- Odoo ids 50..52 of stock.quant land in [21,31) and [31,41).
 INSERT INTO r VALUES ('i7', pg_temp.ingest('{50,51,52}', '2020-01-01', 'stock.quant'));
 SELECT is(pg_temp.parts(), '[1,11) [11,21) [21,31) [31,41)', 'ids 30..32 took the next partition');
+
+SELECT is((SELECT array_agg(format('%s %s-%s %s %s', x.part, x.first_id, x.last_id, x.events,
+                                   to_char(x.newest_event_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')) ORDER BY x.first_id)
+             FROM bridgecore.partitions() x),
+          ARRAY['bridgecore.event_1 1-10 10 2020-01-01', 'bridgecore.event_11 11-20 10 2020-01-01',
+                'bridgecore.event_21 21-30 10 2020-01-01', 'bridgecore.event_31 31-40 2 2020-01-01'],
+          'partitions() lists the partitions with the ids they cover, their events and the newest one');
+SELECT ok((SELECT bool_and(x.total_bytes > 0) FROM bridgecore.partitions() x), '... and their size on disk');
 
 INSERT INTO r VALUES ('c1', bridgecore.cleanup('2021-01-01'));
 SELECT is(pg_temp.r('c1') - 'message',
