@@ -919,23 +919,27 @@ $$;
 -- costs what a bare DROP TABLE does.
 -------------------------------------------------------------------------------
 -- What each partition holds, per instance and model: how many events were
--- stored there and the highest id, and how many of them were deleted since
--- (deleted rows: cleanup(before, instance) and remove_instance take events
--- out of a partition without dropping it). Retention reads it instead of
--- the partition's rows: the number of events a drop removes (cleanup's
--- exact deleted: stored less deleted) and the per-model horizons it records
--- in bridgecore.purged, for the price of a few rows instead of a read of
--- the partition. Kept exact in the transaction that changes the log: the
--- store path adds its events here in the statement that inserts them
--- (src/ingest.c), under the ordering lock, so a rolled-back batch leaves
--- nothing; a delete counts its events in the deleted row, which no insert
--- writes, so an uncommitted cleanup of one instance never holds up the
--- ingestion of its newer events. max_id is the highest id ever stored
--- there, which is what the horizon needs: every event of the partition is
--- gone once it is dropped, the deleted ones with their horizons recorded
--- when they went. part is a regclass, so a dump names the partition and its
--- restore finds the partition's new oid. bridgecore._summarize_partitions()
--- makes it again from the rows.
+-- stored there, the highest id and the newest Odoo timestamp, and how many
+-- of them were deleted since (deleted rows: cleanup(before, instance) and
+-- remove_instance take events out of a partition without dropping it).
+-- Retention reads it instead of the partition: whether the partition is due
+-- (its newest event older than the cutoff), the number of events a drop
+-- removes (cleanup's exact deleted: stored less deleted) and the per-model
+-- horizons it records in bridgecore.purged, for the price of a few rows;
+-- the drop then only frees the partition's files. Kept exact in the
+-- transaction that changes the log: the store path adds its events here in
+-- the statement that inserts them (src/ingest.c), under the ordering lock,
+-- so a rolled-back batch leaves nothing; a delete counts its events in the
+-- deleted row, which no insert writes, so an uncommitted cleanup of one
+-- instance never holds up the ingestion of its newer events. max_id and
+-- newest_at are the highest id and the newest timestamp ever stored there,
+-- which is what retention needs: every event of the partition is gone once
+-- it is dropped, the deleted ones with their horizons recorded when they
+-- went, and a deleted event can only make the partition's true newest
+-- older (retention may keep a partition longer, never drop one too early).
+-- part is a regclass, so a dump names the partition and its restore finds
+-- the partition's new oid. bridgecore._summarize_partitions() makes it
+-- again from the rows.
 CREATE TABLE bridgecore.partition_summary (
     part            regclass NOT NULL,
     instance_id     integer NOT NULL,
@@ -943,9 +947,10 @@ CREATE TABLE bridgecore.partition_summary (
     deleted         boolean NOT NULL,
     events          bigint NOT NULL CHECK (events >= 0),
     max_id          bigint NOT NULL,
+    newest_at       timestamptz NOT NULL,
     PRIMARY KEY (part, instance_id, model, deleted)
 );
-COMMENT ON TABLE bridgecore.partition_summary IS 'Events stored in each partition of bridgecore.event per instance and model, with the highest id, and (deleted) those deleted from it since: what retention removes, without reading the partition.';
+COMMENT ON TABLE bridgecore.partition_summary IS 'Events stored in each partition of bridgecore.event per instance and model, with the highest id and the newest timestamp, and (deleted) those deleted from it since: what retention removes, without reading the partition.';
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.partition_summary', '');
 GRANT SELECT ON bridgecore.partition_summary TO bridgecore_admin;
 
@@ -991,14 +996,14 @@ COMMENT ON FUNCTION bridgecore.partitions() IS 'The partitions of bridgecore.eve
 -- first id the dropped partition spanned (lo), how many ids (ids, 0 when
 -- none was dropped) and how many events it held (events).
 --
--- What the partition holds, and so the horizons, comes from
--- bridgecore.partition_summary, a few rows, not from the partition's rows:
--- the drop reads one index entry of the partition (its newest event) and
--- frees its files at commit, which is what a bare DROP TABLE costs.
+-- Whether it is due, what it holds, and so the horizons, come from
+-- bridgecore.partition_summary, a few rows, not from the partition: the
+-- drop reads no block of it and frees its files at commit, which is what a
+-- bare DROP TABLE costs.
 --
 -- Locks: SHARE on the partition first, which waits for its last writers
 -- (none can come: new ids are above it), whose summary rows are then
--- committed, and for no reader, so that it holds still while it is read;
+-- committed, and for no reader, so that it holds still while it is judged;
 -- then ACCESS EXCLUSIVE on bridgecore.event, which DROP needs, until the
 -- commit. lock_timeout keeps a long transaction on the log from queueing
 -- pulls behind the drop; the launcher tries again at its next maintenance.
@@ -1029,7 +1034,15 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.hi) THEN
         RETURN;
     END IF;
-    EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    -- Its newest event, from the summary: nothing of the partition is read,
+    -- so that a partition no cache holds any more costs no disk read. A
+    -- partition without summary rows (empty, or filled by other means than
+    -- ingestion) is asked itself, one index probe.
+    SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
+     WHERE s.part = p.part AND NOT s.deleted;
+    IF newest IS NULL THEN
+        EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    END IF;
     IF newest >= cutoff THEN
         RETURN;
     END IF;
@@ -1077,8 +1090,8 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock('bridgecore.event'::regclass::oid::integer, 0);
     DELETE FROM bridgecore.partition_summary;
-    INSERT INTO bridgecore.partition_summary (part, instance_id, model, deleted, events, max_id)
-    SELECT e.tableoid, e.instance_id, e.model, false, count(*), max(e.id)
+    INSERT INTO bridgecore.partition_summary (part, instance_id, model, deleted, events, max_id, newest_at)
+    SELECT e.tableoid, e.instance_id, e.model, false, count(*), max(e.id), max(e.occurred_at)
       FROM bridgecore.event e GROUP BY e.tableoid, e.instance_id, e.model;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -1118,13 +1131,14 @@ BEGIN
         ), deleted AS (
             DELETE FROM bridgecore.event ev USING victims v
              WHERE ev.id = v.id
-            RETURNING ev.id, ev.model, ev.tableoid
+            RETURNING ev.id, ev.model, ev.tableoid, ev.occurred_at
         ), counted AS (
-            INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id)
-            SELECT d.tableoid, target, d.model, true, count(*), max(d.id) FROM deleted d
+            INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id, newest_at)
+            SELECT d.tableoid, target, d.model, true, count(*), max(d.id), max(d.occurred_at) FROM deleted d
              GROUP BY d.tableoid, d.model
             ON CONFLICT (part, instance_id, model, deleted) DO UPDATE
-               SET events = s.events + EXCLUDED.events, max_id = greatest(s.max_id, EXCLUDED.max_id)
+               SET events = s.events + EXCLUDED.events, max_id = greatest(s.max_id, EXCLUDED.max_id),
+                   newest_at = greatest(s.newest_at, EXCLUDED.newest_at)
             RETURNING 1
         ), horizon AS (
             INSERT INTO bridgecore.purged AS p (instance_id, model, through)

@@ -88,7 +88,7 @@ prepare_plans(void)
 			"     OR NOT EXISTS (SELECT 1 FROM bridgecore.event e"
 			"                     WHERE e.instance_id = $1 AND e.odoo_id = u.odoo_id)"
 			"  ORDER BY u.odoo_id"
-			" RETURNING id, odoo_id, model, priority, tableoid),",
+			" RETURNING id, odoo_id, model, priority, tableoid, occurred_at),",
 			/*
 			 * What each partition holds, for retention: in this statement,
 			 * so it commits or rolls back with the events, and under the
@@ -96,10 +96,12 @@ prepare_plans(void)
 			 */
 			OidIsValid(summary_rel)
 			? " summary AS ("
-			" INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id)"
-			" SELECT i.tableoid, $1, i.model, false, count(*), max(i.id) FROM inserted i GROUP BY i.tableoid, i.model"
+			" INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id, newest_at)"
+			" SELECT i.tableoid, $1, i.model, false, count(*), max(i.id), max(i.occurred_at)"
+			"  FROM inserted i GROUP BY i.tableoid, i.model"
 			" ON CONFLICT (part, instance_id, model, deleted) DO UPDATE"
-			"   SET events = s.events + EXCLUDED.events, max_id = GREATEST(s.max_id, EXCLUDED.max_id)),"
+			"   SET events = s.events + EXCLUDED.events, max_id = GREATEST(s.max_id, EXCLUDED.max_id),"
+			"       newest_at = GREATEST(s.newest_at, EXCLUDED.newest_at)),"
 			: "",
 			/* a record stored now settles its earlier dead letter */
 			" resolved AS ("

@@ -233,14 +233,14 @@ $$;
 -- first id the dropped partition spanned (lo), how many ids (ids, 0 when
 -- none was dropped) and how many events it held (events).
 --
--- What the partition holds, and so the horizons, comes from
--- bridgecore.partition_summary, a few rows, not from the partition's rows:
--- the drop reads one index entry of the partition (its newest event) and
--- frees its files at commit, which is what a bare DROP TABLE costs.
+-- Whether it is due, what it holds, and so the horizons, come from
+-- bridgecore.partition_summary, a few rows, not from the partition: the
+-- drop reads no block of it and frees its files at commit, which is what a
+-- bare DROP TABLE costs.
 --
 -- Locks: SHARE on the partition first, which waits for its last writers
 -- (none can come: new ids are above it), whose summary rows are then
--- committed, and for no reader, so that it holds still while it is read;
+-- committed, and for no reader, so that it holds still while it is judged;
 -- then ACCESS EXCLUSIVE on bridgecore.event, which DROP needs, until the
 -- commit. lock_timeout keeps a long transaction on the log from queueing
 -- pulls behind the drop; the launcher tries again at its next maintenance.
@@ -271,7 +271,15 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.hi) THEN
         RETURN;
     END IF;
-    EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    -- Its newest event, from the summary: nothing of the partition is read,
+    -- so that a partition no cache holds any more costs no disk read. A
+    -- partition without summary rows (empty, or filled by other means than
+    -- ingestion) is asked itself, one index probe.
+    SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
+     WHERE s.part = p.part AND NOT s.deleted;
+    IF newest IS NULL THEN
+        EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    END IF;
     IF newest >= cutoff THEN
         RETURN;
     END IF;
@@ -326,8 +334,8 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock('bridgecore.event'::regclass::oid::integer, 0);
     DELETE FROM bridgecore.partition_summary;
-    INSERT INTO bridgecore.partition_summary (part, instance_id, model, deleted, events, max_id)
-    SELECT e.tableoid, e.instance_id, e.model, false, count(*), max(e.id)
+    INSERT INTO bridgecore.partition_summary (part, instance_id, model, deleted, events, max_id, newest_at)
+    SELECT e.tableoid, e.instance_id, e.model, false, count(*), max(e.id), max(e.occurred_at)
       FROM bridgecore.event e GROUP BY e.tableoid, e.instance_id, e.model;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -360,13 +368,14 @@ BEGIN
         ), deleted AS (
             DELETE FROM bridgecore.event ev USING victims v
              WHERE ev.id = v.id
-            RETURNING ev.id, ev.model, ev.tableoid
+            RETURNING ev.id, ev.model, ev.tableoid, ev.occurred_at
         ), counted AS (
-            INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id)
-            SELECT d.tableoid, target, d.model, true, count(*), max(d.id) FROM deleted d
+            INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id, newest_at)
+            SELECT d.tableoid, target, d.model, true, count(*), max(d.id), max(d.occurred_at) FROM deleted d
              GROUP BY d.tableoid, d.model
             ON CONFLICT (part, instance_id, model, deleted) DO UPDATE
-               SET events = s.events + EXCLUDED.events, max_id = greatest(s.max_id, EXCLUDED.max_id)
+               SET events = s.events + EXCLUDED.events, max_id = greatest(s.max_id, EXCLUDED.max_id),
+                   newest_at = greatest(s.newest_at, EXCLUDED.newest_at)
             RETURNING 1
         ), horizon AS (
             INSERT INTO bridgecore.purged AS p (instance_id, model, through)

@@ -1323,6 +1323,8 @@ def test_retention_and_devices():
         # of the earlier tests) must be due too.
         DB.all("UPDATE bridgecore.event SET occurred_at = occurred_at - interval '1 year' WHERE id < %s",
                (first,))
+        # Written around ingestion: the partitions' summary is made again.
+        DB.all("SELECT bridgecore._summarize_partitions()")
         set_guc("bridgecore.retention", "1h")
         # Ids first .. first + 249 are old, the 3 recent ones follow: the two
         # partitions of old events go (and every older one, whose events
