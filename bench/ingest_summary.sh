@@ -8,9 +8,10 @@
 # (the store path the worker uses, each batch its own transaction, into
 # partitions of 1,000,000 ids), in alternating rounds with the summary and
 # without it (the table renamed away, which makes the store path prepare its
-# insert without the summary, as for a 0.3.0 schema).  Each round stores
-# BATCHES batches and is timed in the server; the median round of each side
-# is compared.
+# insert without the summary, as for a 0.3.0 schema), each side first in
+# every other round.  Each round stores BATCHES batches and is timed in the
+# server; the median round of each side is compared.  Time on a shared
+# machine is noisy: bench/ingest_summary_callgrind.sh counts instructions.
 #
 # Usage: bench/ingest_summary.sh [rounds, default 7] [batches, default 40]
 # [batch size, default 500]
@@ -63,11 +64,15 @@ END
 CALL bench.store('warmup', 10);
 SQL
 
-for r in $(seq 1 "$ROUNDS"); do
-    psql -q -v ON_ERROR_STOP=1 -c "CALL bench.store('summary', $BATCHES)"
+with_summary() { psql -q -v ON_ERROR_STOP=1 -c "CALL bench.store('summary', $BATCHES)"; }
+without_summary() {
     psql -q -v ON_ERROR_STOP=1 -c "ALTER TABLE bridgecore.partition_summary RENAME TO partition_summary_off" \
                                -c "CALL bench.store('without', $BATCHES)" \
                                -c "ALTER TABLE bridgecore.partition_summary_off RENAME TO partition_summary"
+}
+# Each side goes first in every other round.
+for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then with_summary; without_summary; else without_summary; with_summary; fi
 done
 
 psql -Atq -F ' ' -c "SELECT side, percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) FROM bench.round
