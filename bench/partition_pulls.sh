@@ -67,6 +67,8 @@ CALL pg_temp.load($OLD + $NEW);
 UPDATE bridgecore.instance SET cursor = $OLD + $NEW;
 SELECT bridgecore._summarize_partitions() \g /dev/null
 SELECT bridgecore.sync_pull(1, 'dev' || d, 'sales_app', 1, instance => 'bench') FROM generate_series(1, 16) d \g /dev/null
+-- Devices at the newest event: a token names any position at or below it.
+UPDATE bridgecore.sync_state SET last_event_id = (SELECT max(id) FROM bridgecore.event);
 SQL
     psql -q -d "$db" -c 'VACUUM ANALYZE' -c 'CHECKPOINT'
     echo "$db: $(psql -Atq -d "$db" -c "SELECT count(*) FROM bridgecore._partitions()") partitions"
