@@ -5,7 +5,7 @@
 \ir setup.psql
 SET LOCAL bridgecore.partition_size = 10;
 
-SELECT plan(49);
+SELECT plan(52);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -215,6 +215,17 @@ END $$;
 SELECT set_eq('SELECT * FROM bridgecore.partition_summary', 'SELECT * FROM summary_before',
               'a rolled-back batch leaves nothing in the summary');
 SELECT is(pg_temp.summary_wrong(), 0::bigint, '... which still matches the log');
+
+-- A partition without summary rows (filled by other means than ingestion)
+-- is judged by its own newest event, and _summarize_partitions() makes the
+-- summary again from the rows.
+DO $$ BEGIN PERFORM pg_temp.ingest(ARRAY(SELECT generate_series(300, 320)::bigint), now()); END $$;
+CREATE TEMP TABLE oldest AS SELECT p.part FROM bridgecore._partitions() p ORDER BY p.lo LIMIT 1;
+DELETE FROM bridgecore.partition_summary s USING oldest o WHERE s.part = o.part;
+SELECT is((SELECT d.ids FROM bridgecore._drop_oldest_partition('2021-01-01') d), 0::bigint,
+          'a partition without summary rows is judged by its own newest event (recent: kept)');
+SELECT cmp_ok((SELECT bridgecore._summarize_partitions()), '>', 0::bigint, '_summarize_partitions() makes the summary again');
+SELECT is(pg_temp.summary_wrong(), 0::bigint, '... and it matches the log');
 
 SELECT * FROM finish();
 ROLLBACK;
