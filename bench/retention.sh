@@ -7,6 +7,11 @@
 # copies of it made with CREATE DATABASE ... TEMPLATE:
 #
 #   drop    bridgecore.cleanup(before): the partitions of the old events go
+#   warm    the same in a session that ran retention before, as the
+#           launcher's backend has (functions compiled, catalogs cached)
+#   floor   a bare DROP TABLE of the same partitions and its commit: what
+#           PostgreSQL pays to drop them (their files are freed at commit),
+#           the least retention by partition can cost
 #   delete  DELETE of the same rows (what retention did before), then the
 #           VACUUM it leaves behind
 #   pulls   CLIENTS pgbench clients pull pages of 100 events (sync_pull with
@@ -18,6 +23,14 @@
 # Usage: bench/retention.sh [old events, default 1000000] [new events,
 # default 100000] [partition size, default 1000000] [seconds, default 20]
 # [clients, default 4]
+#
+# COLD=1 measures the drop, the floor and the DELETE with the removed
+# partitions in no cache (server restarted, their files dropped from the OS
+# page cache), as for old partitions in a log larger than memory; by
+# default the files are as CREATE DATABASE left them, cached. Most of a
+# drop's cost is the file system freeing the files at commit, which depends
+# on that and on the file system (online discard, for one): the script says
+# where the cluster's files are and how that is mounted (TMPDIR chooses).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
@@ -70,21 +83,74 @@ END
 \$\$;
 CALL pg_temp.load($OLD + $NEW);
 UPDATE bridgecore.instance SET cursor = $OLD + $NEW;
+-- The rows went in by INSERT, not by ingestion: what each partition holds
+-- (bridgecore.partition_summary, which ingestion keeps) is counted once.
+SELECT bridgecore._summarize_partitions() \g /dev/null
 SQL
 psql -q -d bench_load -c 'VACUUM ANALYZE' -c 'CHECKPOINT'
-for db in bench_drop bench_delete bench_pull; do
+for db in bench_drop bench_warm bench_floor bench_delete bench_pull; do
     psql -q -d postgres -c "CREATE DATABASE $db TEMPLATE bench_load"
 done
 parts=$(psql -Atq -d bench_load -c "SELECT count(*) FROM bridgecore._partitions() WHERE hi <= $OLD + 1")
 psql -q -d postgres -c 'CHECKPOINT'
 
+cache="warm: the copies' files as CREATE DATABASE left them, in the OS page cache"
+if [ -n "${COLD:-}" ]; then
+    # Old partitions no cache holds any more, as in a log larger than
+    # memory: the server restarted (empty shared buffers), then the files
+    # of the partitions retention removes (tables, indexes, TOAST) dropped
+    # from the OS page cache, in the databases of the drop, the floor and
+    # the DELETE alike. The rest (catalogs, the recent partition, the small
+    # tables) stays in the OS page cache, as for a server in use.
+    cache="cold: server restarted, the removed partitions' files out of the OS page cache"
+    files=()
+    for db in bench_drop bench_warm bench_floor bench_delete; do
+        mapfile -t -O "${#files[@]}" files < <(psql -Atq -d "$db" -c "
+            SELECT pg_relation_filepath(c.oid) FROM bridgecore._partitions() p, pg_class c
+             WHERE p.hi <= $OLD + 1
+               AND (c.oid = p.part OR c.oid IN (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = p.part)
+                    OR c.oid IN (SELECT t.reltoastrelid FROM pg_class t WHERE t.oid = p.part)
+                    OR c.oid IN (SELECT i.indexrelid FROM pg_index i, pg_class t
+                                  WHERE t.oid = p.part AND i.indrelid = t.reltoastrelid))")
+    done
+    cluster_restart
+    python3 - "$CLUSTER_DIR/data" "${files[@]}" <<'PY'
+import glob, os, sys
+for rel in sys.argv[2:]:
+    base = os.path.join(sys.argv[1], rel)
+    for name in [base] + glob.glob(base + '.*') + glob.glob(base + '_*'):
+        fd = os.open(name, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+PY
+fi
+
 echo "== $OLD old and $NEW recent events, partitions of $PART ids ($parts partitions of old events only)"
+echo "== page cache $cache; data in $(df --output=fstype,target "$CLUSTER_DIR" | tail -1 | xargs), mount options: $(findmnt -no OPTIONS --target "$CLUSTER_DIR")"
 
 # Retention by partition: one cleanup() call, timed in the server, its
 # transaction's work and its commit (which truncates the dropped files)
 # apart.
-read -r work_s drop_s <<<"$(psql -Atq -d bench_drop <<SQL | tr '\n' ' '
+read -r work_s drop_s deleted <<<"$(psql -Atq -d bench_drop <<SQL | tr '\n' ' '
 SET client_min_messages = warning;
+SELECT clock_timestamp() AS t0 \gset
+BEGIN;
+SELECT bridgecore.cleanup('$CUTOFF') AS answer \gset
+SELECT extract(epoch FROM clock_timestamp() - :'t0');
+COMMIT;
+SELECT extract(epoch FROM clock_timestamp() - :'t0');
+SELECT (:'answer'::jsonb) -> 'deleted';
+SQL
+)"
+left_drop=$(psql -Atq -d bench_drop -c "SELECT count(*) FROM bridgecore.event")
+
+# The same in a session that has run retention before (a cleanup() with a
+# cutoff that drops nothing), as the launcher's long-lived backend has: its
+# functions compiled and the catalogs it reads in its caches.
+read -r warm_work_s warm_s <<<"$(psql -Atq -d bench_warm <<SQL | tr '\n' ' '
+SET client_min_messages = warning;
+SELECT bridgecore.cleanup('1970-01-01') \g /dev/null
 SELECT clock_timestamp() AS t0 \gset
 BEGIN;
 SELECT bridgecore.cleanup('$CUTOFF') -> 'partitions_dropped' \g /dev/null
@@ -93,7 +159,21 @@ COMMIT;
 SELECT extract(epoch FROM clock_timestamp() - :'t0');
 SQL
 )"
-left_drop=$(psql -Atq -d bench_drop -c "SELECT count(*) FROM bridgecore.event")
+
+# The floor: a bare DROP TABLE of the same partitions, in a copy of the same
+# database, with nothing else (no summary, no horizons, no checks): what
+# PostgreSQL itself pays to drop them, most of it at the commit, which frees
+# their files.
+floor_s=$(psql -Atq -d bench_floor <<SQL | tail -1
+SELECT string_agg(p.part::text, ', ') AS parts FROM bridgecore._partitions() p WHERE p.hi <= $OLD + 1 \gset
+SELECT clock_timestamp() AS t0 \gset
+BEGIN;
+LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
+DROP TABLE :parts;
+COMMIT;
+SELECT extract(epoch FROM clock_timestamp() - :'t0');
+SQL
+)
 
 # DELETE of the same rows, and the VACUUM it leaves.
 read -r delete_s vacuum_s <<<"$(psql -Atq -d bench_delete <<SQL | tr '\n' ' '
@@ -110,10 +190,15 @@ left_delete=$(psql -Atq -d bench_delete -c "SELECT count(*) FROM bridgecore.even
 printf '%-34s %12s\n' "retention of $OLD events" "ms"
 printf '%-34s %12s\n' "partition drop (cleanup)" "$(ms "$drop_s")"
 printf '%-34s %12s\n' "  of which before the commit" "$(ms "$work_s")"
+printf '%-34s %12s\n' "partition drop, warm session" "$(ms "$warm_s")"
+printf '%-34s %12s\n' "  of which before the commit" "$(ms "$warm_work_s")"
+printf '%-34s %12s\n' "bare DROP TABLE (the floor)" "$(ms "$floor_s")"
 printf '%-34s %12s\n' "DELETE" "$(ms "$delete_s")"
 printf '%-34s %12s\n' "DELETE + VACUUM" "$(ms "$(python3 -c "print($delete_s + $vacuum_s)")")"
 python3 -c "print('DELETE / drop: %.0fx   (DELETE + VACUUM) / drop: %.0fx' % ($delete_s / $drop_s, ($delete_s + $vacuum_s) / $drop_s))"
-echo "events left: $left_drop after the drop, $left_delete after the DELETE"
+python3 -c "print('DELETE / warm drop: %.0fx   (DELETE + VACUUM) / warm drop: %.0fx' % ($delete_s / $warm_s, ($delete_s + $vacuum_s) / $warm_s))"
+python3 -c "print('DELETE / floor: %.0fx   drop / floor: %.2fx   warm drop / floor: %.2fx' % ($delete_s / $floor_s, $drop_s / $floor_s, $warm_s / $floor_s))"
+echo "events left: $left_drop after the drop, $left_delete after the DELETE; cleanup() answered deleted = $deleted"
 
 # Concurrent pulls: devices whose state is at the newest event pull pages
 # of 100 from tokens in the recent part of the log.

@@ -1201,3 +1201,368 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- same messages, and calls _check_model_names, _instance_id, _rate_limit and
 -- _count_sync_pull.
 AS 'MODULE_PATHNAME', 'bridgecore_sync_pull';
+
+-------------------------------------------------------------------------------
+-- Retention reads what a partition holds from a summary kept at ingest
+-- (bridgecore.partition_summary) instead of the partition's rows: the drop
+-- costs what a bare DROP TABLE does.
+-------------------------------------------------------------------------------
+-- What each partition holds, per instance and model: how many events were
+-- stored there, the highest id and the newest Odoo timestamp, and how many
+-- of them were deleted since (deleted rows: cleanup(before, instance) and
+-- remove_instance take events out of a partition without dropping it).
+-- Retention reads it instead of the partition: whether the partition is due
+-- (its newest event older than the cutoff), the number of events a drop
+-- removes (cleanup's exact deleted: stored less deleted) and the per-model
+-- horizons it records in bridgecore.purged, for the price of a few rows;
+-- the drop then only frees the partition's files. Kept exact in the
+-- transaction that changes the log: the store path adds its events here in
+-- the statement that inserts them (src/ingest.c), under the ordering lock,
+-- so a rolled-back batch leaves nothing; a delete counts its events in the
+-- deleted row, which no insert writes, so an uncommitted cleanup of one
+-- instance never holds up the ingestion of its newer events. max_id and
+-- newest_at are the highest id and the newest timestamp ever stored there,
+-- which is what retention needs: every event of the partition is gone once
+-- it is dropped, the deleted ones with their horizons recorded when they
+-- went, and a deleted event can only make the partition's true newest
+-- older (retention may keep a partition longer, never drop one too early).
+-- part is a regclass, so a dump names the partition and its restore finds
+-- the partition's new oid. bridgecore._summarize_partitions() makes it
+-- again from the rows.
+CREATE TABLE bridgecore.partition_summary (
+    part            regclass NOT NULL,
+    instance_id     integer NOT NULL,
+    model           text NOT NULL,
+    deleted         boolean NOT NULL,
+    events          bigint NOT NULL CHECK (events >= 0),
+    max_id          bigint NOT NULL,
+    newest_at       timestamptz NOT NULL,
+    PRIMARY KEY (part, instance_id, model, deleted)
+);
+COMMENT ON TABLE bridgecore.partition_summary IS 'Events stored in each partition of bridgecore.event per instance and model, with the highest id and the newest timestamp, and (deleted) those deleted from it since: what retention removes, without reading the partition.';
+SELECT pg_catalog.pg_extension_config_dump('bridgecore.partition_summary', '');
+GRANT SELECT ON bridgecore.partition_summary TO bridgecore_admin;
+
+-- The partitions of the log, oldest first, as operators inspect them: the
+-- ids each covers, the events it holds (from bridgecore.partition_summary,
+-- not counted), its newest event by the Odoo timestamp (one index probe;
+-- retention drops the partition once that is past the cutoff) and its size
+-- on disk with its indexes.
+CREATE FUNCTION bridgecore.partitions(OUT part regclass, OUT first_id bigint, OUT last_id bigint,
+                                      OUT events bigint, OUT newest_event_at timestamptz,
+                                      OUT total_bytes bigint)
+RETURNS SETOF record LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+BEGIN
+    FOR p IN SELECT x.part, x.lo, x.hi FROM bridgecore._partitions() x ORDER BY x.lo LOOP
+        part := p.part;
+        first_id := p.lo;
+        last_id := p.hi - 1;
+        SELECT coalesce(sum(CASE WHEN s.deleted THEN -s.events ELSE s.events END), 0) INTO events
+          FROM bridgecore.partition_summary s WHERE s.part = p.part;
+        EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest_event_at;
+        total_bytes := pg_total_relation_size(p.part);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION bridgecore.partitions() IS 'The partitions of bridgecore.event, oldest first: ids covered, events held, newest event, size on disk.';
+
+-------------------------------------------------------------------------------
+-- Retention and device housekeeping (run by the launcher, or by hand)
+-------------------------------------------------------------------------------
+-- Retention drops whole partitions, oldest first, so that it costs a DROP
+-- TABLE instead of a DELETE and its VACUUM: the log loses a prefix, as row
+-- by row retention did, so every retained event above a device's position
+-- is still delivered, and resync_required stays exact (purged, below).
+--
+-- Drops the oldest partition when every event in it is older than cutoff,
+-- after recording its horizons. Never the partition holding the last id
+-- handed out or the newest stored event, nor those ahead of it. Returns the
+-- first id the dropped partition spanned (lo), how many ids (ids, 0 when
+-- none was dropped) and how many events it held (events).
+--
+-- Whether it is due, what it holds, and so the horizons, come from
+-- bridgecore.partition_summary, a few rows, not from the partition: the
+-- drop reads no block of it and frees its files at commit, which is what a
+-- bare DROP TABLE costs.
+--
+-- Locks: SHARE on the partition first, which waits for its last writers
+-- (none can come: new ids are above it), whose summary rows are then
+-- committed, and for no reader, so that it holds still while it is judged;
+-- then ACCESS EXCLUSIVE on bridgecore.event, which DROP needs, until the
+-- commit. lock_timeout keeps a long transaction on the log from queueing
+-- pulls behind the drop; the launcher tries again at its next maintenance.
+CREATE FUNCTION bridgecore._drop_oldest_partition(cutoff timestamptz,
+                                                  OUT lo bigint, OUT ids bigint, OUT events bigint)
+RETURNS record LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    p record;
+    last_id bigint;
+    newest timestamptz;
+BEGIN
+    ids := 0;
+    events := 0;
+    -- What is read below must include the partition's last writers.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'retention by partition needs a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'Call bridgecore.cleanup() outside REPEATABLE READ and SERIALIZABLE transactions.';
+    END IF;
+    SELECT x.part, x.lo, x.hi INTO p FROM bridgecore._partitions() x ORDER BY x.lo LIMIT 1;
+    SELECT s.last_value INTO last_id FROM bridgecore.event_id_seq s WHERE s.is_called;
+    IF p.part IS NULL OR last_id IS NULL OR p.hi > last_id THEN
+        RETURN;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.part);
+    IF NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.hi) THEN
+        RETURN;
+    END IF;
+    -- Its newest event, from the summary: nothing of the partition is read,
+    -- so that a partition no cache holds any more costs no disk read. A
+    -- partition without summary rows (empty, or filled by other means than
+    -- ingestion) is asked itself, one index probe.
+    SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
+     WHERE s.part = p.part AND NOT s.deleted;
+    IF newest IS NULL THEN
+        EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    END IF;
+    IF newest >= cutoff THEN
+        RETURN;
+    END IF;
+
+    -- Pulls read the horizons and the log in one snapshot: both change at commit.
+    LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
+    WITH gone AS (
+        DELETE FROM bridgecore.partition_summary s WHERE s.part = p.part
+        RETURNING s.instance_id, s.model, s.deleted, s.events, s.max_id
+    ), horizon AS (
+        INSERT INTO bridgecore.purged AS pu (instance_id, model, through)
+        SELECT g.instance_id, g.model, max(g.max_id) FROM gone g GROUP BY g.instance_id, g.model
+        ON CONFLICT (instance_id, model) DO UPDATE SET through = greatest(pu.through, EXCLUDED.through)
+        RETURNING 1
+    ), marked AS (
+        UPDATE bridgecore.instance i SET purged_through = greatest(i.purged_through, h.t)
+          FROM (SELECT g.instance_id, max(g.max_id) AS t FROM gone g GROUP BY g.instance_id) h
+         WHERE i.id = h.instance_id
+        RETURNING 1
+    )
+    SELECT coalesce(sum(CASE WHEN g.deleted THEN -g.events ELSE g.events END), 0) INTO events FROM gone g
+     WHERE (SELECT count(*) FROM horizon) >= 0 AND (SELECT count(*) FROM marked) >= 0;
+    EXECUTE format('DROP TABLE %s', p.part);
+    lo := p.lo;
+    ids := p.hi - p.lo;
+END
+$$;
+
+-- Makes bridgecore.partition_summary again from the rows of the log, a read
+-- of every partition, under the ordering lock (no batch is stored while it
+-- counts). The update from 0.3.0 calls it for the table that becomes the
+-- first partition; an operator calls it after writing events into the log
+-- by other means than ingestion. Returns the rows it made.
+CREATE FUNCTION bridgecore._summarize_partitions()
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'counting the partitions needs a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'Call bridgecore._summarize_partitions() outside REPEATABLE READ and SERIALIZABLE transactions.';
+    END IF;
+    PERFORM pg_advisory_xact_lock('bridgecore.event'::regclass::oid::integer, 0);
+    DELETE FROM bridgecore.partition_summary;
+    INSERT INTO bridgecore.partition_summary (part, instance_id, model, deleted, events, max_id, newest_at)
+    SELECT e.tableoid, e.instance_id, e.model, false, count(*), max(e.id), max(e.occurred_at)
+      FROM bridgecore.event e GROUP BY e.tableoid, e.instance_id, e.model;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- The same, returning the ids the dropped partition spanned, 0 when none
+-- was dropped: the launcher's maintenance step.
+CREATE OR REPLACE FUNCTION bridgecore._drop_partition(cutoff timestamptz)
+RETURNS bigint LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT d.ids FROM bridgecore._drop_oldest_partition(cutoff) d $$;
+
+-- Deletes, per instance (one, or all), at most batch events from the start
+-- of its log that are older than cutoff, stopping at its first newer event,
+-- and records the horizons. Returns the events deleted. cleanup() of one
+-- instance deletes so (the other instances' events share its partitions);
+-- a prefix of one instance's log and a prefix of the whole log together
+-- are still a prefix of that instance's log.
+CREATE OR REPLACE FUNCTION bridgecore._cleanup_step(cutoff timestamptz, inst_id integer, batch integer)
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target integer;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    FOR target IN SELECT x.id FROM bridgecore.instance x
+                   WHERE inst_id IS NULL OR x.id = inst_id ORDER BY x.id LOOP
+        WITH head AS (
+            SELECT ev.id, ev.occurred_at < cutoff AS old FROM bridgecore.event ev
+             WHERE ev.instance_id = target ORDER BY ev.id LIMIT batch
+        ), victims AS (
+            SELECT h.id FROM head h
+             WHERE h.id < coalesce((SELECT min(k.id) FROM head k WHERE NOT k.old), 9223372036854775807)
+        ), deleted AS (
+            DELETE FROM bridgecore.event ev USING victims v
+             WHERE ev.id = v.id
+            RETURNING ev.id, ev.model, ev.tableoid, ev.occurred_at
+        ), counted AS (
+            INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id, newest_at)
+            SELECT d.tableoid, target, d.model, true, count(*), max(d.id), max(d.occurred_at) FROM deleted d
+             GROUP BY d.tableoid, d.model
+            ON CONFLICT (part, instance_id, model, deleted) DO UPDATE
+               SET events = s.events + EXCLUDED.events, max_id = greatest(s.max_id, EXCLUDED.max_id),
+                   newest_at = greatest(s.newest_at, EXCLUDED.newest_at)
+            RETURNING 1
+        ), horizon AS (
+            INSERT INTO bridgecore.purged AS p (instance_id, model, through)
+            SELECT target, d.model, max(d.id) FROM deleted d GROUP BY d.model
+            ON CONFLICT (instance_id, model) DO UPDATE SET through = greatest(p.through, EXCLUDED.through)
+            RETURNING 1
+        ), marked AS (
+            UPDATE bridgecore.instance i
+               SET purged_through = greatest(i.purged_through, (SELECT max(d.id) FROM deleted d))
+             WHERE i.id = target AND EXISTS (SELECT 1 FROM deleted)
+            RETURNING 1
+        )
+        SELECT count(*) INTO n FROM deleted
+         WHERE (SELECT count(*) FROM horizon) >= 0 AND (SELECT count(*) FROM marked) >= 0
+           AND (SELECT count(*) FROM counted) >= 0;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION bridgecore.cleanup(before timestamptz DEFAULT NULL, instance text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    cutoff timestamptz := before;
+    retention interval := current_setting('bridgecore.retention')::interval;
+    batch integer := current_setting('bridgecore.cleanup_batch_size')::integer;
+    n bigint;
+    total bigint := 0;
+    parts integer := 0;
+    first_id bigint;
+    busy boolean := false;
+    d record;
+    deleted bigint := 0;
+BEGIN
+    IF cutoff IS NULL THEN
+        IF retention <= interval '0' THEN
+            RETURN jsonb_build_object('ok', true, 'deleted', 0, 'partitions_dropped', 0,
+                'message', 'Retention is disabled (bridgecore.retention = 0); pass before to delete');
+        END IF;
+        cutoff := now() - retention;
+    END IF;
+    -- Omitted instance: every instance, unless a JWT confines the caller.
+    IF cleanup.instance IS NOT NULL
+       OR nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance' THEN
+        inst_id := bridgecore._instance_id(cleanup.instance);
+    END IF;
+
+    IF inst_id IS NOT NULL THEN
+        -- One instance: its events share partitions with the others', so
+        -- they are deleted, in bounded batches; readers are never blocked by
+        -- it. The instance loses a prefix of its log: an event newer than
+        -- the cutoff keeps every later one, so a late row with an old
+        -- timestamp waits until the events before it go.
+        LOOP
+            n := bridgecore._cleanup_step(cutoff, inst_id, batch);
+            total := total + n;
+            EXIT WHEN n = 0;
+        END LOOP;
+        RETURN jsonb_build_object(
+            'ok', true, 'deleted', total, 'partitions_dropped', 0,
+            'message', format('Deleted %s events older than %s (up to the first newer event of each instance)',
+                              total, bridgecore._iso(cutoff)));
+    END IF;
+
+    -- Every instance: whole partitions go, oldest first, while every event
+    -- in the next one is older than the cutoff. All of them in the
+    -- caller's transaction, whose end releases the log to pulls.
+    -- deleted is exact, as apps read it: the count of each partition is
+    -- kept in bridgecore.partition_summary, so nothing here reads the rows.
+    LOOP
+        BEGIN
+            d := bridgecore._drop_oldest_partition(cutoff);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            busy := true;
+            EXIT;
+        END;
+        EXIT WHEN d.ids = 0;
+        first_id := coalesce(first_id, d.lo);
+        parts := parts + 1;
+        total := total + d.ids;
+        deleted := deleted + d.events;
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'ok', true, 'deleted', deleted, 'partitions_dropped', parts,
+        'dropped_ids', CASE WHEN parts > 0 THEN jsonb_build_object('from', first_id, 'to', first_id + total - 1) END,
+        'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
+                          'removes whole partitions of bridgecore.partition_size ids: an older event that '
+                          'shares a partition with a newer one, or with the newest, stays until its '
+                          'partition goes%s',
+                          parts, total, bridgecore._iso(cutoff),
+                          CASE WHEN busy THEN '; stopped at a partition in use (lock_timeout), call again' ELSE '' END));
+END
+$$;
+COMMENT ON FUNCTION bridgecore.cleanup(timestamptz, text) IS 'Drops the partitions of events older than before (default: now - bridgecore.retention), whole partitions only; with an instance, deletes that instance''s older events.';
+
+
+CREATE OR REPLACE FUNCTION bridgecore.remove_instance(name text)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    n_events bigint;
+    n_states bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'name must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Name the instance to remove.';
+    END IF;
+    inst_id := bridgecore._instance_id(remove_instance.name);
+    -- The row's lock first: the store paths write events only under it, so
+    -- none arrive between the delete of the events and that of the row.
+    PERFORM FROM bridgecore.instance i WHERE i.id = inst_id FOR UPDATE;
+    DELETE FROM bridgecore.event e WHERE e.instance_id = inst_id;
+    GET DIAGNOSTICS n_events = ROW_COUNT;
+    DELETE FROM bridgecore.partition_summary s WHERE s.instance_id = inst_id;
+    SELECT count(*) INTO n_states FROM bridgecore.sync_state s WHERE s.instance_id = inst_id;
+    DELETE FROM bridgecore.instance i WHERE i.id = inst_id;
+    PERFORM bridgecore._wake_poller();
+    RETURN jsonb_build_object('ok', true, 'instance', name,
+                              'events_deleted', n_events, 'sync_states_deleted', n_states);
+END
+$$;
+COMMENT ON FUNCTION bridgecore.remove_instance(text) IS 'Removes an Odoo instance with its events, sync states and dead letters.';
+
+REVOKE ALL ON FUNCTION bridgecore.partitions(), bridgecore._drop_oldest_partition(timestamptz),
+                       bridgecore._summarize_partitions() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bridgecore.partitions() TO bridgecore_admin;
+-- The events already in the log, counted once.
+SELECT bridgecore._summarize_partitions();

@@ -18,6 +18,7 @@
 #include "stats.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
@@ -30,6 +31,7 @@
 
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
+static Oid	insert_plan_summary = InvalidOid;	/* the summary insert_plan writes */
 static SPIPlanPtr dead_letter_plan = NULL;
 
 static void
@@ -39,12 +41,26 @@ prepare_plans(void)
 		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID};
 	Oid			dead_types[4] = {INT4OID, INT8OID, TEXTOID, TEXTOID};
+	Oid			summary_rel;
 
 	if (lock_plan == NULL)
 		lock_plan = bc_prepare_kept("SELECT pg_catalog.pg_advisory_xact_lock("
 								 "'bridgecore.event'::regclass::oid::integer, 0)", 0, NULL);
+	/*
+	 * The insert keeps bridgecore.partition_summary up to date where it
+	 * exists (0.4.0 on): looked up at each batch, so that a plan kept from
+	 * before ALTER EXTENSION ... UPDATE made it (or from before a DROP
+	 * EXTENSION) is made again.
+	 */
+	summary_rel = get_relname_relid("partition_summary", get_namespace_oid("bridgecore", true));
+	if (insert_plan != NULL && summary_rel != insert_plan_summary)
+	{
+		SPI_freeplan(insert_plan);
+		insert_plan = NULL;
+	}
 	if (insert_plan == NULL)
-		insert_plan = bc_prepare_kept(
+	{
+		insert_plan = bc_prepare_kept(psprintf("%s%s%s",
 			/*
 			 * Exactly once per (instance, Odoo id), across partitions: no
 			 * unique index can say so on a log partitioned by local id, so
@@ -72,7 +88,21 @@ prepare_plans(void)
 			"     OR NOT EXISTS (SELECT 1 FROM bridgecore.event e"
 			"                     WHERE e.instance_id = $1 AND e.odoo_id = u.odoo_id)"
 			"  ORDER BY u.odoo_id"
-			" RETURNING id, odoo_id, model, priority),"
+			" RETURNING id, odoo_id, model, priority, tableoid, occurred_at),",
+			/*
+			 * What each partition holds, for retention: in this statement,
+			 * so it commits or rolls back with the events, and under the
+			 * ordering lock, so no two batches update it at once.
+			 */
+			OidIsValid(summary_rel)
+			? " summary AS ("
+			" INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id, newest_at)"
+			" SELECT i.tableoid, $1, i.model, false, count(*), max(i.id), max(i.occurred_at)"
+			"  FROM inserted i GROUP BY i.tableoid, i.model"
+			" ON CONFLICT (part, instance_id, model, deleted) DO UPDATE"
+			"   SET events = s.events + EXCLUDED.events, max_id = GREATEST(s.max_id, EXCLUDED.max_id),"
+			"       newest_at = GREATEST(s.newest_at, EXCLUDED.newest_at)),"
+			: "",
 			/* a record stored now settles its earlier dead letter */
 			" resolved AS ("
 			" UPDATE bridgecore.dead_letter d SET status = 'resolved'"
@@ -82,8 +112,10 @@ prepare_plans(void)
 			"   'instance', $13, 'model', g.model, 'count', g.n, 'max_id', g.max_id, 'high', g.high)::text)"
 			"  FROM (SELECT model, count(*) AS n, max(id) AS max_id,"
 			"               count(*) FILTER (WHERE priority = 'high') AS high"
-			"          FROM inserted GROUP BY model) g",
+			"          FROM inserted GROUP BY model) g"),
 			NCOLS + 2, insert_types);
+		insert_plan_summary = summary_rel;
+	}
 	if (dead_letter_plan == NULL)
 		dead_letter_plan = bc_prepare_kept(
 			/*

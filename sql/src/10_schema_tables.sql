@@ -112,6 +112,40 @@ COMMENT ON TABLE bridgecore.event IS 'Odoo change events; id is the devices'' cu
 -- every insert holds (src/ingest.c), looking up the (instance_id, odoo_id)
 -- indexes.
 
+-- What each partition holds, per instance and model: how many events were
+-- stored there, the highest id and the newest Odoo timestamp, and how many
+-- of them were deleted since (deleted rows: cleanup(before, instance) and
+-- remove_instance take events out of a partition without dropping it).
+-- Retention reads it instead of the partition: whether the partition is due
+-- (its newest event older than the cutoff), the number of events a drop
+-- removes (cleanup's exact deleted: stored less deleted) and the per-model
+-- horizons it records in bridgecore.purged, for the price of a few rows;
+-- the drop then only frees the partition's files. Kept exact in the
+-- transaction that changes the log: the store path adds its events here in
+-- the statement that inserts them (src/ingest.c), under the ordering lock,
+-- so a rolled-back batch leaves nothing; a delete counts its events in the
+-- deleted row, which no insert writes, so an uncommitted cleanup of one
+-- instance never holds up the ingestion of its newer events. max_id and
+-- newest_at are the highest id and the newest timestamp ever stored there,
+-- which is what retention needs: every event of the partition is gone once
+-- it is dropped, the deleted ones with their horizons recorded when they
+-- went, and a deleted event can only make the partition's true newest
+-- older (retention may keep a partition longer, never drop one too early).
+-- part is a regclass, so a dump names the partition and its restore finds
+-- the partition's new oid. bridgecore._summarize_partitions() makes it
+-- again from the rows.
+CREATE TABLE bridgecore.partition_summary (
+    part            regclass NOT NULL,
+    instance_id     integer NOT NULL,
+    model           text NOT NULL,
+    deleted         boolean NOT NULL,
+    events          bigint NOT NULL CHECK (events >= 0),
+    max_id          bigint NOT NULL,
+    newest_at       timestamptz NOT NULL,
+    PRIMARY KEY (part, instance_id, model, deleted)
+);
+COMMENT ON TABLE bridgecore.partition_summary IS 'Events stored in each partition of bridgecore.event per instance and model, with the highest id and the newest timestamp, and (deleted) those deleted from it since: what retention removes, without reading the partition.';
+
 -- Ids below an instance's cursor that Odoo did not show yet: an Odoo
 -- transaction that took a lower id may commit after a higher one. The poller
 -- asks for them again until bridgecore.gap_window has passed.
@@ -227,6 +261,7 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('br
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('bridgecore.dead_letter', 'id'), '');
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.odoo_model', '');
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.purged', '');
+SELECT pg_catalog.pg_extension_config_dump('bridgecore.partition_summary', '');
 
 -------------------------------------------------------------------------------
 -- Views

@@ -198,6 +198,7 @@ BEGIN
     PERFORM FROM bridgecore.instance i WHERE i.id = inst_id FOR UPDATE;
     DELETE FROM bridgecore.event e WHERE e.instance_id = inst_id;
     GET DIAGNOSTICS n_events = ROW_COUNT;
+    DELETE FROM bridgecore.partition_summary s WHERE s.instance_id = inst_id;
     SELECT count(*) INTO n_states FROM bridgecore.sync_state s WHERE s.instance_id = inst_id;
     DELETE FROM bridgecore.instance i WHERE i.id = inst_id;
     PERFORM bridgecore._wake_poller();

@@ -139,6 +139,34 @@ AS $$
      ORDER BY 2
 $$;
 
+-- The partitions of the log, oldest first, as operators inspect them: the
+-- ids each covers, the events it holds (from bridgecore.partition_summary,
+-- not counted), its newest event by the Odoo timestamp (one index probe;
+-- retention drops the partition once that is past the cutoff) and its size
+-- on disk with its indexes.
+CREATE FUNCTION bridgecore.partitions(OUT part regclass, OUT first_id bigint, OUT last_id bigint,
+                                      OUT events bigint, OUT newest_event_at timestamptz,
+                                      OUT total_bytes bigint)
+RETURNS SETOF record LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+BEGIN
+    FOR p IN SELECT x.part, x.lo, x.hi FROM bridgecore._partitions() x ORDER BY x.lo LOOP
+        part := p.part;
+        first_id := p.lo;
+        last_id := p.hi - 1;
+        SELECT coalesce(sum(CASE WHEN s.deleted THEN -s.events ELSE s.events END), 0) INTO events
+          FROM bridgecore.partition_summary s WHERE s.part = p.part;
+        EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest_event_at;
+        total_bytes := pg_total_relation_size(p.part);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION bridgecore.partitions() IS 'The partitions of bridgecore.event, oldest first: ids covered, events held, newest event, size on disk.';
+
 -- Makes partitions, with their indexes (see bridgecore.event), until every
 -- id up to upto has one; without upto, until there is room for a
 -- partition's width (bridgecore.partition_size) of ids beyond the next id.
@@ -202,26 +230,32 @@ $$;
 -- Drops the oldest partition when every event in it is older than cutoff,
 -- after recording its horizons. Never the partition holding the last id
 -- handed out or the newest stored event, nor those ahead of it. Returns the
--- ids the dropped partition spanned, 0 when none was dropped.
+-- first id the dropped partition spanned (lo), how many ids (ids, 0 when
+-- none was dropped) and how many events it held (events).
+--
+-- Whether it is due, what it holds, and so the horizons, come from
+-- bridgecore.partition_summary, a few rows, not from the partition: the
+-- drop reads no block of it and frees its files at commit, which is what a
+-- bare DROP TABLE costs.
 --
 -- Locks: SHARE on the partition first, which waits for its last writers
--- (none can come: new ids are above it) and no reader, so that it holds
--- still while it is read; then ACCESS EXCLUSIVE on bridgecore.event, which
--- DROP needs, for the few milliseconds of the drop. lock_timeout keeps a
--- long transaction on the log from queueing pulls behind the drop; the
--- launcher tries again at its next maintenance.
-CREATE FUNCTION bridgecore._drop_partition(cutoff timestamptz)
-RETURNS bigint LANGUAGE plpgsql VOLATILE
+-- (none can come: new ids are above it), whose summary rows are then
+-- committed, and for no reader, so that it holds still while it is judged;
+-- then ACCESS EXCLUSIVE on bridgecore.event, which DROP needs, until the
+-- commit. lock_timeout keeps a long transaction on the log from queueing
+-- pulls behind the drop; the launcher tries again at its next maintenance.
+CREATE FUNCTION bridgecore._drop_oldest_partition(cutoff timestamptz,
+                                                  OUT lo bigint, OUT ids bigint, OUT events bigint)
+RETURNS record LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms'
 AS $$
 DECLARE
     p record;
     last_id bigint;
     newest timestamptz;
-    insts integer[];
-    models text[];
-    horizons bigint[];
 BEGIN
+    ids := 0;
+    events := 0;
     -- What is read below must include the partition's last writers.
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'retention by partition needs a READ COMMITTED transaction'
@@ -231,41 +265,80 @@ BEGIN
     SELECT x.part, x.lo, x.hi INTO p FROM bridgecore._partitions() x ORDER BY x.lo LIMIT 1;
     SELECT s.last_value INTO last_id FROM bridgecore.event_id_seq s WHERE s.is_called;
     IF p.part IS NULL OR last_id IS NULL OR p.hi > last_id THEN
-        RETURN 0;
+        RETURN;
     END IF;
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.part);
     IF NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.hi) THEN
-        RETURN 0;
+        RETURN;
     END IF;
-    EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    -- Its newest event, from the summary: nothing of the partition is read,
+    -- so that a partition no cache holds any more costs no disk read. A
+    -- partition without summary rows (empty, or filled by other means than
+    -- ingestion) is asked itself, one index probe.
+    SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
+     WHERE s.part = p.part AND NOT s.deleted;
+    IF newest IS NULL THEN
+        EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+    END IF;
     IF newest >= cutoff THEN
-        RETURN 0;
+        RETURN;
     END IF;
-    -- The highest id of each (instance, model) in the partition: a loose
-    -- scan of its (instance_id, model, id) index, a few probes per pair.
-    EXECUTE format($q$
-        WITH RECURSIVE k AS (
-            (SELECT e.instance_id, e.model FROM %1$s e ORDER BY e.instance_id, e.model LIMIT 1)
-            UNION ALL
-            SELECT n.instance_id, n.model
-              FROM k, LATERAL (SELECT e.instance_id, e.model FROM %1$s e
-                                WHERE (e.instance_id, e.model) > (k.instance_id, k.model)
-                                ORDER BY e.instance_id, e.model LIMIT 1) n
-        )
-        SELECT array_agg(k.instance_id), array_agg(k.model),
-               array_agg((SELECT max(e.id) FROM %1$s e WHERE e.instance_id = k.instance_id AND e.model = k.model))
-          FROM k$q$, p.part) INTO insts, models, horizons;
 
     -- Pulls read the horizons and the log in one snapshot: both change at commit.
     LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
-    INSERT INTO bridgecore.purged AS pu (instance_id, model, through)
-    SELECT h.i, h.m, h.t FROM unnest(insts, models, horizons) h(i, m, t)
-    ON CONFLICT (instance_id, model) DO UPDATE SET through = greatest(pu.through, EXCLUDED.through);
-    UPDATE bridgecore.instance i SET purged_through = greatest(i.purged_through, h.t)
-      FROM (SELECT u.i, max(u.t) AS t FROM unnest(insts, horizons) u(i, t) GROUP BY u.i) h
-     WHERE i.id = h.i;
+    WITH gone AS (
+        DELETE FROM bridgecore.partition_summary s WHERE s.part = p.part
+        RETURNING s.instance_id, s.model, s.deleted, s.events, s.max_id
+    ), horizon AS (
+        INSERT INTO bridgecore.purged AS pu (instance_id, model, through)
+        SELECT g.instance_id, g.model, max(g.max_id) FROM gone g GROUP BY g.instance_id, g.model
+        ON CONFLICT (instance_id, model) DO UPDATE SET through = greatest(pu.through, EXCLUDED.through)
+        RETURNING 1
+    ), marked AS (
+        UPDATE bridgecore.instance i SET purged_through = greatest(i.purged_through, h.t)
+          FROM (SELECT g.instance_id, max(g.max_id) AS t FROM gone g GROUP BY g.instance_id) h
+         WHERE i.id = h.instance_id
+        RETURNING 1
+    )
+    SELECT coalesce(sum(CASE WHEN g.deleted THEN -g.events ELSE g.events END), 0) INTO events FROM gone g
+     WHERE (SELECT count(*) FROM horizon) >= 0 AND (SELECT count(*) FROM marked) >= 0;
     EXECUTE format('DROP TABLE %s', p.part);
-    RETURN p.hi - p.lo;
+    lo := p.lo;
+    ids := p.hi - p.lo;
+END
+$$;
+
+-- The same, returning the ids the dropped partition spanned, 0 when none
+-- was dropped: the launcher's maintenance step.
+CREATE FUNCTION bridgecore._drop_partition(cutoff timestamptz)
+RETURNS bigint LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT d.ids FROM bridgecore._drop_oldest_partition(cutoff) d $$;
+
+-- Makes bridgecore.partition_summary again from the rows of the log, a read
+-- of every partition, under the ordering lock (no batch is stored while it
+-- counts). The update from 0.3.0 calls it for the table that becomes the
+-- first partition; an operator calls it after writing events into the log
+-- by other means than ingestion. Returns the rows it made.
+CREATE FUNCTION bridgecore._summarize_partitions()
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'counting the partitions needs a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'Call bridgecore._summarize_partitions() outside REPEATABLE READ and SERIALIZABLE transactions.';
+    END IF;
+    PERFORM pg_advisory_xact_lock('bridgecore.event'::regclass::oid::integer, 0);
+    DELETE FROM bridgecore.partition_summary;
+    INSERT INTO bridgecore.partition_summary (part, instance_id, model, deleted, events, max_id, newest_at)
+    SELECT e.tableoid, e.instance_id, e.model, false, count(*), max(e.id), max(e.occurred_at)
+      FROM bridgecore.event e GROUP BY e.tableoid, e.instance_id, e.model;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $$;
 
@@ -295,7 +368,15 @@ BEGIN
         ), deleted AS (
             DELETE FROM bridgecore.event ev USING victims v
              WHERE ev.id = v.id
-            RETURNING ev.id, ev.model
+            RETURNING ev.id, ev.model, ev.tableoid, ev.occurred_at
+        ), counted AS (
+            INSERT INTO bridgecore.partition_summary AS s (part, instance_id, model, deleted, events, max_id, newest_at)
+            SELECT d.tableoid, target, d.model, true, count(*), max(d.id), max(d.occurred_at) FROM deleted d
+             GROUP BY d.tableoid, d.model
+            ON CONFLICT (part, instance_id, model, deleted) DO UPDATE
+               SET events = s.events + EXCLUDED.events, max_id = greatest(s.max_id, EXCLUDED.max_id),
+                   newest_at = greatest(s.newest_at, EXCLUDED.newest_at)
+            RETURNING 1
         ), horizon AS (
             INSERT INTO bridgecore.purged AS p (instance_id, model, through)
             SELECT target, d.model, max(d.id) FROM deleted d GROUP BY d.model
@@ -308,7 +389,8 @@ BEGIN
             RETURNING 1
         )
         SELECT count(*) INTO n FROM deleted
-         WHERE (SELECT count(*) FROM horizon) >= 0 AND (SELECT count(*) FROM marked) >= 0;
+         WHERE (SELECT count(*) FROM horizon) >= 0 AND (SELECT count(*) FROM marked) >= 0
+           AND (SELECT count(*) FROM counted) >= 0;
         total := total + n;
     END LOOP;
     RETURN total;
@@ -330,9 +412,7 @@ DECLARE
     parts integer := 0;
     first_id bigint;
     busy boolean := false;
-    oldest regclass;
-    rows_in bigint;
-    droppable boolean;
+    d record;
     deleted bigint := 0;
 BEGIN
     IF cutoff IS NULL THEN
@@ -368,32 +448,20 @@ BEGIN
     -- Every instance: whole partitions go, oldest first, while every event
     -- in the next one is older than the cutoff. All of them in the
     -- caller's transaction, whose end releases the log to pulls.
-    SELECT min(p.lo) INTO first_id FROM bridgecore._partitions() p;
+    -- deleted is exact, as apps read it: the count of each partition is
+    -- kept in bridgecore.partition_summary, so nothing here reads the rows.
     LOOP
-        -- The events of the oldest partition, counted only when it may go
-        -- (its newest event is older than the cutoff: one index probe), so
-        -- that deleted is exact, as apps read it; the launcher's retention
-        -- does not count.
-        SELECT p.part INTO oldest FROM bridgecore._partitions() p ORDER BY p.lo LIMIT 1;
-        rows_in := 0;
-        IF oldest IS NOT NULL THEN
-            -- Two statements: a count beside the max would make the max a
-            -- full read too, and count a partition that stays.
-            EXECUTE format('SELECT max(occurred_at) < $1 FROM %s', oldest) INTO droppable USING cutoff;
-            IF droppable THEN
-                EXECUTE format('SELECT count(*) FROM %s', oldest) INTO rows_in;
-            END IF;
-        END IF;
         BEGIN
-            n := bridgecore._drop_partition(cutoff);
+            d := bridgecore._drop_oldest_partition(cutoff);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             busy := true;
-            n := 0;
+            EXIT;
         END;
-        EXIT WHEN n = 0;
+        EXIT WHEN d.ids = 0;
+        first_id := coalesce(first_id, d.lo);
         parts := parts + 1;
-        total := total + n;
-        deleted := deleted + coalesce(rows_in, 0);
+        total := total + d.ids;
+        deleted := deleted + d.events;
     END LOOP;
 
     RETURN jsonb_build_object(

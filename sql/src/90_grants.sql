@@ -37,10 +37,12 @@ GRANT EXECUTE ON FUNCTION
     bridgecore.retry_dead_letters(text),
     bridgecore.ignore_dead_letter(bigint, text),
     bridgecore.deactivate_idle_devices(interval, text),
-    bridgecore.status()
+    bridgecore.status(),
+    bridgecore.partitions()
     TO bridgecore_admin;
 
 GRANT SELECT ON bridgecore.instances, bridgecore.event, bridgecore.sync_state,
                 bridgecore.app_type, bridgecore.dead_letter, bridgecore.gap,
-                bridgecore.odoo_model, bridgecore.purged, bridgecore.dead_letters,
+                bridgecore.odoo_model, bridgecore.purged, bridgecore.partition_summary,
+                bridgecore.dead_letters,
                 bridgecore.devices, bridgecore.user_stats TO bridgecore_admin;

@@ -1323,6 +1323,8 @@ def test_retention_and_devices():
         # of the earlier tests) must be due too.
         DB.all("UPDATE bridgecore.event SET occurred_at = occurred_at - interval '1 year' WHERE id < %s",
                (first,))
+        # Written around ingestion: the partitions' summary is made again.
+        DB.all("SELECT bridgecore._summarize_partitions()")
         set_guc("bridgecore.retention", "1h")
         # Ids first .. first + 249 are old, the 3 recent ones follow: the two
         # partitions of old events go (and every older one, whose events
@@ -1389,6 +1391,9 @@ def test_dump_restore():
         nparts = DB.val("SELECT count(*) FROM bridgecore._partitions() p"
                         " WHERE EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.lo AND e.id < p.hi)")
         seq = DB.val("SELECT last_value FROM bridgecore.event_id_seq")
+        summary_sql = ("SELECT s.part::text, s.instance_id, s.model, s.deleted, s.events, s.max_id"
+                       " FROM bridgecore.partition_summary s ORDER BY 1, 2, 3, 4")
+        summary = DB.all(summary_sql)
         target = "bc_restore_%d" % os.getpid()
         DB.all("DROP DATABASE IF EXISTS %s" % target)
         DB.all("CREATE DATABASE %s" % target)
@@ -1411,6 +1416,12 @@ def test_dump_restore():
                  "dump: every event is restored, in its partition (%d of them)" % nparts)
             cur.execute("SELECT last_value FROM bridgecore.event_id_seq")
             T.ok(cur.fetchone()[0] == seq, "dump: the sequence position is restored")
+            cur.execute(summary_sql)
+            restored = cur.fetchall()
+            cur.execute("SELECT count(*) FROM bridgecore.partition_summary s"
+                        " WHERE s.part NOT IN (SELECT p.part FROM bridgecore._partitions() p)")
+            T.ok(restored == [tuple(r) for r in summary] and len(summary) >= nparts and cur.fetchone()[0] == 0,
+                 "dump: the partition summary is restored, naming the restored partitions", restored)
             cur.execute("SET bridgecore.rate_limit_sync_pull = 0")
             cur.execute("SELECT bridgecore.sync_pull(1, 'dump-dev', 'sales_app', 100, instance => 'dumped')")
             got = cur.fetchone()[0]

@@ -1,10 +1,11 @@
 -- The event log by partition: partitions made ahead, ingestion across
 -- partition boundaries (order, exactly once), retention by dropping whole
--- partitions (never the newest, horizons per model, resync_required).
+-- partitions (never the newest, horizons per model, resync_required), and
+-- the summary of each partition retention reads instead of its rows.
 \ir setup.psql
 SET LOCAL bridgecore.partition_size = 10;
 
-SELECT plan(36);
+SELECT plan(52);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -23,6 +24,21 @@ LANGUAGE sql AS $$ SELECT bridgecore.ingest('main', pg_temp.recs(ids, ts, model)
 CREATE FUNCTION pg_temp.pulled(p jsonb) RETURNS bigint[] LANGUAGE sql AS $$
     SELECT coalesce(array_agg((e ->> 'record_id')::bigint ORDER BY (e ->> 'id')::bigint), '{}')
       FROM jsonb_array_elements(p -> 'events') e
+$$;
+
+-- Rows of bridgecore.partition_summary that disagree with the log: events
+-- per (partition, instance, model), stored less deleted, and a max_id below
+-- the highest id there.
+CREATE FUNCTION pg_temp.summary_wrong() RETURNS bigint LANGUAGE sql AS $$
+    WITH s AS (SELECT s.part::oid AS part, s.instance_id, s.model,
+                      sum(CASE WHEN s.deleted THEN -s.events ELSE s.events END) AS n,
+                      max(s.max_id) FILTER (WHERE NOT s.deleted) AS max_id
+                 FROM bridgecore.partition_summary s GROUP BY 1, 2, 3),
+         e AS (SELECT e.tableoid AS part, e.instance_id, e.model, count(*) AS n, max(e.id) AS max_id
+                 FROM bridgecore.event e GROUP BY 1, 2, 3)
+    SELECT count(*) FROM s FULL JOIN e USING (part, instance_id, model)
+     WHERE coalesce(s.n, 0) <> coalesce(e.n, 0) OR s.max_id < e.max_id
+        OR s.part NOT IN (SELECT p.part FROM bridgecore._partitions() p)
 $$;
 
 DO $$ BEGIN PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key'); END $$;
@@ -75,6 +91,15 @@ SELECT is((SELECT array_agg(e.odoo_id ORDER BY e.id) FROM bridgecore.event e WHE
 INSERT INTO r VALUES ('i6', bridgecore.ingest('main', '[{"id": 2, "model": "sale.order", "record_id": 1, "event": "bogus", "timestamp": "2020-01-01 00:00:00"}]'));
 SELECT is(pg_temp.r('i6')->'duplicates', '1'::jsonb, 'a bad copy of an id stored in an old partition is a duplicate');
 
+-- What each partition holds, kept at ingestion.
+SELECT is(pg_temp.summary_wrong(), 0::bigint,
+          'the partition summary counts the stored events per partition, instance and model, duplicates left out');
+SELECT is((SELECT array_agg(format('%s %s %s %s', s.part, s.model, s.events, s.max_id) ORDER BY s.part::text)
+             FROM bridgecore.partition_summary s),
+          ARRAY['bridgecore.event_1 sale.order 10 10', 'bridgecore.event_11 sale.order 10 20',
+                'bridgecore.event_21 sale.order 9 29'],
+          '... with the highest id of each');
+
 -------------------------------------------------------------------------------
 -- Retention by partition
 -------------------------------------------------------------------------------
@@ -91,6 +116,14 @@ END $$;
 INSERT INTO r VALUES ('i7', pg_temp.ingest('{50,51,52}', '2020-01-01', 'stock.quant'));
 SELECT is(pg_temp.parts(), '[1,11) [11,21) [21,31) [31,41)', 'ids 30..32 took the next partition');
 
+SELECT is((SELECT array_agg(format('%s %s-%s %s %s', x.part, x.first_id, x.last_id, x.events,
+                                   to_char(x.newest_event_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')) ORDER BY x.first_id)
+             FROM bridgecore.partitions() x),
+          ARRAY['bridgecore.event_1 1-10 10 2020-01-01', 'bridgecore.event_11 11-20 10 2020-01-01',
+                'bridgecore.event_21 21-30 10 2020-01-01', 'bridgecore.event_31 31-40 2 2020-01-01'],
+          'partitions() lists the partitions with the ids they cover, their events and the newest one');
+SELECT ok((SELECT bool_and(x.total_bytes > 0) FROM bridgecore.partitions() x), '... and their size on disk');
+
 INSERT INTO r VALUES ('c1', bridgecore.cleanup('2021-01-01'));
 SELECT is(pg_temp.r('c1') - 'message',
           '{"ok": true, "deleted": 30, "partitions_dropped": 3, "dropped_ids": {"from": 1, "to": 30}}'::jsonb,
@@ -104,6 +137,7 @@ SELECT is(to_regclass('bridgecore.event_1'), NULL, 'the dropped partitions are g
 SELECT is((SELECT array_agg(format('%s %s', p.model, p.through) ORDER BY p.model) FROM bridgecore.purged p),
           ARRAY['sale.order 29', 'stock.quant 30'], 'the horizon of each model is recorded');
 SELECT is((SELECT purged_through FROM bridgecore.instances), 30::bigint, '... and the instance''s');
+SELECT is(pg_temp.summary_wrong(), 0::bigint, 'the summary rows of the dropped partitions went with them');
 
 INSERT INTO r VALUES ('p_all', to_jsonb(bridgecore.sync_pull(1, 'all', 'sales_app', 500)));
 INSERT INTO r VALUES ('p_early', to_jsonb(bridgecore.sync_pull(1, 'early', 'sales_app', 500)));
@@ -138,6 +172,8 @@ SELECT ok(70 = ANY (pg_temp.pulled(pg_temp.r('p_late'))) AND pg_temp.r('p_late')
 -- per step, and says how many ids it spanned.
 SET LOCAL bridgecore.retention = '1h';
 UPDATE bridgecore.event SET occurred_at = '2020-01-01' WHERE id < 41;
+-- Written around ingestion: the summary is made again.
+DO $$ BEGIN PERFORM bridgecore._summarize_partitions(); END $$;
 SELECT is(bridgecore._maintenance_step(), 10::bigint, 'a maintenance step drops one partition');
 SELECT is(bridgecore._maintenance_step(), 0::bigint, '... the next finds none due');
 SELECT is(pg_temp.parts(), '[41,51) [51,61) [61,71)', '... and partitions are made ahead');
@@ -145,6 +181,51 @@ SELECT is(pg_temp.parts(), '[41,51) [51,61) [61,71)', '... and partitions are ma
 -- Retention per instance still deletes rows, in any partition.
 INSERT INTO r VALUES ('c4', bridgecore.cleanup(now() + interval '1 day', 'main'));
 SELECT is(pg_temp.r('c4')->'deleted', '11'::jsonb, 'cleanup of one instance deletes its events, in any partition');
+SELECT is(pg_temp.summary_wrong(), 0::bigint, '... and counts them out of the summary');
+
+-- Partitions whose events were partly deleted before: cleanup's deleted
+-- counts what the drop removes. Ids 52..66: 9 in [51,61), 6 in [61,71).
+DO $$ BEGIN PERFORM pg_temp.ingest(ARRAY(SELECT generate_series(90, 104)::bigint), now()); END $$;
+UPDATE bridgecore.event SET occurred_at = '2020-01-01' WHERE id < 61;
+-- Written around ingestion: the summary is made again.
+DO $$ BEGIN PERFORM bridgecore._summarize_partitions(); END $$;
+INSERT INTO r VALUES ('c5', bridgecore.cleanup('2021-01-01'));
+SELECT is(pg_temp.r('c5') - 'message',
+          '{"ok": true, "deleted": 9, "partitions_dropped": 2, "dropped_ids": {"from": 41, "to": 60}}'::jsonb,
+          'a drop counts the events a partition holds, less those deleted before');
+SELECT is(pg_temp.summary_wrong(), 0::bigint, '... and the summary still matches the log');
+
+-- remove_instance takes its events out of the summary.
+DO $$ BEGIN
+    PERFORM bridgecore.add_instance('other', 'https://erp2.example.com', 'prod', 'bot', 's3cret-secret-key');
+    PERFORM bridgecore.ingest('other', pg_temp.recs('{1,2,3}', now()));
+END $$;
+SELECT is((SELECT sum(s.events)::int FROM bridgecore.partition_summary s JOIN bridgecore.instance i ON i.id = s.instance_id
+            WHERE i.name = 'other'), 3, 'another instance''s events are summarized apart');
+SELECT is((bridgecore.remove_instance('other'))->'events_deleted', '3'::jsonb, 'remove_instance deletes them');
+SELECT is(pg_temp.summary_wrong(), 0::bigint, '... and takes them out of the summary');
+
+-- A batch that rolls back leaves the summary as it was.
+CREATE TEMP TABLE summary_before AS SELECT * FROM bridgecore.partition_summary;
+DO $$ BEGIN
+    PERFORM pg_temp.ingest('{200,201,202}', now(), 'res.partner');
+    RAISE EXCEPTION 'roll back';
+EXCEPTION WHEN raise_exception THEN NULL;
+END $$;
+SELECT set_eq('SELECT * FROM bridgecore.partition_summary', 'SELECT * FROM summary_before',
+              'a rolled-back batch leaves nothing in the summary');
+SELECT is(pg_temp.summary_wrong(), 0::bigint, '... which still matches the log');
+
+-- A partition without summary rows (filled by other means than ingestion)
+-- is judged by its own newest event, and _summarize_partitions() makes the
+-- summary again from the rows.
+DO $$ BEGIN PERFORM pg_temp.ingest(ARRAY(SELECT generate_series(300, 320)::bigint), now()); END $$;
+CREATE TEMP TABLE oldest AS SELECT p.part FROM bridgecore._partitions() p ORDER BY p.lo LIMIT 1;
+DELETE FROM bridgecore.partition_summary s USING oldest o WHERE s.part = o.part;
+SELECT is((SELECT d.ids FROM bridgecore._drop_oldest_partition('2021-01-01') d), 0::bigint,
+          'a partition without summary rows is judged by its own newest event (recent: kept)');
+SELECT cmp_ok((SELECT bridgecore._summarize_partitions()), '>', 0::bigint, '_summarize_partitions() makes the summary again');
+SELECT is(pg_temp.summary_wrong(), 0::bigint, '... and it matches the log');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -51,7 +51,7 @@ SELECT is(pg_temp.executable('bridgecore_admin'),
           ARRAY['_doorbell_stats', '_error_kinds', '_last_success', '_stats_instances', '_stats_models',
                 'add_instance', 'alter_instance', 'check_updates', 'cleanup',
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
-                'initialize_audit', 'issue_token', 'login', 'metrics', 'refresh_token', 'remove_instance',
+                'initialize_audit', 'issue_token', 'login', 'metrics', 'partitions', 'refresh_token', 'remove_instance',
                 'retry_dead_letter', 'retry_dead_letters', 'ring', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
                 'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token', 'wake'],
           'the admin role can execute the API, and of the internal helpers only the read-only counters');
@@ -102,7 +102,7 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef),
           ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup',
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
-                'initialize_audit', 'issue_token', 'login', 'metrics', 'refresh_token', 'remove_instance',
+                'initialize_audit', 'issue_token', 'login', 'metrics', 'partitions', 'refresh_token', 'remove_instance',
                 'retry_dead_letter', 'retry_dead_letters', 'ring', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
                 'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token', 'wake'],
           'the SECURITY DEFINER functions are exactly the granted API');
