@@ -243,6 +243,78 @@ def test_burst_coalesces(conn, sd, gw):
         sd.control("set", search_read_delay=0)
 
 
+class Subscriber:
+    """An app's GraphQL subscription over WebSocket in another process
+    (gateway/bin/subscribe.js, the npm graphql-ws client): each message a
+    JSON line."""
+
+    def __init__(self, gw, token, app_type="sales_app"):
+        self.proc = subprocess.Popen(
+            [os.path.join(ROOT, "gateway", "node_modules", "node", "bin", "node"),
+             os.path.join(ROOT, "gateway", "bin", "subscribe.js"), gw.url, token, app_type],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.buf = b""
+        self.messages = []
+        self.wait_for(lambda m: m.get("reason") == "LISTENING", 15, "the subscription to start")
+
+    def wait_for(self, match, timeout, what):
+        """The first message since the last wait that match accepts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, m in enumerate(self.messages):
+                if match(m):
+                    del self.messages[:i + 1]
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("%s: no such message within %.1f s (got %r)" % (what, timeout, self.messages))
+            if select.select([self.proc.stdout], [], [], left)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise AssertionError("%s: the subscriber exited: %r" % (what, self.buf.decode("utf-8", "replace")))
+                self.buf += chunk
+                while b"\n" in self.buf:
+                    line, self.buf = self.buf.split(b"\n", 1)
+                    try:
+                        self.messages.append(json.loads(line))
+                    except ValueError:
+                        self.messages.append({"text": line.decode("utf-8", "replace")})
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_ring_reaches_subscriber(conn, sd, gw):
+    """Odoo's commit, its push, the poller's fetch, the NOTIFY, the
+    gateway's LISTEN connection and the app's WebSocket: end to end."""
+    # The database setting applies to new sessions; this one set it.
+    one(conn, "SELECT set_config('bridgecore.jwt_secret', %s, false)", (SECRET,))
+    token = one(conn, "SELECT bridgecore._jwt_sign(jsonb_build_object('role', 'bridgecore_app', 'user_id', 1,"
+                      " 'instance', 'bell', 'exp', extract(epoch FROM now() + interval '10 minutes')::bigint))")
+    sub = Subscriber(gw, token)
+    try:
+        quiet_window(conn, sd)
+        sd.control("set", push_url=gw.url + "/api/v1/webhooks/receive", push_key=KEY)
+        added = time.monotonic()
+        [odoo_id] = sd.add(model="sale.order")
+        try:
+            m = sub.wait_for(lambda m: m.get("reason") == "NOTIFIED" and m.get("model") == "sale.order",
+                             RING_DEADLINE, "the subscription's message")
+            T.ok(m["instance"] == "bell" and m["count"] >= 1 and m["maxId"] >= 1,
+                 "a WebSocket subscriber hears of the pushed event far within the 10 s poll interval",
+                 "%r after %.2f s" % (m, time.monotonic() - added))
+        except AssertionError as e:
+            T.ok(False, "a WebSocket subscriber hears of the pushed event far within the 10 s poll interval", str(e))
+        T.ok(stored(conn, odoo_id), "the event is stored")
+    finally:
+        sub.stop()
+
+
 def main():
     conn = connect()
     sd = gw = None
@@ -258,7 +330,8 @@ def main():
         one(conn, "SELECT name FROM bridgecore.alter_instance('bell', push_key => %s)", (KEY,))
         w.wait_for(lambda: doorbell_stats(conn) is not None and sd.control("stats")["search_reads"] >= 1, 30,
                    "the poller of instance bell to start and poll")
-        for test in (test_wake, test_refused_ring, test_ring_brings_event, test_burst_coalesces):
+        for test in (test_wake, test_refused_ring, test_ring_brings_event, test_ring_reaches_subscriber,
+                     test_burst_coalesces):
             try:
                 test(conn, sd, gw)
             except Exception:
