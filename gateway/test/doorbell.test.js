@@ -7,7 +7,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import pg from "pg";
-import { signToken } from "./helpers.js";
+import { assertError, call, signToken } from "./helpers.js";
 import { GatewayMetrics } from "../src/metrics.js";
 
 const G = process.env.GATEWAY_URL;
@@ -18,31 +18,11 @@ const OTHER_KEY = "bell-test-other-key-0123456789abcdef012345678";
 
 let db;
 
-async function ring({ key, bearer, body, raw, method = "POST", headers = {} } = {}) {
-  const h = { ...headers };
-  if (key !== undefined) h["X-API-Key"] = key;
-  if (bearer) h.Authorization = `Bearer ${bearer}`;
-  let payload = raw;
-  if (body !== undefined) {
-    payload = JSON.stringify(body);
-    h["Content-Type"] = "application/json";
-  }
-  const res = await fetch(`${G}/api/v1/webhooks/receive`, { method, headers: h, body: payload });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    /* the test says so */
-  }
-  return { status: res.status, headers: res.headers, json, text };
+function ring({ key, bearer, body, raw, method = "POST", headers = {} } = {}) {
+  return call(method, "/api/v1/webhooks/receive",
+    { bearer, body, raw, headers: key === undefined ? headers : { ...headers, "X-API-Key": key } });
 }
 
-function assertError(r, status, code = null) {
-  assert.equal(r.status, status, r.text);
-  assert.deepEqual(Object.keys(r.json).sort(), ["code", "detail", "hint"], r.text);
-  assert.equal(r.json.code, code, r.text);
-}
 
 async function metricsText() {
   const res = await fetch(`${G}/metrics`);

@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { signToken } from "./helpers.js";
+import { assertError, call, signToken } from "./helpers.js";
 import { startGateway } from "../src/server.js";
 
 const G = process.env.GATEWAY_URL;
@@ -23,32 +23,7 @@ let ADMIN;
 
 let db;
 
-async function call(method, path, { bearer, body, raw, headers = {} } = {}) {
-  const h = { ...headers };
-  if (bearer) h.Authorization = `Bearer ${bearer}`;
-  let payload = raw;
-  if (body !== undefined) {
-    payload = JSON.stringify(body);
-    h["Content-Type"] = "application/json";
-  }
-  const res = await fetch(G + path, { method, headers: h, body: payload });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    /* not JSON: the test says so */
-  }
-  return { status: res.status, headers: res.headers, json, text };
-}
 
-// The error body of every route.
-function assertError(r, status, code = null) {
-  assert.equal(r.status, status, r.text);
-  assert.deepEqual(Object.keys(r.json).sort(), ["code", "detail", "hint"], r.text);
-  assert.equal(typeof r.json.detail, "string");
-  assert.equal(r.json.code, code, r.text);
-}
 
 async function standin(op, args = {}) {
   const res = await fetch(process.env.STANDIN_URL + "/control", { method: "POST", body: JSON.stringify({ op, ...args }) });

@@ -1,5 +1,36 @@
 // What the gateway's test files share: tokens made by the database (the
-// gateway has no signer of its own) and conditions waited on with deadlines.
+// gateway has no signer of its own), HTTP calls, the error body's check and
+// conditions waited on with deadlines.
+import assert from "node:assert/strict";
+
+// One HTTP call of the gateway at GATEWAY_URL: status, headers, the body
+// as text and as JSON (null when it is not JSON).
+export async function call(method, path, { bearer, body, raw, headers = {} } = {}) {
+  const h = { ...headers };
+  if (bearer) h.Authorization = `Bearer ${bearer}`;
+  let payload = raw;
+  if (body !== undefined) {
+    payload = JSON.stringify(body);
+    h["Content-Type"] = "application/json";
+  }
+  const res = await fetch(process.env.GATEWAY_URL + path, { method, headers: h, body: payload });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    /* not JSON: the test says so */
+  }
+  return { status: res.status, headers: res.headers, json, text };
+}
+
+// The error body of every route.
+export function assertError(r, status, code = null) {
+  assert.equal(r.status, status, r.text);
+  assert.deepEqual(Object.keys(r.json).sort(), ["code", "detail", "hint"], r.text);
+  assert.equal(typeof r.json.detail, "string");
+  assert.equal(r.json.code, code, r.text);
+}
 
 // A token of claims signed by the database: with its bridgecore.jwt_secret,
 // or with another secret for this one transaction (db is a superuser's).

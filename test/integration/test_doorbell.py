@@ -57,6 +57,16 @@ def one(conn, sql, args=None):
         return row[0] if row else None
 
 
+def stop_process(proc):
+    """Terminates a child process, killing it if it does not end in 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Gateway:
     """gateway/run on a free port, against the test's database."""
 
@@ -104,12 +114,7 @@ class Gateway:
             return r.read().decode()
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def doorbell_stats(conn):
@@ -281,12 +286,7 @@ class Subscriber:
                         self.messages.append({"text": line.decode("utf-8", "replace")})
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def test_ring_reaches_subscriber(conn, sd, gw):
