@@ -14,6 +14,9 @@
 #           the least retention by partition can cost
 #   delete  DELETE of the same rows (what retention did before), then the
 #           VACUUM it leaves behind
+#   cost    for the drop, the floor, the DELETE and its VACUUM, besides the
+#           time: the CPU time of the backend (/proc/<pid>/schedstat) and the
+#           WAL written
 #   pulls   CLIENTS pgbench clients pull pages of 100 events (sync_pull with
 #           a token in the recent part of the log) for SECONDS seconds
 #           without retention, then again while the launcher's retention
@@ -129,11 +132,25 @@ fi
 echo "== $OLD old and $NEW recent events, partitions of $PART ids ($parts partitions of old events only)"
 echo "== page cache $cache; data in $(df --output=fstype,target "$CLUSTER_DIR" | tail -1 | xargs), mount options: $(findmnt -no OPTIONS --target "$CLUSTER_DIR")"
 
+# What a step costs the server besides its time: the CPU time of the
+# session's backend (its schedstat, ns on a CPU: the time a commit waits for
+# the file system to free the dropped files is not in it) and the WAL it
+# wrote. COST_START before the step, COST_END after it prints both (ms and
+# bytes) on lines of their own.
+COST_START="SELECT pg_backend_pid() AS cost_pid, pg_current_wal_lsn() AS cost_lsn \\gset
+\\setenv COST_PID :cost_pid
+\\! cut -d' ' -f1 /proc/\$COST_PID/schedstat >\$COST_DIR/cpu0"
+COST_END="\\! cut -d' ' -f1 /proc/\$COST_PID/schedstat >\$COST_DIR/cpu1
+\\! echo \$(( (\$(cat \$COST_DIR/cpu1) - \$(cat \$COST_DIR/cpu0)) / 1000000 ))
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), :'cost_lsn')::bigint;"
+export COST_DIR=$WORK
+
 # Retention by partition: one cleanup() call, timed in the server, its
 # transaction's work and its commit (which truncates the dropped files)
 # apart.
-read -r work_s drop_s deleted <<<"$(psql -Atq -d bench_drop <<SQL | tr '\n' ' '
+read -r work_s drop_s deleted drop_cpu drop_wal <<<"$(psql -Atq -d bench_drop <<SQL | tr '\n' ' '
 SET client_min_messages = warning;
+$COST_START
 SELECT clock_timestamp() AS t0 \gset
 BEGIN;
 SELECT bridgecore.cleanup('$CUTOFF') AS answer \gset
@@ -141,6 +158,7 @@ SELECT extract(epoch FROM clock_timestamp() - :'t0');
 COMMIT;
 SELECT extract(epoch FROM clock_timestamp() - :'t0');
 SELECT (:'answer'::jsonb) -> 'deleted';
+$COST_END
 SQL
 )"
 left_drop=$(psql -Atq -d bench_drop -c "SELECT count(*) FROM bridgecore.event")
@@ -164,25 +182,31 @@ SQL
 # database, with nothing else (no summary, no horizons, no checks): what
 # PostgreSQL itself pays to drop them, most of it at the commit, which frees
 # their files.
-floor_s=$(psql -Atq -d bench_floor <<SQL | tail -1
+read -r floor_s floor_cpu floor_wal <<<"$(psql -Atq -d bench_floor <<SQL | tr '\n' ' '
 SELECT string_agg(p.part::text, ', ') AS parts FROM bridgecore._partitions() p WHERE p.hi <= $OLD + 1 \gset
+$COST_START
 SELECT clock_timestamp() AS t0 \gset
 BEGIN;
 LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
 DROP TABLE :parts;
 COMMIT;
 SELECT extract(epoch FROM clock_timestamp() - :'t0');
+$COST_END
 SQL
-)
+)"
 
 # DELETE of the same rows, and the VACUUM it leaves.
-read -r delete_s vacuum_s <<<"$(psql -Atq -d bench_delete <<SQL | tr '\n' ' '
+read -r delete_s delete_cpu delete_wal vacuum_s vacuum_cpu vacuum_wal <<<"$(psql -Atq -d bench_delete <<SQL | tr '\n' ' '
+$COST_START
 SELECT clock_timestamp() AS t0 \gset
 DELETE FROM bridgecore.event WHERE id <= $OLD;
 SELECT extract(epoch FROM clock_timestamp() - :'t0');
+$COST_END
+$COST_START
 SELECT clock_timestamp() AS t1 \gset
 VACUUM bridgecore.event;
 SELECT extract(epoch FROM clock_timestamp() - :'t1');
+$COST_END
 SQL
 )"
 left_delete=$(psql -Atq -d bench_delete -c "SELECT count(*) FROM bridgecore.event")
@@ -198,6 +222,13 @@ printf '%-34s %12s\n' "DELETE + VACUUM" "$(ms "$(python3 -c "print($delete_s + $
 python3 -c "print('DELETE / drop: %.0fx   (DELETE + VACUUM) / drop: %.0fx' % ($delete_s / $drop_s, ($delete_s + $vacuum_s) / $drop_s))"
 python3 -c "print('DELETE / warm drop: %.0fx   (DELETE + VACUUM) / warm drop: %.0fx' % ($delete_s / $warm_s, ($delete_s + $vacuum_s) / $warm_s))"
 python3 -c "print('DELETE / floor: %.0fx   drop / floor: %.2fx   warm drop / floor: %.2fx' % ($delete_s / $floor_s, $drop_s / $floor_s, $warm_s / $floor_s))"
+printf '%-34s %12s %14s\n' "what the server did" "CPU ms" "WAL bytes"
+printf '%-34s %12s %14s\n' "partition drop (cleanup)" "$drop_cpu" "$drop_wal"
+printf '%-34s %12s %14s\n' "bare DROP TABLE (the floor)" "$floor_cpu" "$floor_wal"
+printf '%-34s %12s %14s\n' "DELETE" "$delete_cpu" "$delete_wal"
+printf '%-34s %12s %14s\n' "VACUUM after the DELETE" "$vacuum_cpu" "$vacuum_wal"
+python3 -c "d = max($drop_cpu, 1); print('backend CPU, DELETE / drop: %.0fx   (DELETE + VACUUM) / drop: %.0fx   (at least 1 ms of drop)' % ($delete_cpu / d, ($delete_cpu + $vacuum_cpu) / d))"
+python3 -c "print('WAL, DELETE / drop: %.0fx   (DELETE + VACUUM) / drop: %.0fx' % ($delete_wal / max($drop_wal, 1), ($delete_wal + $vacuum_wal) / max($drop_wal, 1)))"
 echo "events left: $left_drop after the drop, $left_delete after the DELETE; cleanup() answered deleted = $deleted"
 
 # Concurrent pulls: devices whose state is at the newest event pull pages
