@@ -185,6 +185,30 @@ SELECT (SELECT count(*) FROM bridgecore.event) AS events, count(*) AS partitions
        round(sum(pg_table_size(relid)) / (SELECT count(*) FROM bridgecore.event)) AS table_bytes_per_event,
        round(sum(pg_indexes_size(relid)) / (SELECT count(*) FROM bridgecore.event)) AS index_bytes_per_event
   FROM part;
+\echo 'paper projection to 100M and 1B events, from the measured logs'
+\echo 'fresh, mid, rare and caught_up pulls read the partitions at and above the position (one or two): their cost does not depend on how many there are'
+\echo 'a first pull for an absent model visits every partition above the position: its p50 at the largest log plus, per partition more, the p50 cost of a partition measured between the smallest and the largest log'
+\echo 'disk: the bytes per event (table and indexes) of the largest log'
+WITH p AS (
+    SELECT size, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50
+      FROM bench.timing WHERE scenario = 'absent' GROUP BY size),
+conf AS (SELECT current_setting('bridgecore.partition_size')::numeric AS psize),
+m AS (
+    SELECT (SELECT p50 FROM p ORDER BY size LIMIT 1) AS small_p50,
+           (SELECT p50 FROM p ORDER BY size DESC LIMIT 1) AS large_p50,
+           ceil((SELECT min(size) FROM p) / psize) AS small_parts,
+           ceil((SELECT max(size) FROM p) / psize) AS large_parts,
+           (SELECT sum(pg_table_size(relid) + pg_indexes_size(relid))::numeric
+              FROM pg_partition_tree('bridgecore.event') WHERE isleaf)
+             / (SELECT count(*) FROM bridgecore.event) AS bytes_per_event,
+           psize
+      FROM conf),
+slope AS (
+    SELECT *, greatest(0, (large_p50 - small_p50) / greatest(1, large_parts - small_parts)) AS per_partition FROM m)
+SELECT n AS events, ceil(n / psize) AS partitions, pg_size_pretty(round(n * bytes_per_event)) AS disk,
+       round((large_p50 + per_partition * (ceil(n / psize) - large_parts))::numeric, 3) AS absent_first_pull_p50_ms,
+       round((per_partition * 1000)::numeric, 2) AS us_per_partition
+  FROM unnest('{100000000,1000000000}'::numeric[]) n, slope;
 SQL
 
 echo
