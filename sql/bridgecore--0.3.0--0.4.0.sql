@@ -1326,11 +1326,18 @@ BEGIN
     -- Its newest event, from the summary: nothing of the partition is read,
     -- so that a partition no cache holds any more costs no disk read. A
     -- partition without summary rows (empty, or filled by other means than
-    -- ingestion) is asked itself, one index probe.
+    -- ingestion) is counted from its rows first, under the lock above that
+    -- keeps writers out: its drop then records the horizons of its models
+    -- and counts its events like any other's.
     SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
      WHERE s.part = p.part AND NOT s.deleted;
     IF newest IS NULL THEN
-        EXECUTE format('SELECT max(e.occurred_at) FROM %s e', p.part) INTO newest;
+        EXECUTE format('INSERT INTO bridgecore.partition_summary'
+                       ' (part, instance_id, model, deleted, events, max_id, newest_at)'
+                       ' SELECT $1, e.instance_id, e.model, false, count(*), max(e.id), max(e.occurred_at)'
+                       '   FROM %s e GROUP BY e.instance_id, e.model', p.part) USING p.part;
+        SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
+         WHERE s.part = p.part AND NOT s.deleted;
     END IF;
     IF newest >= cutoff THEN
         RETURN;
@@ -1378,6 +1385,10 @@ BEGIN
                   HINT = 'Call bridgecore._summarize_partitions() outside REPEATABLE READ and SERIALIZABLE transactions.';
     END IF;
     PERFORM pg_advisory_xact_lock('bridgecore.event'::regclass::oid::integer, 0);
+    -- Deletes too (a cleanup of one instance takes no ordering lock): one
+    -- that committed between the DELETE and the count below would be
+    -- counted twice.
+    LOCK TABLE bridgecore.event IN SHARE MODE;
     DELETE FROM bridgecore.partition_summary;
     INSERT INTO bridgecore.partition_summary (part, instance_id, model, deleted, events, max_id, newest_at)
     SELECT e.tableoid, e.instance_id, e.model, false, count(*), max(e.id), max(e.occurred_at)

@@ -23,6 +23,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
@@ -43,9 +44,6 @@ prepare_plans(void)
 	Oid			dead_types[4] = {INT4OID, INT8OID, TEXTOID, TEXTOID};
 	Oid			summary_rel;
 
-	if (lock_plan == NULL)
-		lock_plan = bc_prepare_kept("SELECT pg_catalog.pg_advisory_xact_lock("
-								 "'bridgecore.event'::regclass::oid::integer, 0)", 0, NULL);
 	/*
 	 * The insert keeps bridgecore.partition_summary up to date where it
 	 * exists (0.4.0 on): looked up at each batch, so that a plan kept from
@@ -201,9 +199,22 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 		nulls[c] = palloc0(sizeof(bool) * Max(n, 1));
 	}
 
-	prepare_plans();
+	if (lock_plan == NULL)
+		lock_plan = bc_prepare_kept("SELECT pg_catalog.pg_advisory_xact_lock("
+								 "'bridgecore.event'::regclass::oid::integer, 0)", 0, NULL);
 	if (SPI_execute_plan(lock_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take the ingest ordering lock");
+
+	/*
+	 * Only now, under the ordering lock, whether the insert keeps the
+	 * partition summary: ALTER EXTENSION ... UPDATE makes the summary and
+	 * fills it under this lock, and a batch that had looked before waiting
+	 * would be stored without its summary rows, which retention reads.
+	 * Waiting for an advisory lock processes no invalidations: they are
+	 * taken in here, so that the lookup sees the committed catalog.
+	 */
+	AcceptInvalidationMessages();
+	prepare_plans();
 
 	for (int i = 0; i < n; i++)
 	{

@@ -91,6 +91,11 @@ typedef struct PartInfo
 
 static HTAB *part_cache = NULL;
 
+/* Moved by every invalidation forget_partition sees: an entry whose build
+ * saw it move (the index_open calls of the build process invalidations)
+ * may describe the partition as it was, and is built again. */
+static uint64 part_cache_generation = 0;
+
 static SPIPlanPtr app_type_plan = NULL;
 static SPIPlanPtr app_types_plan = NULL;
 static SPIPlanPtr model_names_plan = NULL;
@@ -139,6 +144,7 @@ typedef struct PartRange
 static void
 forget_partition(Datum arg, Oid relid)
 {
+	part_cache_generation++;
 	if (part_cache == NULL)
 		return;
 	if (!OidIsValid(relid))
@@ -155,13 +161,16 @@ forget_partition(Datum arg, Oid relid)
 }
 
 /* Whether column k (0-based) of the index is a plain column, attnum, with
- * the default btree operator class of its type. */
+ * the default btree operator class of its type, in ascending order (a DESC
+ * index read forwards would hand out the newest ids first, and the cursor
+ * would skip what lies between). */
 static bool
 index_column_is(Relation idx, int k, AttrNumber attnum, Oid typid)
 {
 	Oid			opclass;
 
-	if (idx->rd_index->indkey.values[k] != attnum)
+	if (idx->rd_index->indkey.values[k] != attnum ||
+		(idx->rd_indoption[k] & (INDOPTION_DESC | INDOPTION_NULLS_FIRST)) != 0)
 		return false;
 	opclass = GetDefaultOpClass(typid, BTREE_AM_OID);
 	return OidIsValid(opclass) && idx->rd_opfamily[k] == get_opclass_family(opclass);
@@ -194,7 +203,9 @@ partition_entry(Relation rel)
 
 	/* Columns by name: a partition's attribute numbers may differ. */
 	att_inst = get_attnum(relid, "instance_id");
+	for (;;)
 	{
+		uint64		generation = part_cache_generation;
 		AttrNumber	att_id = get_attnum(relid, "id");
 		AttrNumber	att_model = get_attnum(relid, "model");
 		AttrNumber	att_doc = get_attnum(relid, "doc");
@@ -226,6 +237,8 @@ partition_entry(Relation rel)
 			index_close(idx, AccessShareLock);
 		}
 		list_free(indexes);
+		if (generation != part_cache_generation)
+			continue;			/* an invalidation came in while reading */
 		if (!OidIsValid(by_id))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -240,8 +253,8 @@ partition_entry(Relation rel)
 		p->att_id = att_id;
 		p->att_model = att_model;
 		p->att_doc = att_doc;
+		return p;
 	}
-	return p;
 }
 
 /*
@@ -1025,8 +1038,7 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	 * without the dropped rows and without their horizon.  The log is locked
 	 * first (ACCESS SHARE on the parent only, as LOCK TABLE ONLY did), so the
 	 * snapshot of the page comes after any drop it waited for, and a drop
-	 * waits for this pull.  Taking the lock also processes invalidations, so
-	 * the partition list read below is current.
+	 * waits for this pull.
 	 *
 	 * One snapshot for the page, the newest id and the retention horizon, so
 	 * that they agree.  Retention removes a prefix of the log, so every
@@ -1036,6 +1048,12 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	 * highest removed id per model; '*' stands for removals before 0.3.0,
 	 * whose models were not recorded).
 	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("bridgecore.sync_pull needs a READ COMMITTED transaction"),
+				 errdetail("A REPEATABLE READ or SERIALIZABLE snapshot predates the log's lock: a partition dropped meanwhile would be missing from the page without its retention horizon."),
+				 errhint("Call bridgecore.sync_pull() outside REPEATABLE READ and SERIALIZABLE transactions.")));
 	parent_oid = get_relname_relid("event", get_namespace_oid("bridgecore", false));
 	if (!OidIsValid(parent_oid))
 		elog(ERROR, "bridgecore.event does not exist");
@@ -1044,6 +1062,13 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	if (parent->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 		elog(ERROR, "bridgecore.event is not partitioned");
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+
+	/*
+	 * A partition attached (SHARE UPDATE EXCLUSIVE, which this pull's lock
+	 * does not wait for) and filled between the lock and the snapshot is in
+	 * the snapshot: the partition list must hold it too.
+	 */
+	AcceptInvalidationMessages();
 	read_page(parent, snapshot, inst, pos, lim, &wanted, &page);
 	purged = purged_through(inst, &wanted, snapshot, &purged_null);
 	UnregisterSnapshot(snapshot);

@@ -5,7 +5,7 @@
 \ir setup.psql
 SET LOCAL bridgecore.partition_size = 10;
 
-SELECT plan(52);
+SELECT plan(56);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -226,6 +226,26 @@ SELECT is((SELECT d.ids FROM bridgecore._drop_oldest_partition('2021-01-01') d),
           'a partition without summary rows is judged by its own newest event (recent: kept)');
 SELECT cmp_ok((SELECT bridgecore._summarize_partitions()), '>', 0::bigint, '_summarize_partitions() makes the summary again');
 SELECT is(pg_temp.summary_wrong(), 0::bigint, '... and it matches the log');
+
+-- An old partition without summary rows is counted from its rows before it
+-- goes: the drop counts its events and records the horizons of its models,
+-- so a device below them is told to resync.
+CREATE TEMP TABLE old_part AS
+SELECT p.part, p.lo, p.hi, (SELECT count(*) FROM bridgecore.event e WHERE e.id >= p.lo AND e.id < p.hi) AS n
+  FROM bridgecore._partitions() p ORDER BY p.lo LIMIT 1;
+UPDATE bridgecore.event SET occurred_at = '2020-01-01' WHERE id < (SELECT hi FROM old_part);
+DELETE FROM bridgecore.partition_summary s USING old_part o WHERE s.part = o.part;
+INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type, last_event_id)
+SELECT i.id, 1, 'behind', 'sales_app', (SELECT lo - 1 FROM old_part) FROM bridgecore.instance i WHERE i.name = 'main';
+SELECT is((bridgecore.sync_pull(1, 'behind', 'sales_app', 1, sync_token => (SELECT (lo - 1)::text FROM old_part)))::jsonb
+            -> 'resync_required', 'false'::jsonb, 'a device just below an old partition without summary rows: nothing removed yet');
+INSERT INTO r VALUES ('c6', bridgecore.cleanup('2021-01-01'));
+SELECT is(pg_temp.r('c6') -> 'deleted', to_jsonb((SELECT n FROM old_part)),
+          'its drop counts its events from its rows');
+SELECT is((SELECT count(*)::int FROM bridgecore._partitions() p, old_part o WHERE p.part::oid = o.part::oid), 0,
+          '... and the partition is gone');
+SELECT is((bridgecore.sync_pull(1, 'behind', 'sales_app', 1, sync_token => (SELECT (lo - 1)::text FROM old_part)))::jsonb
+            -> 'resync_required', 'true'::jsonb, '... with its horizon: the device below it is told to resync');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -8,7 +8,7 @@
 \ir setup.psql
 SET LOCAL bridgecore.partition_size = 10;
 
-SELECT plan(30);
+SELECT plan(35);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -159,6 +159,19 @@ SELECT lives_ok($$DROP INDEX bridgecore.event_31_instance_id_id_idx;
                   CREATE INDEX ON bridgecore.event_31 (instance_id, id)$$, 'the indexes of a partition made again');
 SELECT lives_ok($$SELECT bridgecore.sync_reset(20, 'a', 'main')$$, 'the device is reset');
 SELECT is(pg_temp.drain(20, 'a', 'picking_app', 1, 'main'), NULL, 'pulls read the new indexes');
+-- Descending indexes on the same columns are not the pull's (read forwards
+-- they would hand out the newest ids first), even when they come first.
+SELECT lives_ok($$CREATE INDEX event_31_id_desc ON bridgecore.event_31 (instance_id, id DESC);
+                  CREATE INDEX event_31_model_id_desc ON bridgecore.event_31 (instance_id, model, id DESC);
+                  DROP INDEX bridgecore.event_31_instance_id_id_idx;
+                  DROP INDEX bridgecore.event_31_instance_id_model_id_idx;
+                  CREATE INDEX ON bridgecore.event_31 (instance_id, model, id);
+                  CREATE INDEX ON bridgecore.event_31 (instance_id, id)$$,
+                'descending indexes made before the ascending ones');
+SELECT lives_ok($$SELECT bridgecore.sync_reset(20, 'a', 'main')$$, 'the device is reset');
+SELECT is(pg_temp.drain(20, 'a', 'sales_app', 3, 'main'), NULL, 'pulls read the ascending (instance_id, id) index');
+SELECT lives_ok($$SELECT bridgecore.sync_reset(20, 'a', 'main')$$, 'the device is reset');
+SELECT is(pg_temp.drain(20, 'a', 'picking_app', 1, 'main'), NULL, '... and the ascending (instance_id, model, id) one');
 -- New partitions while the session's caches are warm.
 SELECT lives_ok($$SELECT bridgecore.ingest('main', pg_temp.recs(100,
     (SELECT array_agg(CASE WHEN g % 5 = 0 THEN 'sale.order' ELSE 'stock.move' END) FROM generate_series(1, 40) g)))$$,

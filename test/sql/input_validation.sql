@@ -42,6 +42,10 @@ SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'b
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => '-1') $$);
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => '12345') $$);
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'bc1:1:99999999999999999999') $$);
+-- A REPEATABLE READ snapshot predates the log's lock: refused.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app') $$);
+ROLLBACK;
 -- unknown device
 SELECT try($$ SELECT bridgecore.sync_state(1, 'never-seen') $$);
 SELECT try($$ SELECT bridgecore.sync_reset(1, 'never-seen') $$);
