@@ -410,9 +410,14 @@ lock_own_instance(Instance *inst)
 	Datum		id = Int32GetDatum(inst->id);
 	Oid			idtype = INT4OID;
 
+	/* prepared once: the poller runs it at every batch */
+	static SPIPlanPtr plan = NULL;
+
+	if (plan == NULL && extension_present())
+		plan = bc_prepare_kept("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
+							   1, &idtype);
 	return extension_present() &&
-		SPI_execute_with_args("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
-							  1, &idtype, &id, NULL, false, 0) == SPI_OK_SELECT &&
+		SPI_execute_plan(plan, &id, NULL, false, 0) == SPI_OK_SELECT &&
 		SPI_processed == 1 && extension_present();
 }
 
@@ -426,6 +431,7 @@ static bool
 advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
 			   const TimestampTz *newest)
 {
+	static SPIPlanPtr plan = NULL;	/* prepared once: run at every batch */
 	Oid			argtypes[5] = {INT4OID, INT8ARRAYOID, INTERVALOID, INT8OID, TIMESTAMPTZOID};
 	Datum		args[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
@@ -446,8 +452,10 @@ advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
 	args[4] = newest ? TimestampTzGetDatum(*newest) : (Datum) 0;
 	if (newest == NULL)
 		nulls[4] = 'n';
-	if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, $4, $5)",
-							  5, argtypes, args, nulls, false, 1) != SPI_OK_SELECT ||
+	if (plan == NULL)
+		plan = bc_prepare_kept("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, $4, $5)",
+							   5, argtypes);
+	if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		return false;
 	tup = SPI_tuptable->vals[0];
