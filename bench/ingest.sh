@@ -24,6 +24,7 @@ psql -q -c "CREATE EXTENSION bridgecore"
 ms() { date +%s%3N; }
 total_worker=0
 total_copy=0
+ratios=()
 for r in $(seq 1 "$ROUNDS"); do
     PORT=$(free_port)
     python3 test/odoo_standin.py --port "$PORT" >/dev/null &
@@ -52,7 +53,10 @@ for r in $(seq 1 "$ROUNDS"); do
         "$r" "$N" "$w" "$(awk -v n=$N -v t=$w 'BEGIN{print n*1000/t}')" "$c" \
         "$(awk -v n=$N -v t=$c 'BEGIN{print n*1000/t}')" "$(awk -v a=$c -v b=$w 'BEGIN{print a/b}')"
     total_worker=$((total_worker + w)); total_copy=$((total_copy + c))
+    ratios+=("$(awk -v a=$c -v b=$w 'BEGIN{print a/b}')")
     psql -q -c "SELECT bridgecore.remove_instance('bench$r'), bridgecore.remove_instance('copy$r')" >/dev/null
 done
-printf 'worker ingestion / COPY: %.2fx (%d rounds of %d events, batches of 500)\n' \
+printf 'worker ingestion / COPY: median of rounds %.2fx (rounds %s), total time %.2fx (%d rounds of %d events, batches of 500)\n' \
+    "$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')" \
+    "$(printf '%s\n' "${ratios[@]}" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.2f to %.2f", lo, hi}')" \
     "$(awk -v a=$total_copy -v b=$total_worker 'BEGIN{print a/b}')" "$ROUNDS" "$N"

@@ -110,6 +110,8 @@ extern ErrorData *bc_abort_work(MemoryContext context);
 extern void bc_pin_worker_session(void);
 /* a plan prepared once per process and kept (SPIPlanPtr) */
 extern struct _SPI_plan *bc_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern struct _SPI_plan *bc_prepare_kept_opts(const char *sql, int nargs, Oid *argtypes,
+											  int cursor_options);
 
 /* text_util.c: Odoo text made valid UTF-8, cut at characters, secret masked */
 extern int	bc_utf8_char_length(const unsigned char *s, size_t len);

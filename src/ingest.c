@@ -58,7 +58,13 @@ prepare_plans(void)
 	}
 	if (insert_plan == NULL)
 	{
-		insert_plan = bc_prepare_kept(psprintf("%s%s%s",
+		/*
+		 * A generic plan: its shape does not depend on the values (one
+		 * batch, index look-ups by instance and Odoo id), and a custom plan
+		 * per batch would plan this statement, and the _event_doc call of
+		 * the generated column, every time.
+		 */
+		insert_plan = bc_prepare_kept_opts(psprintf("%s%s%s",
 			/*
 			 * Exactly once per (instance, Odoo id), across partitions: no
 			 * unique index can say so on a log partitioned by local id, so
@@ -111,7 +117,7 @@ prepare_plans(void)
 			"  FROM (SELECT model, count(*) AS n, max(id) AS max_id,"
 			"               count(*) FILTER (WHERE priority = 'high') AS high"
 			"          FROM inserted GROUP BY model) g"),
-			NCOLS + 2, insert_types);
+			NCOLS + 2, insert_types, CURSOR_OPT_GENERIC_PLAN);
 		insert_plan_summary = summary_rel;
 	}
 	if (dead_letter_plan == NULL)

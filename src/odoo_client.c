@@ -27,6 +27,21 @@ typedef struct TransferState
 	int			retry_after_s;
 } TransferState;
 
+/*
+ * One JSON-RPC call on the client's handle, from its request to its answer:
+ * rpc_call() runs one at once; odoo_execute_kw_ahead() starts one that
+ * odoo_finish_ahead() reads later (client->ahead), so that Odoo answers
+ * while the caller stores the previous batch.  Kept in TopMemoryContext:
+ * the caller's memory may be reset between the two.
+ */
+typedef struct Transfer
+{
+	json_object *request;		/* owns the body curl sends */
+	struct curl_slist *headers;
+	TransferState ts;
+	bool		added;			/* the handle is in client->multi */
+} Transfer;
+
 const char *
 odoo_error_kind_name(OdooErrorKind kind)
 {
@@ -180,6 +195,7 @@ odoo_client_destroy(OdooClient *client)
 {
 	if (client == NULL)
 		return;
+	odoo_cancel_ahead(client);
 	if (client->multi)
 		curl_multi_cleanup(client->multi);
 	if (client->easy)
@@ -230,53 +246,98 @@ configure_request(OdooClient *client, TransferState *ts, struct curl_slist *head
 }
 
 /*
- * Runs the configured transfer to completion, serving interrupts every
- * 100 ms.  Returns curl's result code.
+ * Builds the call and hands it to curl, which sends what it can at once
+ * without waiting.  Takes ownership of args.
+ */
+static void
+transfer_start(OdooClient *client, Transfer *t, const char *service, const char *method,
+			   json_object *args)
+{
+	json_object *params = json_object_new_object();
+	const char *body;
+	size_t		body_len;
+	int			running;
+
+	memset(t, 0, sizeof(*t));
+	t->request = json_object_new_object();
+	json_object_object_add(params, "service", json_object_new_string(service));
+	json_object_object_add(params, "method", json_object_new_string(method));
+	json_object_object_add(params, "args", args);	/* takes ownership */
+	json_object_object_add(t->request, "jsonrpc", json_object_new_string("2.0"));
+	json_object_object_add(t->request, "method", json_object_new_string("call"));
+	json_object_object_add(t->request, "params", params);
+	json_object_object_add(t->request, "id", json_object_new_int64(++client->request_id));
+	body = json_object_to_json_string_length(t->request, JSON_C_TO_STRING_PLAIN, &body_len);
+
+	t->ts.body = MemoryContextAllocZero(TopMemoryContext, sizeof(StringInfoData));
+	t->ts.body->data = MemoryContextAlloc(TopMemoryContext, 1024);
+	t->ts.body->maxlen = 1024;
+	t->ts.body->data[0] = '\0';
+	t->ts.max_size = (size_t) bridgecore_max_response_kb * 1024;
+	t->ts.too_large = false;
+	t->ts.retry_after_s = -1;
+	t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
+	t->headers = curl_slist_append(t->headers, "Accept: application/json");
+	configure_request(client, &t->ts, t->headers, body, body_len);
+	if (curl_multi_add_handle(client->multi, client->easy) == CURLM_OK)
+	{
+		t->added = true;
+		(void) curl_multi_perform(client->multi, &running);
+	}
+}
+
+/*
+ * Runs a started transfer to completion, serving interrupts every 100 ms.
+ * Returns curl's result code.
  */
 static CURLcode
-run_transfer(OdooClient *client)
+transfer_run(OdooClient *client, Transfer *t)
 {
-	volatile CURLcode result = CURLE_OK;
-	volatile bool added = false;
+	CURLcode	result = CURLE_OK;
+	int			running = 1;
 
-	PG_TRY();
+	if (!t->added)
+		return CURLE_FAILED_INIT;
+	while (running)
 	{
-		int			running = 1;
+		CURLMsg    *msg;
+		int			queued;
 
-		if (curl_multi_add_handle(client->multi, client->easy) != CURLM_OK)
-			result = CURLE_FAILED_INIT;
-		else
+		if (curl_multi_perform(client->multi, &running) != CURLM_OK)
 		{
-			added = true;
-			while (running)
-			{
-				CURLMsg    *msg;
-				int			queued;
-
-				if (curl_multi_perform(client->multi, &running) != CURLM_OK)
-				{
-					result = CURLE_RECV_ERROR;
-					break;
-				}
-				while ((msg = curl_multi_info_read(client->multi, &queued)) != NULL)
-				{
-					if (msg->msg == CURLMSG_DONE)
-						result = msg->data.result;
-				}
-				if (!running)
-					break;
-				curl_multi_poll(client->multi, NULL, 0, 100, NULL);
-				CHECK_FOR_INTERRUPTS();
-			}
+			result = CURLE_RECV_ERROR;
+			break;
 		}
+		while ((msg = curl_multi_info_read(client->multi, &queued)) != NULL)
+		{
+			if (msg->msg == CURLMSG_DONE)
+				result = msg->data.result;
+		}
+		if (!running)
+			break;
+		curl_multi_poll(client->multi, NULL, 0, 100, NULL);
+		CHECK_FOR_INTERRUPTS();
 	}
-	PG_FINALLY();
-	{
-		if (added)
-			curl_multi_remove_handle(client->multi, client->easy);
-	}
-	PG_END_TRY();
 	return result;
+}
+
+/* Releases what transfer_start() took; an unfinished transfer is abandoned. */
+static void
+transfer_end(OdooClient *client, Transfer *t)
+{
+	if (t->added)
+		curl_multi_remove_handle(client->multi, client->easy);
+	t->added = false;
+	curl_slist_free_all(t->headers);
+	t->headers = NULL;
+	json_object_put(t->request);	/* also frees args */
+	t->request = NULL;
+	if (t->ts.body)
+	{
+		pfree(t->ts.body->data);
+		pfree(t->ts.body);
+		t->ts.body = NULL;
+	}
 }
 
 static json_object *classify_parsed(json_object *response, enum json_tokener_error jerr,
@@ -386,18 +447,11 @@ classify_parsed(json_object *response, enum json_tokener_error jerr, size_t pars
  * (a new reference the caller releases with json_object_put), or NULL with
  * err set.  A call whose method returns None yields a JSON null object.
  */
+/* Reads the answer of a started call into a result or err (see rpc_call). */
 static json_object *
-rpc_call(OdooClient *client, const char *service, const char *method,
-		 json_object *args, RecordScan *scan, OdooError *err)
+transfer_finish(OdooClient *client, Transfer *t, RecordScan *scan, OdooError *err)
 {
-	json_object *request = json_object_new_object();
-	json_object *params = json_object_new_object();
-	/* volatile: assigned in PG_TRY and released in PG_FINALLY */
-	json_object *volatile result = NULL;
-	struct curl_slist *volatile headers = NULL;
-	TransferState ts;
-	const char *body;
-	size_t		body_len;
+	json_object *result = NULL;
 	CURLcode	rc;
 	long		status = 0;
 
@@ -405,54 +459,52 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 	err->retry_after_s = -1;
 	err->secret = client->secret;
 
-	json_object_object_add(params, "service", json_object_new_string(service));
-	json_object_object_add(params, "method", json_object_new_string(method));
-	json_object_object_add(params, "args", args);	/* takes ownership */
-	json_object_object_add(request, "jsonrpc", json_object_new_string("2.0"));
-	json_object_object_add(request, "method", json_object_new_string("call"));
-	json_object_object_add(request, "params", params);
-	json_object_object_add(request, "id", json_object_new_int64(++client->request_id));
-	body = json_object_to_json_string_length(request, JSON_C_TO_STRING_PLAIN, &body_len);
+	rc = transfer_run(client, t);
+	curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &status);
+	client->bytes_received += t->ts.body->len;
+	err->http_status = status;
+	err->retry_after_s = t->ts.retry_after_s;
 
-	ts.body = makeStringInfo();
-	ts.max_size = (size_t) bridgecore_max_response_kb * 1024;
-	ts.too_large = false;
-	ts.retry_after_s = -1;
+	if (t->ts.too_large || rc == CURLE_FILESIZE_EXCEEDED)
+	{
+		err->record_sized = true;
+		set_error(err, ODOO_ERR_TOO_LARGE,
+				  "response larger than bridgecore.max_response_size (%d kB)",
+				  bridgecore_max_response_kb);
+	}
+	else if (rc != CURLE_OK)
+		set_error(err, ODOO_ERR_TRANSPORT, "%s", curl_easy_strerror(rc));
+	else if (status != 200)
+	{
+		set_error(err, ODOO_ERR_HTTP, "HTTP %ld: %s", status,
+				  body_excerpt(err, t->ts.body->data, t->ts.body->len));
+	}
+	else
+		result = odoo_classify_answer(t->ts.body->data, t->ts.body->len, scan, err);
+	return result;
+}
 
+/*
+ * Posts one JSON-RPC call and returns the "result" member of the answer
+ * (a new reference the caller releases with json_object_put), or NULL with
+ * err set.  A call whose method returns None yields a JSON null object.
+ */
+static json_object *
+rpc_call(OdooClient *client, const char *service, const char *method,
+		 json_object *args, RecordScan *scan, OdooError *err)
+{
+	Transfer	t;
+	json_object *volatile result = NULL;
+
+	odoo_cancel_ahead(client);	/* one transfer at a time on the handle */
+	transfer_start(client, &t, service, method, args);
 	PG_TRY();
 	{
-		headers = curl_slist_append(headers, "Content-Type: application/json");
-		headers = curl_slist_append(headers, "Accept: application/json");
-		configure_request(client, &ts, headers, body, body_len);
-		rc = run_transfer(client);
-		curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &status);
-		client->bytes_received += ts.body->len;
-		err->http_status = status;
-		err->retry_after_s = ts.retry_after_s;
-
-		if (ts.too_large || rc == CURLE_FILESIZE_EXCEEDED)
-		{
-			err->record_sized = true;
-			set_error(err, ODOO_ERR_TOO_LARGE,
-					  "response larger than bridgecore.max_response_size (%d kB)",
-					  bridgecore_max_response_kb);
-		}
-		else if (rc != CURLE_OK)
-			set_error(err, ODOO_ERR_TRANSPORT, "%s", curl_easy_strerror(rc));
-		else if (status != 200)
-		{
-			set_error(err, ODOO_ERR_HTTP, "HTTP %ld: %s", status,
-					  body_excerpt(err, ts.body->data, ts.body->len));
-		}
-		else
-			result = odoo_classify_answer(ts.body->data, ts.body->len, scan, err);
+		result = transfer_finish(client, &t, scan, err);
 	}
 	PG_FINALLY();
 	{
-		curl_slist_free_all(headers);
-		json_object_put(request);	/* also frees args */
-		pfree(ts.body->data);
-		pfree(ts.body);
+		transfer_end(client, &t);
 	}
 	PG_END_TRY();
 	return result;
@@ -517,4 +569,65 @@ odoo_execute_kw(OdooClient *client, const char *model, const char *method,
 	json_object_array_add(call, args);
 	json_object_array_add(call, kwargs);
 	return rpc_call(client, "object", "execute_kw", call, scan, err);
+}
+
+/*
+ * Starts object.execute_kw without waiting for its answer, for
+ * odoo_finish_ahead(); a call started earlier and not read is abandoned.
+ * Takes ownership of args and kwargs.
+ */
+void
+odoo_execute_kw_ahead(OdooClient *client, const char *model, const char *method,
+					  json_object *args, json_object *kwargs)
+{
+	json_object *call = json_object_new_array();
+	MemoryContext old;
+
+	odoo_cancel_ahead(client);
+	json_object_array_add(call, json_object_new_string(client->database));
+	json_object_array_add(call, json_object_new_int64(client->uid));
+	json_object_array_add(call, json_object_new_string(client->secret));
+	json_object_array_add(call, json_object_new_string(model));
+	json_object_array_add(call, json_object_new_string(method));
+	json_object_array_add(call, args);
+	json_object_array_add(call, kwargs);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	client->ahead = palloc0(sizeof(Transfer));
+	MemoryContextSwitchTo(old);
+	transfer_start(client, (Transfer *) client->ahead, "object", "execute_kw", call);
+}
+
+/* The answer of the call odoo_execute_kw_ahead() started, as odoo_execute_kw() returns it. */
+json_object *
+odoo_finish_ahead(OdooClient *client, RecordScan *scan, OdooError *err)
+{
+	Transfer   *t = (Transfer *) client->ahead;
+	json_object *volatile result = NULL;
+
+	Assert(t != NULL);
+	client->ahead = NULL;
+	PG_TRY();
+	{
+		result = transfer_finish(client, t, scan, err);
+	}
+	PG_FINALLY();
+	{
+		transfer_end(client, t);
+		pfree(t);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* Abandons the call odoo_execute_kw_ahead() started, if any. */
+void
+odoo_cancel_ahead(OdooClient *client)
+{
+	Transfer   *t = (Transfer *) client->ahead;
+
+	if (t == NULL)
+		return;
+	client->ahead = NULL;
+	transfer_end(client, t);
+	pfree(t);
 }

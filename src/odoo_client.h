@@ -50,6 +50,7 @@ typedef struct OdooClient
 	int64		uid;			/* 0 until logged in */
 	int64		request_id;
 	uint64		bytes_received;
+	void	   *ahead;			/* a call started and not read yet, or NULL */
 } OdooClient;
 
 /* An instance's access settings (odoo_call.c), read by the extension owner. */
@@ -74,6 +75,10 @@ extern void odoo_client_destroy(OdooClient *client);
 extern bool odoo_login(OdooClient *client, OdooError *err);
 extern json_object *odoo_classify_answer(const char *body, size_t len, RecordScan *scan,
 										 OdooError *err);
+extern void odoo_execute_kw_ahead(OdooClient *client, const char *model, const char *method,
+								  json_object *args, json_object *kwargs);
+extern json_object *odoo_finish_ahead(OdooClient *client, RecordScan *scan, OdooError *err);
+extern void odoo_cancel_ahead(OdooClient *client);
 extern json_object *odoo_execute_kw(OdooClient *client, const char *model,
 									const char *method, json_object *args,
 									json_object *kwargs, RecordScan *scan,

@@ -77,6 +77,10 @@ typedef struct Instance
 	int			failures;		/* consecutive ones, as in the instance row */
 	int			fetch_limit;	/* records asked for; below batch_size while isolating */
 	int			poison_strikes; /* failures of one-record fetches in a row */
+	/* what the search_read started ahead (client->ahead) asked for */
+	int64		ahead_cursor;
+	int			ahead_limit;
+	json_object *ahead_fields;
 } Instance;
 
 typedef enum PollOutcome
@@ -410,9 +414,14 @@ lock_own_instance(Instance *inst)
 	Datum		id = Int32GetDatum(inst->id);
 	Oid			idtype = INT4OID;
 
+	/* prepared once: the poller runs it at every batch */
+	static SPIPlanPtr plan = NULL;
+
+	if (plan == NULL && extension_present())
+		plan = bc_prepare_kept("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
+							   1, &idtype);
 	return extension_present() &&
-		SPI_execute_with_args("SELECT 1 FROM bridgecore.instance WHERE id = $1 FOR KEY SHARE",
-							  1, &idtype, &id, NULL, false, 0) == SPI_OK_SELECT &&
+		SPI_execute_plan(plan, &id, NULL, false, 0) == SPI_OK_SELECT &&
 		SPI_processed == 1 && extension_present();
 }
 
@@ -426,6 +435,7 @@ static bool
 advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
 			   const TimestampTz *newest)
 {
+	static SPIPlanPtr plan = NULL;	/* prepared once: run at every batch */
 	Oid			argtypes[5] = {INT4OID, INT8ARRAYOID, INTERVALOID, INT8OID, TIMESTAMPTZOID};
 	Datum		args[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
@@ -446,8 +456,10 @@ advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
 	args[4] = newest ? TimestampTzGetDatum(*newest) : (Datum) 0;
 	if (newest == NULL)
 		nulls[4] = 'n';
-	if (SPI_execute_with_args("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, $4, $5)",
-							  5, argtypes, args, nulls, false, 1) != SPI_OK_SELECT ||
+	if (plan == NULL)
+		plan = bc_prepare_kept("SELECT cursor, gaps FROM bridgecore._advance_cursor($1, $2, $3, $4, $5)",
+							   5, argtypes);
+	if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		return false;
 	tup = SPI_tuptable->vals[0];
@@ -669,6 +681,66 @@ isolate_unreadable_record(OdooClient *client, Instance *inst, OdooError *cause,
 	return true;
 }
 
+/* The arguments of the search_read that asks for the records after the cursor. */
+static void
+search_read_call(Instance *inst, json_object **args, json_object **kwargs)
+{
+	*args = json_object_new_array();
+	json_object_array_add(*args, build_domain(inst));
+	*kwargs = json_object_new_object();
+	json_object_object_add(*kwargs, "fields", json_object_get(inst->fields));
+	json_object_object_add(*kwargs, "limit", json_object_new_int(inst->fetch_limit));
+	json_object_object_add(*kwargs, "order", json_object_new_string("id asc"));
+}
+
+/* Whether the search_read started ahead asked for what the next one would. */
+static bool
+ahead_matches(Instance *inst)
+{
+	return inst->cursor == inst->ahead_cursor && inst->fetch_limit == inst->ahead_limit &&
+		inst->fields == inst->ahead_fields && ARR_NDIM(inst->gaps) == 0;
+}
+
+/*
+ * Before a full batch is stored: asks Odoo for the next one already, so
+ * that Odoo answers while this one is stored.  The next batch's domain is
+ * known only once this one is stored (the cursor moves in the store
+ * transaction, gaps may open), so this asks for what it will be when the
+ * batch moves the cursor to its highest id and opens no gap, and the answer
+ * is used only if it did (ahead_matches), else dropped and asked for again.
+ * Nothing is stored from it before then, so the cursor still moves only
+ * with the rows, in their transaction.
+ */
+static void
+fetch_ahead(OdooClient *client, Instance *inst, json_object *records)
+{
+	size_t		n = json_object_array_length(records);
+	int64		highest = 0;
+	int64		cursor = inst->cursor;
+	json_object *args;
+	json_object *kwargs;
+
+	if ((int) n < inst->fetch_limit || ARR_NDIM(inst->gaps) != 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+	{
+		json_object *id = NULL;
+
+		if (json_object_object_get_ex(json_object_array_get_idx(records, i), "id", &id) &&
+			json_object_is_type(id, json_type_int))
+			highest = Max(highest, json_object_get_int64(id));
+	}
+	if (highest <= cursor)
+		return;
+	inst->cursor = highest;
+	search_read_call(inst, &args, &kwargs);
+	inst->cursor = cursor;
+	odoo_execute_kw_ahead(client, inst->source_model, "search_read", args, kwargs);
+	inst->ahead_cursor = highest;
+	inst->ahead_limit = inst->fetch_limit;
+	inst->ahead_fields = inst->fields;
+}
+
 static PollOutcome
 fetch_and_store(OdooClient *client, Instance *inst)
 {
@@ -693,13 +765,13 @@ fetch_and_store(OdooClient *client, Instance *inst)
 			return record_failure(inst, &err, "fields_get");
 		}
 
-		args = json_object_new_array();
-		json_object_array_add(args, build_domain(inst));
-		kwargs = json_object_new_object();
-		json_object_object_add(kwargs, "fields", json_object_get(inst->fields));
-		json_object_object_add(kwargs, "limit", json_object_new_int(inst->fetch_limit));
-		json_object_object_add(kwargs, "order", json_object_new_string("id asc"));
-		records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &scan, &err);
+		if (attempt == 0 && client->ahead != NULL && ahead_matches(inst))
+			records = odoo_finish_ahead(client, &scan, &err);
+		else
+		{
+			search_read_call(inst, &args, &kwargs);
+			records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &scan, &err);
+		}
 		if (records != NULL)
 			break;
 		null_is_bad_response(&err, "search_read");
@@ -756,6 +828,7 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		json_object_put(records);
 		return POLL_CAUGHT_UP;
 	}
+	fetch_ahead(client, inst, records);
 	PG_TRY();
 	{
 		outcome = store_batch(inst, records, &scan);
@@ -765,6 +838,9 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		json_object_put(records);
 	}
 	PG_END_TRY();
+	/* The answer fetched ahead is the next batch only if this one left the cursor where it expected. */
+	if (client->ahead != NULL && !(outcome == POLL_FULL_BATCH && ahead_matches(inst)))
+		odoo_cancel_ahead(client);
 	return outcome;
 }
 
@@ -865,8 +941,13 @@ bridgecore_poller_main(Datum arg)
 			continue;
 		}
 
-		/* Rings from here on ask for one more fetch after this one. */
-		(void) doorbell_take();
+		/*
+		 * Rings from here on ask for one more fetch after this one.  A ring
+		 * taken drops a search_read started ahead: asked for before the
+		 * ring, its answer may miss what the ring was for.
+		 */
+		if (doorbell_take())
+			odoo_cancel_ahead(client);
 		MemoryContextSwitchTo(poll_context);
 		outcome = poll_once(client, &inst);
 		MemoryContextSwitchTo(TopMemoryContext);

@@ -76,7 +76,20 @@ bc_pin_worker_session(void)
 SPIPlanPtr
 bc_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	return bc_prepare_kept_opts(sql, nargs, argtypes, 0);
+}
+
+/*
+ * bc_prepare_kept() with cursor options: CURSOR_OPT_GENERIC_PLAN for a
+ * statement whose plan does not depend on its parameters' values, so that
+ * each execution skips planning (the plan cache would otherwise make a
+ * custom plan for the first five executions and whenever it judges one
+ * cheaper).
+ */
+SPIPlanPtr
+bc_prepare_kept_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 
 	if (plan == NULL)
 		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
