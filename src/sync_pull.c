@@ -363,60 +363,84 @@ slot_doc(TupleTableSlot *slot, AttrNumber att, char **doc, int *len, bool copy)
 	*doc = copy ? pnstrdup(VARDATA_ANY(t), *len) : VARDATA_ANY(t);
 }
 
-static int
-found_cmp(const void *a, const void *b)
-{
-	int64		x = ((const Found *) a)->id;
-	int64		y = ((const Found *) b)->id;
-
-	return x < y ? -1 : (x > y ? 1 : 0);
-}
-
 /*
  * The second way, in one partition: up to need events of the wanted models
- * with ids above after, from each model's index, merged.  Returns how many
- * it found (at most need), in *out, in id order.
+ * with ids above after, merged by id from one scan of each model's index,
+ * all open at once: each step takes the lowest id at the head of a scan and
+ * moves that scan on, so that at most need + (models) index entries are
+ * read and only the need events returned have their doc copied.  Returns
+ * how many it found (at most need), in *out, in id order.
  */
+typedef struct ModelScan
+{
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int64		id;				/* of the event at the head, when live */
+	bool		live;
+} ModelScan;
+
+static bool
+model_scan_next(ModelScan *ms, AttrNumber att_id)
+{
+	bool		isnull;
+
+	ms->live = index_getnext_slot(ms->scan, ForwardScanDirection, ms->slot);
+	if (ms->live)
+		ms->id = DatumGetInt64(slot_getattr(ms->slot, att_id, &isnull));
+	return ms->live;
+}
+
 static int
 read_by_model(Relation rel, PartInfo *pi, Snapshot snapshot, int32 inst, const Wanted *w,
 			  int64 after, int need, Found **out)
 {
 	Relation	idx = index_open(pi->by_model, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	Found	   *found = palloc(sizeof(Found) * (Size) need * w->n);
+	ModelScan  *heads = palloc(sizeof(ModelScan) * w->n);
+	Found	   *found = palloc(sizeof(Found) * (Size) Max(need, 1));
 	int			nfound = 0;
 	int			m;
 
 	for (m = 0; m < w->n; m++)
 	{
 		ScanKeyData keys[3];
-		IndexScanDesc scan;
-		int			got = 0;
 
 		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(inst));
 		ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
 							   idx->rd_indcollation[1], F_TEXTEQ, w->datums[m]);
 		ScanKeyInit(&keys[2], 3, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
-		scan = index_beginscan(rel, idx, snapshot, 3, 0);
-		index_rescan(scan, keys, 3, NULL, 0);
-		while (got < need && index_getnext_slot(scan, ForwardScanDirection, slot))
-		{
-			bool		isnull;
-
-			CHECK_FOR_INTERRUPTS();
-			found[nfound].id = DatumGetInt64(slot_getattr(slot, pi->att_id, &isnull));
-			slot_doc(slot, pi->att_doc, &found[nfound].doc, &found[nfound].doclen, true);
-			nfound++;
-			got++;
-		}
-		index_endscan(scan);
+		heads[m].scan = index_beginscan(rel, idx, snapshot, 3, 0);
+		index_rescan(heads[m].scan, keys, 3, NULL, 0);
+		heads[m].slot = table_slot_create(rel, NULL);
+		model_scan_next(&heads[m], pi->att_id);
 	}
-	ExecDropSingleTupleTableSlot(slot);
+	while (nfound < need)
+	{
+		int			low = -1;
+
+		CHECK_FOR_INTERRUPTS();
+		for (m = 0; m < w->n; m++)
+			if (heads[m].live && (low < 0 || heads[m].id < heads[low].id))
+				low = m;
+		if (low < 0)
+			break;
+		/* a model named twice yields its events twice: once is enough */
+		if (nfound == 0 || found[nfound - 1].id != heads[low].id)
+		{
+			found[nfound].id = heads[low].id;
+			slot_doc(heads[low].slot, pi->att_doc, &found[nfound].doc, &found[nfound].doclen, true);
+			nfound++;
+		}
+		model_scan_next(&heads[low], pi->att_id);
+	}
+	for (m = 0; m < w->n; m++)
+	{
+		index_endscan(heads[m].scan);
+		ExecDropSingleTupleTableSlot(heads[m].slot);
+	}
+	pfree(heads);
 	index_close(idx, NoLock);
-	if (w->n > 1)
-		qsort(found, nfound, sizeof(Found), found_cmp);
 	*out = found;
-	return Min(nfound, need);
+	return nfound;
 }
 
 /* The highest id of the instance in the partition, or -1. */
