@@ -1577,3 +1577,10 @@ REVOKE ALL ON FUNCTION bridgecore.partitions(), bridgecore._drop_oldest_partitio
 GRANT EXECUTE ON FUNCTION bridgecore.partitions() TO bridgecore_admin;
 -- The events already in the log, counted once.
 SELECT bridgecore._summarize_partitions();
+
+-------------------------------------------------------------------------------
+-- The device checks of every sync function in C, the one sync_pull calls
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION bridgecore._check_device(user_id bigint, device_id text)
+RETURNS void LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'bridgecore_check_device';

@@ -706,6 +706,21 @@ check_device(bool user_null, int64 user_id, text *device)
 	}
 }
 
+/*
+ * bridgecore._check_device(user_id, device_id): the same checks for
+ * sync_state, sync_reset and sync_reset_all, so that the rule (and the
+ * binding of the JWT's user) is written once.
+ */
+PG_FUNCTION_INFO_V1(bridgecore_check_device);
+
+Datum
+bridgecore_check_device(PG_FUNCTION_ARGS)
+{
+	check_device(PG_ARGISNULL(0), PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0),
+				 PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1));
+	PG_RETURN_VOID();
+}
+
 /* "Known app types: a, b." or NULL when there are none. */
 static char *
 known_app_types(void)

@@ -2,43 +2,12 @@
 -- Smart sync (per user and device)
 -------------------------------------------------------------------------------
 -- Validates the (user, device) a request names, and that a PostgREST caller
--- whose JWT carries a user_id claim only acts for that user.
+-- whose JWT carries a user_id claim only acts for that user. In C
+-- (src/sync_pull.c), which sync_pull calls directly: one implementation of
+-- the rule for every sync function.
 CREATE FUNCTION bridgecore._check_device(user_id bigint, device_id text)
-RETURNS void LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    claims text := nullif(current_setting('request.jwt.claims', true), '');
-    claimed text;
-BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = 'null_value_not_allowed',
-            HINT = 'Pass the Odoo user id of the app''s user.';
-    ELSIF user_id <= 0 THEN
-        RAISE EXCEPTION 'user_id must be positive, got %', user_id USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'Pass the Odoo user id of the app''s user.';
-    ELSIF device_id IS NULL THEN
-        RAISE EXCEPTION 'device_id must not be null' USING ERRCODE = 'null_value_not_allowed',
-            HINT = 'Pass a stable identifier of the device, 1 to 255 characters.';
-    ELSIF device_id = '' OR length(device_id) > 255 THEN
-        RAISE EXCEPTION 'device_id must be 1 to 255 characters, got %', length(device_id)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass a stable identifier of the device, 1 to 255 characters.';
-    ELSIF device_id ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'device_id must not contain control characters'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass a stable identifier of the device, 1 to 255 printable characters.';
-    END IF;
-    IF claims IS NOT NULL THEN
-        claimed := claims::jsonb ->> 'user_id';
-        IF claimed IS NOT NULL AND claimed IS DISTINCT FROM user_id::text THEN
-            RAISE EXCEPTION 'user_id % does not match the authenticated user', user_id
-                USING ERRCODE = 'insufficient_privilege',
-                      HINT = 'A device can only act on its own user''s sync state.';
-        END IF;
-    END IF;
-END
-$$;
+RETURNS void LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'bridgecore_check_device';
 
 -- "Sync state not found": SQLSTATE P0002 (no_data_found) for SQL callers;
 -- through PostgREST (which sets request.method, and answers P0002 with HTTP
@@ -89,7 +58,7 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- In C (src/sync_pull.c): the page is read by index scans of the log's
 -- partitions, without the planner, so that a pull costs what its page holds
 -- whatever the size of the log and however rare the device's models are.
--- It makes the checks of _check_device and _check_limit itself, with the
+-- It makes the checks of _check_device (the same C function) and _check_limit itself, with the
 -- same messages, and calls _check_model_names, _instance_id, _rate_limit and
 -- _count_sync_pull.
 AS 'MODULE_PATHNAME', 'bridgecore_sync_pull';
