@@ -1584,3 +1584,10 @@ SELECT bridgecore._summarize_partitions();
 CREATE OR REPLACE FUNCTION bridgecore._check_device(user_id bigint, device_id text)
 RETURNS void LANGUAGE c STABLE
 AS 'MODULE_PATHNAME', 'bridgecore_check_device';
+
+-------------------------------------------------------------------------------
+-- The limit check in C, the one sync_pull calls
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION bridgecore._check_limit(value integer, name text, max_value integer)
+RETURNS void LANGUAGE c IMMUTABLE
+AS 'MODULE_PATHNAME', 'bridgecore_check_limit';

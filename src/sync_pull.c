@@ -721,6 +721,42 @@ bridgecore_check_device(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* As bridgecore._check_limit(): a page size or count from 1 to max_value. */
+static void
+check_limit(bool isnull, int32 value, const char *name, int32 max_value)
+{
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name),
+				 errhint("Pass a value from 1 to %d, or omit it for the default.", max_value)));
+	if (value < 1 || value > max_value)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between 1 and %d, got %d", name, max_value, value),
+				 errhint("Pass a value from 1 to %d.", max_value)));
+}
+
+/*
+ * bridgecore._check_limit(value, name, max_value): the same check for the
+ * other functions taking a limit (events, check_updates), written once.
+ */
+PG_FUNCTION_INFO_V1(bridgecore_check_limit);
+
+Datum
+bridgecore_check_limit(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the name and the maximum of a limit must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	check_limit(PG_ARGISNULL(0), PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0), name, PG_GETARG_INT32(2));
+	PG_RETURN_VOID();
+}
+
 /* "Known app types: a, b." or NULL when there are none. */
 static char *
 known_app_types(void)
@@ -1010,17 +1046,8 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	text	   *result;
 
 	check_device(PG_ARGISNULL(0), user_id, device);
-	if (PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("limit must not be null"),
-				 errhint("Pass a value from 1 to %d, or omit it for the default.", MAX_LIMIT)));
+	check_limit(PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), "limit", MAX_LIMIT);
 	lim = PG_GETARG_INT32(3);
-	if (lim < 1 || lim > MAX_LIMIT)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("limit must be between 1 and %d, got %d", MAX_LIMIT, lim),
-				 errhint("Pass a value from 1 to %d.", MAX_LIMIT)));
 
 	/* Everything of this call in one short-lived context. */
 	callcxt = AllocSetContextCreate(CurrentMemoryContext, "bridgecore sync_pull", ALLOCSET_DEFAULT_SIZES);

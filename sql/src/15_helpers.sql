@@ -55,20 +55,11 @@ BEGIN
 END
 $$;
 
+-- A page size or count from 1 to max_value. In C (src/sync_pull.c), which
+-- sync_pull calls directly: one implementation of the rule.
 CREATE FUNCTION bridgecore._check_limit(value integer, name text, max_value integer)
-RETURNS void LANGUAGE plpgsql IMMUTABLE
-AS $$
-BEGIN
-    IF value IS NULL THEN
-        RAISE EXCEPTION '% must not be null', name USING ERRCODE = 'null_value_not_allowed',
-            HINT = format('Pass a value from 1 to %s, or omit it for the default.', max_value);
-    ELSIF value NOT BETWEEN 1 AND max_value THEN
-        RAISE EXCEPTION '% must be between 1 and %, got %', name, max_value, value
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Pass a value from 1 to %s.', max_value);
-    END IF;
-END
-$$;
+RETURNS void LANGUAGE c IMMUTABLE
+AS 'MODULE_PATHNAME', 'bridgecore_check_limit';
 
 CREATE FUNCTION bridgecore._check_model_names(models text[], name text)
 RETURNS void LANGUAGE plpgsql IMMUTABLE

@@ -58,7 +58,7 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- In C (src/sync_pull.c): the page is read by index scans of the log's
 -- partitions, without the planner, so that a pull costs what its page holds
 -- whatever the size of the log and however rare the device's models are.
--- It makes the checks of _check_device (the same C function) and _check_limit itself, with the
+-- It makes the checks of _check_device and _check_limit (the same C functions), with the
 -- same messages, and calls _check_model_names, _instance_id, _rate_limit and
 -- _count_sync_pull.
 AS 'MODULE_PATHNAME', 'bridgecore_sync_pull';
