@@ -852,6 +852,9 @@ class Handler(BaseHTTPRequestHandler):
                     ids.append(row["id"])
                     st.queue_push(row)
                 out["ids"] = ids
+                # The moment the rows became visible (committed), in Unix seconds:
+                # benchmarks time latencies from it.
+                out["committed_at"] = time.time()
             elif op == "add_raw":
                 # A record exactly as given (for malformed-record tests); id assigned.
                 rid = st.next_id
