@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Benchmark: the herd. S graphql-ws subscribers on one gateway, each a
+# device of its own; the Odoo stand-in rings the doorbell after each of R
+# single-row changes (poll_interval 10 s), and every subscriber, on its
+# syncAvailable message, pulls by REST (POST /api/v2/sync/pull). For each
+# ring: the time from the stand-in's commit to the last device's pull
+# answering with the row, p50/p99 over the rings; and the CPU time of the
+# database server's processes (every backend, the poller) per ring.
+# Before the rings every device has pulled once, so each ring's pulls are
+# incremental pulls of one event. Rate limits are off. Also: what the
+# active backends wait on during the rings (pg_stat_activity samples).
+# Usage: bench/herd.sh [subscribers, default 1000] [rings, default 50]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. test/lib/cluster.sh
+S=${1:-1000}
+R=${2:-50}
+SECRET=a-benchmark-secret-of-at-least-32-chars
+KEY=bench-push-key-0123456789abcdef0123456789abcdef
+
+make -s >/dev/null && make -s install >/dev/null
+gateway/run --install >/dev/null
+GW_PID=
+SD_PID=
+trap '[ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; [ -n "$SD_PID" ] && kill "$SD_PID" 2>/dev/null; cluster_stop' EXIT
+cluster_start "bridgecore.database = 'postgres'" "max_connections = 100" \
+    "bridgecore.rate_limit_sync_pull = 0" "bridgecore.rate_limit_new_devices = 0" \
+    "bridgecore.rate_limit_per_user_factor = 0"
+SD_PORT=$(free_port)
+python3 test/odoo_standin.py --port "$SD_PORT" --password worker-key >/dev/null 2>&1 &
+SD_PID=$!
+for _ in $(seq 150); do curl -s -o /dev/null -XPOST "http://127.0.0.1:$SD_PORT/control" -d '{"op":"stats"}' && break; sleep 0.1; done
+psql -qX -c "CREATE EXTENSION bridgecore" -c "ALTER DATABASE postgres SET bridgecore.jwt_secret = '$SECRET'"
+URL="postgresql:///postgres?host=$PGHOST&port=$PGPORT&user=postgres"
+PORT=$(free_port)
+(cd gateway && DATABASE_URL=$URL BRIDGECORE_JWT_SECRET=$SECRET PORT=$PORT GRAPHILE_ENV=production \
+    exec node_modules/node/bin/node src/main.js) >/dev/null 2>&1 &
+GW_PID=$!
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
+psql -qX -c "SELECT count(*) FROM bridgecore.add_instance('bell', 'http://127.0.0.1:$SD_PORT', 'odoo', 'bridgecore',
+             'worker-key', poll_interval => '10 seconds')" \
+     -c "SELECT count(*) FROM bridgecore.alter_instance('bell', push_key => '$KEY')" >/dev/null
+curl -s -o /dev/null -XPOST "http://127.0.0.1:$SD_PORT/control" \
+    -d "{\"op\":\"set\",\"push_url\":\"http://127.0.0.1:$PORT/api/v1/webhooks/receive\",\"push_key\":\"$KEY\"}"
+TOKEN=$(psql -XAtq -c "SELECT bridgecore.issue_token('bridgecore_app', 7, 'bell', '1 day') ->> 'access_token'")
+POSTMASTER_PID=$(head -1 "$CLUSTER_DIR/data/postmaster.pid")
+
+TOKEN=$TOKEN GATEWAY_URL=http://127.0.0.1:$PORT STANDIN_URL=http://127.0.0.1:$SD_PORT S=$S R=$R \
+    POSTMASTER_PID=$POSTMASTER_PID GATEWAY_PID=$GW_PID DATABASE_URL=$URL \
+    gateway/node_modules/node/bin/node bench/lib/herd.mjs
