@@ -80,9 +80,11 @@ function rememberClaims(token, claims) {
 // with a token, as the token's role with request.jwt.claims set as
 // PostgREST sets them, after the database verified the token in the same
 // transaction; without one, as role. build(claims) makes the query, its
-// values inlined as literals. A known token costs one message (BEGIN, the
-// check, the query, COMMIT), a new one two (BEGIN and the check, then the
-// query and COMMIT); an error costs a ROLLBACK more.
+// values inlined as literals. A known token (or none) costs one message
+// of the statements alone: the simple protocol runs them as one implicit
+// transaction, which an error rolls back in the same exchange, so SET LOCAL
+// ends with it. A new token costs two (BEGIN and the check, then the query
+// and COMMIT), an error there a ROLLBACK more.
 async function callAs(pool, token, build, role = "bridgecore_anon") {
   let client;
   try {
@@ -91,26 +93,27 @@ async function callAs(pool, token, build, role = "bridgecore_anon") {
     throw new HttpError(503, "the database is unavailable", { hint: "Retry later." });
   }
   let broken = false;
-  let sent = false;
+  let sent = false;     // an explicit transaction is open: an error rolls it back
+  let queried = false;  // a statement was sent
   try {
     let results;
     if (token === null) {
-      sent = true;
-      results = await client.query(`BEGIN; SET LOCAL ROLE ${client.escapeIdentifier(role)}; ${inline(client, build(null))}; COMMIT`);
-      return results[2].rows[0].r;
+      queried = true;
+      results = await client.query(`SET LOCAL ROLE ${client.escapeIdentifier(role)}; ${inline(client, build(null))}`);
+      return results[1].rows[0].r;
     }
     const known = cachedClaims(token);
     if (known !== null) {
       const text = inline(client, build(known));
-      sent = true;
+      queried = true;
       try {
-        results = await client.query(`BEGIN; ${verifyStatement(client, token)}; ${text}; COMMIT`);
+        results = await client.query(`${verifyStatement(client, token)}; ${text}`);
       } catch (e) {
         const refused = tokenError(e);
         if (refused !== e) knownClaims.delete(token);
         throw refused;
       }
-      return results[3].rows[0].r;
+      return results[2].rows[0].r;
     }
     sent = true;
     let claims;
@@ -129,6 +132,8 @@ async function callAs(pool, token, build, role = "bridgecore_anon") {
       } catch {
         broken = true;
       }
+    } else if (queried && (typeof e?.code !== "string" || !/^[0-9A-Z]{5}$/.test(e.code))) {
+      broken = true;    // not an error of the database's: the connection is in doubt
     }
     throw e;
   } finally {
