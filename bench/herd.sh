@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
+. bench/lib/stand.sh
 S=${1:-1000}
 R=${2:-50}
 SECRET=a-benchmark-secret-of-at-least-32-chars
@@ -26,23 +27,7 @@ trap '[ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; [ -n "$SD_PID" ] && kill "
 cluster_start "bridgecore.database = 'postgres'" "max_connections = 100" \
     "bridgecore.rate_limit_sync_pull = 0" "bridgecore.rate_limit_new_devices = 0" \
     "bridgecore.rate_limit_per_user_factor = 0"
-SD_PORT=$(free_port)
-python3 test/odoo_standin.py --port "$SD_PORT" --password worker-key >/dev/null 2>&1 &
-SD_PID=$!
-for _ in $(seq 150); do curl -s -o /dev/null -XPOST "http://127.0.0.1:$SD_PORT/control" -d '{"op":"stats"}' && break; sleep 0.1; done
-psql -qX -c "CREATE EXTENSION bridgecore" -c "ALTER DATABASE postgres SET bridgecore.jwt_secret = '$SECRET'"
-URL="postgresql:///postgres?host=$PGHOST&port=$PGPORT&user=postgres"
-PORT=$(free_port)
-(cd gateway && DATABASE_URL=$URL BRIDGECORE_JWT_SECRET=$SECRET PORT=$PORT GRAPHILE_ENV=production \
-    exec node_modules/node/bin/node src/main.js) >/dev/null 2>&1 &
-GW_PID=$!
-for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
-psql -qX -c "SELECT count(*) FROM bridgecore.add_instance('bell', 'http://127.0.0.1:$SD_PORT', 'odoo', 'bridgecore',
-             'worker-key', poll_interval => '10 seconds')" \
-     -c "SELECT count(*) FROM bridgecore.alter_instance('bell', push_key => '$KEY')" >/dev/null
-curl -s -o /dev/null -XPOST "http://127.0.0.1:$SD_PORT/control" \
-    -d "{\"op\":\"set\",\"push_url\":\"http://127.0.0.1:$PORT/api/v1/webhooks/receive\",\"push_key\":\"$KEY\"}"
-TOKEN=$(psql -XAtq -c "SELECT bridgecore.issue_token('bridgecore_app', 7, 'bell', '1 day') ->> 'access_token'")
+start_doorbell_stand
 POSTMASTER_PID=$(head -1 "$CLUSTER_DIR/data/postmaster.pid")
 
 TOKEN=$TOKEN GATEWAY_URL=http://127.0.0.1:$PORT STANDIN_URL=http://127.0.0.1:$SD_PORT S=$S R=$R \

@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
+. bench/lib/stand.sh
 S=${1:-1000}
 N=${2:-50}
 FORM=${3:-plain}
@@ -29,12 +30,7 @@ cluster_start "max_connections = 100"
 psql -qX -c "CREATE EXTENSION bridgecore" -c "ALTER DATABASE postgres SET bridgecore.jwt_secret = '$SECRET'"
 psql -qX -c "SELECT count(*) FROM bridgecore.add_instance('acme', 'http://127.0.0.1:9', 'odoo', 'bot', 'worker-key', enabled => false)" >/dev/null
 TOKEN=$(psql -XAtq -c "SELECT bridgecore.issue_token('bridgecore_app', 7, 'acme', '1 day') ->> 'access_token'")
-URL="postgresql:///postgres?host=$PGHOST&port=$PGPORT&user=postgres"
-PORT=$(free_port)
-(cd gateway && DATABASE_URL=$URL BRIDGECORE_JWT_SECRET=$SECRET PORT=$PORT GRAPHILE_ENV=production \
-    exec node_modules/node/bin/node src/main.js) >/dev/null 2>&1 &
-GW_PID=$!
-for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
+start_gateway
 
 FORM=$FORM TOKEN=$TOKEN GATEWAY_URL=http://127.0.0.1:$PORT GATEWAY_PID=$GW_PID S=$S N=$N DATABASE_URL=$URL \
     gateway/node_modules/node/bin/node bench/lib/ws_fanout.mjs
