@@ -20,14 +20,7 @@ cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
 . bench/lib/stand.sh
 N=${1:-200}
-SECRET=a-benchmark-secret-of-at-least-32-chars
-KEY=bench-push-key-0123456789abcdef0123456789abcdef
-
-make -s >/dev/null && make -s install >/dev/null
-gateway/run --install >/dev/null
-GW_PID=
-SD_PID=
-trap '[ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; [ -n "$SD_PID" ] && kill "$SD_PID" 2>/dev/null; cluster_stop' EXIT
+prepare_doorbell_stand
 # One device pulls after every change: the per-device rate limit is off.
 cluster_start "bridgecore.database = 'postgres'" "bridgecore.rate_limit_sync_pull = 0"
 start_doorbell_stand

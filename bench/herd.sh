@@ -16,14 +16,7 @@ cd "$(dirname "$0")/.."
 . bench/lib/stand.sh
 S=${1:-1000}
 R=${2:-50}
-SECRET=a-benchmark-secret-of-at-least-32-chars
-KEY=bench-push-key-0123456789abcdef0123456789abcdef
-
-make -s >/dev/null && make -s install >/dev/null
-gateway/run --install >/dev/null
-GW_PID=
-SD_PID=
-trap '[ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; [ -n "$SD_PID" ] && kill "$SD_PID" 2>/dev/null; cluster_stop' EXIT
+prepare_doorbell_stand
 cluster_start "bridgecore.database = 'postgres'" "max_connections = 100" \
     "bridgecore.rate_limit_sync_pull = 0" "bridgecore.rate_limit_new_devices = 0" \
     "bridgecore.rate_limit_per_user_factor = 0"

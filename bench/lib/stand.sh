@@ -13,6 +13,19 @@ start_gateway() {
     for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
 }
 
+# prepare_doorbell_stand: builds and installs the extension and the
+# gateway's packages, sets SECRET and KEY, and stops the gateway, the
+# stand-in and the cluster on exit.
+prepare_doorbell_stand() {
+    SECRET=a-benchmark-secret-of-at-least-32-chars
+    KEY=bench-push-key-0123456789abcdef0123456789abcdef
+    make -s >/dev/null && make -s install >/dev/null
+    gateway/run --install >/dev/null
+    GW_PID=
+    SD_PID=
+    trap '[ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; [ -n "$SD_PID" ] && kill "$SD_PID" 2>/dev/null; cluster_stop' EXIT
+}
+
 # start_doorbell_stand: the Odoo stand-in, the extension, the gateway, and
 # instance "bell" polling the stand-in every 10 s, which the stand-in rings
 # after each commit (push key KEY); sets SD_PORT, SD_PID, TOKEN (an app token
