@@ -1046,8 +1046,8 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	text	   *result;
 
 	check_device(PG_ARGISNULL(0), user_id, device);
-	check_limit(PG_ARGISNULL(3), PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3), "limit", MAX_LIMIT);
-	lim = PG_GETARG_INT32(3);
+	lim = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	check_limit(PG_ARGISNULL(3), lim, "limit", MAX_LIMIT);
 
 	/* Everything of this call in one short-lived context. */
 	callcxt = AllocSetContextCreate(CurrentMemoryContext, "bridgecore sync_pull", ALLOCSET_DEFAULT_SIZES);

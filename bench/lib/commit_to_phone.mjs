@@ -1,13 +1,10 @@
 // The clients of bench/commit_to_phone.sh: a LISTEN connection, one
 // graphql-ws subscriber that pulls by REST after each message, and N
 // single-row changes in the Odoo stand-in.
-import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
+import { SYNC_AVAILABLE, fmt, require, subscriber } from "./latency.mjs";
 
-const require = createRequire(new URL("../../gateway/package.json", import.meta.url));
 const pg = require("pg");
-const { createClient } = require("graphql-ws");
-const WebSocket = require("ws");
 
 const { TOKEN, GATEWAY_URL, STANDIN_URL, DATABASE_URL } = process.env;
 const N = Number(process.env.N);
@@ -42,10 +39,9 @@ listener.on("notification", () => notified.resolve(performance.now()));
 await listener.query("LISTEN bridgecore_events");
 
 let message = waiter();
-const client = createClient({ url: GATEWAY_URL.replace(/^http/, "ws") + "/graphql", webSocketImpl: WebSocket,
-  connectionParams: { authorization: `Bearer ${TOKEN}` }, retryAttempts: 0 });
+const client = subscriber(GATEWAY_URL, TOKEN);
 const listening = waiter();
-client.subscribe({ query: 'subscription { syncAvailable(appType: "sales_app") { reason model maxId } }' }, {
+client.subscribe({ query: SYNC_AVAILABLE }, {
   next: (m) => {
     const r = m.data?.syncAvailable?.reason;
     if (r === "LISTENING") listening.resolve();
@@ -83,11 +79,6 @@ const pushes = (await post(`${STANDIN_URL}/control`, { op: "pushes" })).pushes ?
 await client.dispose();
 await listener.end();
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-};
-const fmt = (xs) => `p50 ${pct(xs, 50).toFixed(1)} ms, p99 ${pct(xs, 99).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms`;
 console.log(`${N} changes in the Odoo stand-in, poll_interval 10 s, each rung to the gateway after its commit:`);
 for (const [k, label] of [["notify", "NOTIFY at a listener"], ["message", "the subscriber's message"],
   ["pulled", "the subscriber's following pull answered"]]) {

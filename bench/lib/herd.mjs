@@ -1,14 +1,11 @@
 // The clients of bench/herd.sh: S graphql-ws subscribers, each a device
 // that pulls by REST on every message; R changes rung in by the stand-in.
 import http from "node:http";
-import { createRequire } from "node:module";
 import { readFileSync, readdirSync } from "node:fs";
 import { performance } from "node:perf_hooks";
+import { SYNC_AVAILABLE, fmt, require, subscriber } from "./latency.mjs";
 
-const require = createRequire(new URL("../../gateway/package.json", import.meta.url));
-const { createClient } = require("graphql-ws");
 const pg = require("pg");
-const WebSocket = require("ws");
 
 const { TOKEN, GATEWAY_URL, STANDIN_URL } = process.env;
 const S = Number(process.env.S);
@@ -67,11 +64,10 @@ for (let i = 0; i < S; i += 50) {
   const batch = [];
   for (let j = i; j < Math.min(S, i + 50); j++) {
     const device = `herd-${j}`;
-    const client = createClient({ url: GATEWAY_URL.replace(/^http/, "ws") + "/graphql", webSocketImpl: WebSocket,
-      connectionParams: { authorization: `Bearer ${TOKEN}` }, retryAttempts: 0 });
+    const client = subscriber(GATEWAY_URL, TOKEN);
     clients.push(client);
     batch.push(new Promise((resolve, reject) => {
-      client.subscribe({ query: 'subscription { syncAvailable(appType: "sales_app") { reason model maxId } }' }, {
+      client.subscribe({ query: SYNC_AVAILABLE }, {
         next: (m) => {
           const r = m.data?.syncAvailable?.reason;
           if (r === "LISTENING") {
@@ -139,14 +135,9 @@ await sampler.end();
 for (const c of clients) await c.dispose();
 agent.destroy();
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-};
 const sum = cpu.reduce((a, b) => a + b, 0);
 console.log(`${S} subscribers (${listening} LISTENING), each a device pulling by REST on its message; ${R} rings:`);
-console.log(`  commit to the last device's pull answer: p50 ${pct(latency, 50).toFixed(1)} ms, ` +
-  `p99 ${pct(latency, 99).toFixed(1)} ms, max ${Math.max(...latency).toFixed(1)} ms`);
+console.log(`  commit to the last device's pull answer: ${fmt(latency)}`);
 console.log(`  database server CPU per ring: ${(sum / R * 1000).toFixed(1)} ms ` +
   `(${(sum / R / S * 1e6).toFixed(0)} us per device pull; /proc, 10 ms ticks, over ${R} rings)`);
 console.log(`  active client backends, ${samples} samples: ` +

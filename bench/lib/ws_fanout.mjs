@@ -1,12 +1,10 @@
 // The clients of bench/ws_fanout.sh: S graphql-ws subscribers, N ingests.
-import { createRequire } from "node:module";
 import { fork } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
+import { SYNC_AVAILABLE, fmt, pct, require, subscriber } from "./latency.mjs";
 
-const require = createRequire(new URL("../../gateway/package.json", import.meta.url));
 const pg = require("pg");
-const { createClient } = require("graphql-ws");
 const WebSocket = require("ws");
 
 const { TOKEN, GATEWAY_URL, GATEWAY_PID, DATABASE_URL } = process.env;
@@ -28,13 +26,12 @@ const clients = [];
 // same fields through a fragment, which PostGraphile's executor runs.
 const query = process.env.FORM === "executor"
   ? 'subscription { syncAvailable(appType: "sales_app") { ...F } } fragment F on SyncAvailable { reason model maxId }'
-  : 'subscription { syncAvailable(appType: "sales_app") { reason model maxId } }';
+  : SYNC_AVAILABLE;
 const t0 = performance.now();
 for (let i = 0; i < S; i += 50) {
   const batch = [];
   for (let j = i; j < Math.min(S, i + 50); j++) {
-    const client = createClient({ url: GATEWAY_URL.replace(/^http/, "ws") + "/graphql", webSocketImpl: WebSocket,
-      connectionParams: { authorization: `Bearer ${TOKEN}` }, retryAttempts: 0 });
+    const client = subscriber(GATEWAY_URL, TOKEN);
     clients.push(client);
     batch.push(new Promise((resolve, reject) => {
       client.subscribe({ query }, {
@@ -117,11 +114,6 @@ for (let i = 0; i < N; i++) {
 for (const ws of sockets) ws.terminate();
 server.kill();
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-};
-const fmt = (xs) => `p50 ${pct(xs, 50).toFixed(1)} ms, p99 ${pct(xs, 99).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms`;
 console.log(`subscription form: ${process.env.FORM}`);
 console.log(`${S} subscribers connected and listening in ${connectSeconds.toFixed(1)} s (${listening} LISTENING)`);
 console.log(`${N} ingests, time to the last subscriber's message:`);

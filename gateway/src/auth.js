@@ -2,7 +2,7 @@
 // bridgecore.verify_token (as bridgecore_anon, the role of requests without
 // a token), which checks the signature, the expiry and the role with the
 // database's bridgecore.jwt_secret. A token the database refuses is 401.
-import { HttpError } from "./http.js";
+import { HttpError, sqlstateOf } from "./http.js";
 
 export const REALM = 'Bearer realm="bridgecore"';
 
@@ -58,7 +58,7 @@ export async function verifyToken(pool, token) {
   try {
     return claimsOf(await client.query(verifyStatement(client, token)));
   } catch (e) {
-    broken = typeof e?.code !== "string" || !/^[0-9A-Z]{5}$/.test(e.code);
+    broken = sqlstateOf(e) === null;
     throw tokenError(e);
   } finally {
     client.release(broken);

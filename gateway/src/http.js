@@ -15,6 +15,12 @@ export class HttpError extends Error {
 const DOWN_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ENOENT", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH"]);
 const DOWN_SQLSTATES = new Set(["57P01", "57P02", "57P03", "53300"]);
 
+// The SQLSTATE of an error the database sent, or null (a client or network
+// error, or one of the gateway's own).
+export function sqlstateOf(err) {
+  return typeof err?.code === "string" && /^[0-9A-Z]{5}$/.test(err.code) ? err.code : null;
+}
+
 // The HTTP status of an SQLSTATE (docs/gateway.md, Errors).
 export function statusOf(code) {
   if (/^PT[1-5][0-9][0-9]$/.test(code)) return Number(code.slice(2));
@@ -35,7 +41,7 @@ export function statusOf(code) {
 // An error of pg (or of the gateway) as an HttpError.
 export function fromError(err) {
   if (err instanceof HttpError) return err;
-  const code = typeof err?.code === "string" && /^[0-9A-Z]{5}$/.test(err.code) ? err.code : null;
+  const code = sqlstateOf(err);
   if (code === null) {
     if (DOWN_ERRORS.has(err?.code) || /Connection terminated|connect|timeout/i.test(err?.message ?? "")) {
       return new HttpError(503, "the database is unavailable", { hint: "Retry later." });

@@ -14,7 +14,7 @@ import { makePgService } from "postgraphile/adaptors/pg";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import { bearerToken, claimsOf, missingToken, tokenError, verifyStatement, verifyToken } from "./auth.js";
 import { bridgecorePlugin, maskError } from "./graphql.js";
-import { HttpError, fromError, parseObject, readBody, sendError, sendJson } from "./http.js";
+import { HttpError, fromError, parseObject, readBody, sendError, sendJson, sqlstateOf } from "./http.js";
 import { NotificationHub } from "./notifications.js";
 import { ROUTES, functionCall, requestValues } from "./routes.js";
 import { attachWebSocket } from "./websocket.js";
@@ -98,8 +98,9 @@ async function callAs(pool, token, build, role = "bridgecore_anon") {
   try {
     let results;
     if (token === null) {
+      const text = inline(client, build(null));
       queried = true;
-      results = await client.query(`SET LOCAL ROLE ${client.escapeIdentifier(role)}; ${inline(client, build(null))}`);
+      results = await client.query(`SET LOCAL ROLE ${client.escapeIdentifier(role)}; ${text}`);
       return results[1].rows[0].r;
     }
     const known = cachedClaims(token);
@@ -132,7 +133,7 @@ async function callAs(pool, token, build, role = "bridgecore_anon") {
       } catch {
         broken = true;
       }
-    } else if (queried && (typeof e?.code !== "string" || !/^[0-9A-Z]{5}$/.test(e.code))) {
+    } else if (queried && sqlstateOf(e) === null) {
       broken = true;    // not an error of the database's: the connection is in doubt
     }
     throw e;
