@@ -141,6 +141,7 @@ test("short way: a raw client reads exactly graphql-ws's next frames, the execut
 
     // A client's complete ends its subscription only: no frame for it, not even complete.
     a.send({ id: ids.short, type: "complete" });
+    assert.deepEqual(await a.settle("the complete handled"), []);
     const maxId2 = await ingest(A, "res.partner", 1);
     assert.deepEqual(await a.take(2, "the two others' NOTIFIED").then((f) => f.sort()), [
       next(ids.executor, feed(A, "NOTIFIED", "res.partner", 1, maxId2, 0)),
