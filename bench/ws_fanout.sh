@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark: WebSocket fan-out of the gateway. S concurrent graphql-ws
-# subscribers of syncAvailable on one gateway (one LISTEN connection), then
-# N ingests one after another; for each, the time from the ingest's commit
-# (the moment bridgecore.ingest returned to its client) and from the moment
-# it was sent, to the message's arrival at the last subscriber. Reports
+# subscribers of syncAvailable (every field, as apps send it) on one gateway
+# (one LISTEN connection), then N ingests one after another; for each, the
+# time from the ingest's commit (the moment bridgecore.ingest returned to
+# its client) and from the moment it was sent, to the message's arrival at
+# the last subscriber (and at the first). Reports
 # p50/p99/max over the ingests and the gateway's resident memory before the
-# subscribers and with all of them. Clients, gateway and server share the
-# machine.
-# Also the same fan-out by a bare ws server (no GraphQL, no database) in the
-# same run, as the machine's floor.
+# subscribers and with all of them, and the CPU time the gateway and the
+# clients spend per ingest. Clients, gateway and server share the machine.
+# Also, in the same run, the same subscribers (the same graphql-ws client
+# code) on a bare ws server that speaks graphql-ws (no GraphQL execution, no
+# database) and writes the gateway's frames: the machine's floor.
 # Usage: bench/ws_fanout.sh [subscribers, default 1000] [ingests, default 50] [form]
 #   form: plain (default; the document apps send, which the gateway answers
 #   without its GraphQL executor per message) or executor (the same fields

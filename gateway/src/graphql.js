@@ -259,12 +259,14 @@ const INT_FIELDS = new Set(["count", "maxId", "high"]);
 
 // A subscription document that is one syncAvailable field selecting plain
 // fields of SyncAvailable (aliases allowed; no fragments, directives or
-// variables with defaults) as {key, appType, fields: [[alias, name]]};
-// otherwise null. Such a subscription, the one apps use, is answered by
-// syncAvailableStream without running the GraphQL executor per message:
-// with a thousand subscribers the executor's per-message work was about a
-// third of the gateway's time to reach them all. The document has been
-// validated against the schema already.
+// variables with defaults) as {field (its node), key, appType, fields:
+// [[alias, name, nodes]] (one per alias, in the document's order), shape (a
+// string naming key and fields)}; otherwise null. Such a subscription, the
+// one apps use, is answered by syncAvailableStream without running the
+// GraphQL executor per message: with a thousand subscribers the executor's
+// per-message work was about a third of the gateway's time to reach them
+// all. The document has been validated against the schema already (so one
+// alias names one field).
 export function plainSyncAvailable(document, operationName, variableValues) {
   const ops = document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
   if (ops.length !== document.definitions.length) return null;
@@ -277,41 +279,60 @@ export function plainSyncAvailable(document, operationName, variableValues) {
   const value = field.arguments[0].value;
   const appType = value.kind === Kind.STRING ? value.value : value.kind === Kind.VARIABLE ? variableValues?.[value.name.value] : undefined;
   if (typeof appType !== "string") return null;
-  const fields = [];
+  const byAlias = new Map();
   for (const s of field.selectionSet.selections) {
     if (s.kind !== Kind.FIELD || s.directives?.length || s.arguments?.length || s.selectionSet || !SYNC_AVAILABLE_FIELDS.has(s.name.value)) return null;
-    fields.push([s.alias?.value ?? s.name.value, s.name.value]);
+    const alias = s.alias?.value ?? s.name.value;
+    const f = byAlias.get(alias);
+    if (f) f[2].push(s);
+    else byAlias.set(alias, [alias, s.name.value, [s]]);
   }
-  return { key: field.alias?.value ?? "syncAvailable", appType, fields };
+  const key = field.alias?.value ?? "syncAvailable";
+  const fields = [...byAlias.values()];
+  return { field, key, appType, fields, shape: JSON.stringify([key, fields.map(([alias, name]) => [alias, name])]) };
 }
 
-// The messages of a plain syncAvailable subscription (plainSyncAvailable)
-// as GraphQL results, from the same scope (bridgecore.sync_scope) and hub
-// as the field's resolver; or the error result of sync_scope.
-export async function syncAvailableStream(ctx, hub, plain) {
+// A hub message as the JSON text of the GraphQL result PostGraphile's
+// executor gives for a plain subscription: the selected fields under their
+// aliases in the document's order, null for what the message does not
+// have; an Int field whose value is not a 32-bit integer is null with an
+// error (the executor's: masked as an internal error, with its locations
+// and path).
+function renderResult(plain, m) {
+  const out = {};
+  let errors;
+  for (const [alias, name, nodes] of plain.fields) {
+    let v = name === "__typename" ? "SyncAvailable" : m[name] ?? null;
+    if (INT_FIELDS.has(name) && v !== null && !(Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31)) {
+      const why = new TypeError(`Int cannot represent ${Number.isInteger(v) ? "non 32-bit signed integer" : "non-integer"} value: ${v}`);
+      (errors ??= []).push(maskError(new GraphQLError(why.message, { nodes, path: [plain.key, alias], originalError: why })));
+      v = null;
+    }
+    out[alias] = v;
+  }
+  return JSON.stringify(errors ? { data: { [plain.key]: out }, errors } : { data: { [plain.key]: out } });
+}
+
+// A plain syncAvailable subscription (plainSyncAvailable), from the same
+// scope (bridgecore.sync_scope) and hub as the field's resolver: an async
+// iterator for graphql-ws whose first next() hands the subscription to
+// frames (the socket's writer of this subscription's "next" messages: open(),
+// buffered(), send(payloadText[, flushed])) and resolves only at its end:
+// the hub writes each message itself, its JSON made once per notification
+// for all the subscribers of one selection (shape), not through
+// graphql-ws's per-message machinery. Or, when sync_scope fails, the
+// executor's result for it (its error at the field, no data).
+export async function syncAvailableStream(ctx, hub, plain, frames) {
   let scope;
   try {
     scope = await call(ctx, "sync_scope", { app_type: plain.appType });
   } catch (e) {
-    return { data: null, errors: [maskError(new GraphQLError(e.message, { originalError: e, path: [plain.key] }))] };
+    return { errors: [maskError(new GraphQLError(e.message, { nodes: [plain.field], originalError: e }))] };
   }
   const sub = hub.subscribe(scope);
-  const project = (m) => {
-    const out = {};
-    for (const [alias, name] of plain.fields) {
-      const v = name === "__typename" ? "SyncAvailable" : m[name] ?? null;
-      if (INT_FIELDS.has(name) && v !== null && !(Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31)) {
-        return { data: null, errors: [new GraphQLError(`Int cannot represent non 32-bit signed integer value: ${v}`, { path: [plain.key, alias] })] };
-      }
-      out[alias] = v;
-    }
-    return { data: { [plain.key]: out } };
-  };
+  const out = { ...frames, shape: plain.shape, render: (m) => renderResult(plain, m) };
   return {
-    async next() {
-      const r = await sub.next();
-      return r.done ? r : { value: project(r.value), done: false };
-    },
+    next: () => sub.attach(out),
     return: () => sub.return(),
     throw: (e) => sub.throw(e),
     [Symbol.asyncIterator]() {

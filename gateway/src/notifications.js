@@ -18,6 +18,9 @@ const MAX_QUEUE = 1000;
 const PING_MS = 30_000;
 const MAX_BACKOFF_MS = 5_000;
 
+// A subscriber's messages: pulled with next() (an async iterator, for
+// PostGraphile's executor), or, once attach(out) is called, handed to out
+// as they come (the gateway's short way: graphql.js, syncAvailableStream).
 class Subscription {
   constructor(hub, scope) {
     this.hub = hub;
@@ -26,22 +29,78 @@ class Subscription {
     this.queue = [];
     this.waiter = null;
     this.done = false;
+    this.out = null;
+    this.blocked = false;       // attached: a write waits for the socket to take it
+    this.ended = null;          // attached: a promise of { done: true }, resolved by end()
+    this.finish = null;
   }
 
-  push(message) {
+  // message: the hub's message; rendered: a Map (out.shape -> out.render's
+  // result) shared by the subscribers of one notification, so that each
+  // rendering is made once per notification.
+  push(message, rendered) {
     if (this.done) return;
-    if (this.waiter) {
+    if (this.out) {
+      if (!this.blocked) return this.#send(message, rendered);
+    } else if (this.waiter) {
       const w = this.waiter;
       this.waiter = null;
-      w({ value: message, done: false });
-    } else if (this.queue.length >= MAX_QUEUE) {
+      return w({ value: message, done: false });
+    }
+    if (this.queue.length >= MAX_QUEUE) {
       this.queue = [{ reason: "MISSED", instance: this.instance }];
     } else {
       this.queue.push(message);
     }
   }
 
+  // From now on the messages go to out as they come, instead of to next():
+  // out.shape (a string) names out.render, which turns a message into the
+  // text out.send(text[, flushed]) writes; out.open() says whether the
+  // socket takes writes, out.buffered() how many bytes it has not handed to
+  // the kernel yet. A socket that does not take what it is given (its
+  // client does not read) gets nothing more until it has; meanwhile its
+  // messages wait in the queue, at most MAX_QUEUE, as for next(). The
+  // messages queued so far (LISTENING) are sent now. Returns a promise of
+  // { done: true } at the end of the subscription (also the answer of every
+  // later next()).
+  attach(out) {
+    if (this.done) return Promise.resolve({ value: undefined, done: true });
+    if (!this.out) {
+      this.out = out;
+      this.ended = new Promise((resolve) => {
+        this.finish = resolve;
+      });
+      this.#drain();
+    }
+    return this.ended;
+  }
+
+  #send(message, rendered) {
+    const out = this.out;
+    if (!out.open()) return;    // closing: graphql-ws ends the subscription
+    let text = rendered?.get(out.shape);
+    if (text === undefined) {
+      text = out.render(message);
+      rendered?.set(out.shape, text);
+    }
+    if (out.buffered() > 0) {
+      this.blocked = true;
+      out.send(text, () => {
+        this.blocked = false;
+        this.#drain();
+      });
+    } else {
+      out.send(text);
+    }
+  }
+
+  #drain() {
+    while (!this.done && !this.blocked && this.queue.length > 0) this.#send(this.queue.shift(), null);
+  }
+
   next() {
+    if (this.out) return this.ended;
     if (this.queue.length > 0) return Promise.resolve({ value: this.queue.shift(), done: false });
     if (this.done) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve) => {
@@ -59,6 +118,7 @@ class Subscription {
       this.waiter = null;
       w({ value: undefined, done: true });
     }
+    this.finish?.({ value: undefined, done: true });
   }
 
   return() {
@@ -158,7 +218,9 @@ export class NotificationHub {
 
   #broadcastMissed() {
     for (const [instance, subs] of this.byInstance) {
-      for (const s of subs) s.push({ reason: "MISSED", instance });
+      const message = { reason: "MISSED", instance };
+      const rendered = new Map();
+      for (const s of subs) s.push(message, rendered);
     }
   }
 
@@ -172,7 +234,8 @@ export class NotificationHub {
     const subs = this.byInstance.get(n?.instance);
     if (!subs) return;
     const message = { reason: "NOTIFIED", instance: n.instance, model: n.model, count: n.count, maxId: n.max_id, high: n.high };
-    for (const s of subs) if (s.models.has(n.model)) s.push(message);
+    const rendered = new Map();
+    for (const s of subs) if (s.models.has(n.model)) s.push(message, rendered);
   }
 
   // An async iterator of the messages of scope ({instance, models}); its

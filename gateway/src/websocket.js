@@ -23,6 +23,23 @@ export const CLOSE_UNAUTHORIZED = 4401;
 export const CLOSE_TRY_AGAIN_LATER = 1013;
 // setTimeout's largest delay.
 const MAX_TIMER_MS = 2 ** 31 - 1;
+// Where onSubscribe leaves the subscription's socket and id for subscribe.
+const SUBSCRIBER = Symbol("bridgecore subscriber");
+const TEXT_FRAME = { binary: false, compress: false };
+
+// The writer of one subscription's graphql-ws "next" messages on socket,
+// for the short way (graphql.js, syncAvailableStream): the text graphql-ws
+// would send, {"id":<id>,"type":"next","payload":<payload>}, made by
+// joining the payload's JSON (made once per notification and selection,
+// whatever the number of subscribers) to this subscription's id.
+function nextFrames(socket, id) {
+  const head = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
+  return {
+    open: () => socket.readyState === socket.OPEN,
+    buffered: () => socket.bufferedAmount,
+    send: (payload, flushed) => socket.send(head + payload + "}", TEXT_FRAME, flushed),
+  };
+}
 
 // A close reason is at most 123 bytes.
 function closeReason(text) {
@@ -43,15 +60,25 @@ function refuseUpgrade(socket, err) {
 // Adds the WebSocket endpoint to server (messages of at most maxPayload
 // bytes); returns { close(), get connections() }.
 export function attachWebSocket({ server, serv, pool, hub, maxPayload, path = "/graphql" }) {
-  const wss = new WebSocketServer({ noServer: true, maxPayload });
+  // No permessage-deflate (ws's default, said here): compressing
+  // messages of about 150 bytes for each of a thousand sockets would cost
+  // more than it saves.
+  const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false });
   const wsConfig = makeGraphQLWSConfig(serv);
   useServer({
     ...wsConfig,
+    async onSubscribe(ctx, id, payload) {
+      const args = await wsConfig.onSubscribe(ctx, id, payload);
+      if (args && !Array.isArray(args)) args[SUBSCRIBER] = { socket: ctx.extra.socket, id };
+      return args;
+    },
     // The subscription apps use takes the short way (graphql.js,
-    // plainSyncAvailable); any other operation runs in PostGraphile.
+    // plainSyncAvailable, syncAvailableStream); any other operation runs
+    // in PostGraphile.
     async subscribe(args) {
       const plain = plainSyncAvailable(args.document, args.operationName, args.variableValues);
-      return plain ? syncAvailableStream(args.contextValue, hub, plain) : wsConfig.subscribe(args);
+      const { socket, id } = args[SUBSCRIBER];
+      return plain ? syncAvailableStream(args.contextValue, hub, plain, nextFrames(socket, id)) : wsConfig.subscribe(args);
     },
     async onConnect(ctx) {
       const { socket, request } = ctx.extra;
