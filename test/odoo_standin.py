@@ -27,6 +27,13 @@ plus _webhook_metadata {event_id, event_type, model, record_id,
 timestamp}.  Pushes go out from a thread of their own, in commit order;
 the control op "pushes" returns their log (id, HTTP status, seconds).
 
+With --databases N it also serves the databases DB_1 to DB_N (DB is
+--db), each with its own log, faults and settings (a request goes to the
+database it names; a control op to its "db", else to the default one), as
+one Odoo server hosting many databases. The control op "set" with
+"hang": S holds every request of that database S seconds, then resets the
+connection (a hung Odoo); "hang": 0 ends it.
+
     test/odoo_standin.py --port 8069 [--generate 5]   # 5 random events/s
     test/odoo_standin.py --push-url http://127.0.0.1:8080/api/v1/webhooks/receive --push-key KEY
 """
@@ -175,6 +182,7 @@ class State:
         self.configs = {}         # id -> webhook.config row
         self.next_config_id = 1
         self.search_read_delay = 0.0  # seconds each update.webhook search_read waits
+        self.hang = 0.0           # seconds every request is held before a reset (a hung Odoo)
         self.push_url = None      # where new rows are pushed (the doorbell), or None
         self.push_key = None      # their X-API-Key
         self.push_log = []        # [{"id", "status", "seconds", "at"}] of the pushes sent
@@ -241,7 +249,14 @@ def pusher():
                                    "seconds": round(time.monotonic() - started, 6)})
 
 
-STATE = None
+STATE = None     # the default database's state
+STATES = {}      # database name -> State: the default and those of --databases
+
+
+def state_of(db):
+    """The state of a database; the default one's for any other name (so
+    that a wrong name is refused by its checks, as before)."""
+    return STATES.get(db, STATE) if isinstance(db, str) else STATE
 
 
 def match(row, domain):
@@ -618,8 +633,7 @@ def webhook_config_kw(st, method, margs, kwargs):
         return [render(r, a.get("fields"), known) for r in found]
 
 
-def execute_kw(params):
-    st = STATE
+def execute_kw(st, params):
     args = params.get("args", [])
     if len(args) < 5:
         raise OdooError("builtins.TypeError", "execute_kw() missing required positional arguments")
@@ -677,8 +691,7 @@ class RawRows(list):
     """Pre-rendered rows, joined as text (the benchmark's fast path)."""
 
 
-def common(params):
-    st = STATE
+def common(st, params):
     method, args = params.get("method"), params.get("args", [])
     if method == "version":
         return {"server_version": "17.0", "server_version_info": [17, 0, 0, "final", 0, ""],
@@ -748,15 +761,24 @@ class Handler(BaseHTTPRequestHandler):
             return self.control(raw)
         if self.path != "/jsonrpc":
             return self.send_body(404, b"<html><body>404 Not Found</body></html>", "text/html")
-        st = STATE
-        with st.lock:
-            st.requests += 1
-            fault = st.faults.pop(0) if st.faults else None
-        if fault and self.apply_fault(fault):
-            return
         try:
             req = json.loads(raw)
         except ValueError:
+            req = None
+        params = req.get("params") if isinstance(req, dict) else None
+        args = params.get("args") if isinstance(params, dict) else None
+        st = state_of(args[0] if isinstance(args, list) and args else None)
+        with st.lock:
+            st.requests += 1
+            fault = st.faults.pop(0) if st.faults else None
+            hang = st.hang
+        if hang:
+            # A hung Odoo: the request is held, then the connection reset.
+            time.sleep(hang)
+            return self.close_hard()
+        if fault and self.apply_fault(fault):
+            return
+        if not isinstance(req, dict):
             return self.send_body(400, b"Invalid JSON data", "text/plain")
         req_id, params = req.get("id"), req.get("params") or {}
         try:
@@ -768,9 +790,9 @@ class Handler(BaseHTTPRequestHandler):
                 raise OdooError("odoo.http.SessionExpiredException", "Session expired", code=100)
             service = params.get("service")
             if service == "common":
-                result = common(params)
+                result = common(st, params)
             elif service == "object":
-                result = execute_kw(params)
+                result = execute_kw(st, params)
             else:
                 raise OdooError("builtins.KeyError", "No such service %r" % service)
         except OdooError as e:
@@ -836,8 +858,8 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def control(self, raw):
-        st = STATE
         cmd = json.loads(raw or b"{}")
+        st = state_of(cmd.get("db"))
         op = cmd.get("op")
         out = {"ok": True}
         with st.lock:
@@ -906,6 +928,8 @@ class Handler(BaseHTTPRequestHandler):
                     st.failed_logins, st.lockout_until = 0, 0
                 if "ir_model_access" in cmd:
                     st.ir_model_access = bool(cmd["ir_model_access"])
+                if "hang" in cmd:
+                    st.hang = float(cmd["hang"])
                 if "search_read_delay" in cmd:
                     st.search_read_delay = float(cmd["search_read_delay"])
                 if "push_url" in cmd:
@@ -967,8 +991,13 @@ def main():
     ap.add_argument("--generate", type=float, default=0, help="random events per second")
     ap.add_argument("--push-url", help="push each new row to this URL (the doorbell) after it is committed")
     ap.add_argument("--push-key", help="the X-API-Key of the pushes")
+    ap.add_argument("--databases", type=int, default=0,
+                    help="also serve N more databases, named DB_1 to DB_N, each with its own log")
     opts = ap.parse_args()
     STATE = State(opts.db, opts.login, opts.password)
+    STATES[opts.db] = STATE
+    for i in range(1, opts.databases + 1):
+        STATES["%s_%d" % (opts.db, i)] = State("%s_%d" % (opts.db, i), opts.login, opts.password)
     STATE.push_url, STATE.push_key = opts.push_url, opts.push_key
     threading.Thread(target=pusher, daemon=True).start()
     server = ThreadingHTTPServer((opts.host, opts.port), Handler)
