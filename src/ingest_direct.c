@@ -213,6 +213,30 @@ log_is_known(Relation rel, AttrNumber *attno)
 	return true;
 }
 
+/* v as width decimal digits, zero-padded */
+static void
+put_digits(char *out, int v, int width)
+{
+	for (int i = width - 1; i >= 0; i--)
+	{
+		out[i] = '0' + v % 10;
+		v /= 10;
+	}
+}
+
+static void
+append_int64(StringInfo buf, int64 v)
+{
+	char		text[MAXINT8LEN + 1];
+
+#if PG_VERSION_NUM >= 140000
+	appendBinaryStringInfo(buf, text, pg_lltoa(v, text));
+#else
+	pg_lltoa(v, text);
+	appendStringInfoString(buf, text);
+#endif
+}
+
 /* bridgecore._iso(ts): to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') */
 static void
 append_iso(StringInfo buf, TimestampTz ts)
@@ -223,8 +247,24 @@ append_iso(StringInfo buf, TimestampTz ts)
 	if (!TIMESTAMP_NOT_FINITE(ts) && timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) == 0 &&
 		tm.tm_year >= 1 && tm.tm_year <= 9999)
 	{
-		appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02dZ\"", tm.tm_year, tm.tm_mon,
-						 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		char		text[23];
+
+		/* "YYYY-MM-DDTHH:MM:SSZ" (appendStringInfo's formatting costs more than the rest) */
+		text[0] = '"';
+		put_digits(text + 1, tm.tm_year, 4);
+		text[5] = '-';
+		put_digits(text + 6, tm.tm_mon, 2);
+		text[8] = '-';
+		put_digits(text + 9, tm.tm_mday, 2);
+		text[11] = 'T';
+		put_digits(text + 12, tm.tm_hour, 2);
+		text[14] = ':';
+		put_digits(text + 15, tm.tm_min, 2);
+		text[17] = ':';
+		put_digits(text + 18, tm.tm_sec, 2);
+		text[20] = 'Z';
+		text[21] = '"';
+		appendBinaryStringInfo(buf, text, 22);
 		return;
 	}
 	/* what only to_char itself writes as to_char does (no value the decoder takes) */
@@ -253,9 +293,13 @@ append_text_or_null(StringInfo buf, const char *s)
 static void
 render_doc(StringInfo buf, int64 id, const DecodedEvent *e, Jsonb *payload, ArrayType *changed)
 {
-	appendStringInfo(buf, "{\"id\" : " INT64_FORMAT ", \"model\" : ", id);
+	appendStringInfoString(buf, "{\"id\" : ");
+	append_int64(buf, id);
+	appendStringInfoString(buf, ", \"model\" : ");
 	escape_json(buf, e->model);
-	appendStringInfo(buf, ", \"record_id\" : " INT64_FORMAT ", \"event\" : ", e->record_id);
+	appendStringInfoString(buf, ", \"record_id\" : ");
+	append_int64(buf, e->record_id);
+	appendStringInfoString(buf, ", \"event\" : ");
 	escape_json(buf, e->event);
 	appendStringInfoString(buf, ", \"timestamp\" : ");
 	append_iso(buf, e->occurred_at);
@@ -289,7 +333,7 @@ render_doc(StringInfo buf, int64 id, const DecodedEvent *e, Jsonb *payload, Arra
 		appendStringInfoString(buf, "null");
 	appendStringInfoString(buf, ", \"user_id\" : ");
 	if (e->has_user)
-		appendStringInfo(buf, INT64_FORMAT, e->odoo_user_id);
+		append_int64(buf, e->odoo_user_id);
 	else
 		appendStringInfoString(buf, "null");
 	appendStringInfoChar(buf, '}');
