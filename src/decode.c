@@ -622,6 +622,7 @@ decode_record(json_object *rec, uint8 scan_flags, DecodedEvent *out)
 	{
 		json_object *changed = NULL;
 
+		out->payload_value = v;
 		out->payload = pstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
 															  JSON_C_TO_STRING_NOSLASHESCAPE));
 		if (json_object_is_type(v, json_type_object) &&

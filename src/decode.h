@@ -24,6 +24,7 @@ typedef struct DecodedEvent
 	const char *priority;		/* NULL when empty */
 	const char *category;		/* NULL when empty */
 	char	   *payload;		/* JSON text, NULL when empty */
+	json_object *payload_value; /* the same, parsed (the record's, not a copy) */
 	char	   *changed_fields; /* text[] literal, NULL when absent */
 	bool		has_user;
 	int64		odoo_user_id;

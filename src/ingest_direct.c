@@ -44,6 +44,7 @@
 #include "executor/execPartition.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "partitioning/partdesc.h"
@@ -55,6 +56,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -339,6 +341,87 @@ render_doc(StringInfo buf, int64 id, const DecodedEvent *e, Jsonb *payload, Arra
 	appendStringInfoChar(buf, '}');
 }
 
+/*
+ * Pushes v, a value of a record json-c parsed, into a jsonb under
+ * construction, as jsonb_in would from v's text (json-c's serialization of
+ * it, DecodedEvent.payload): numbers through numeric_in from the very text
+ * json-c writes for them, strings and keys as json-c decoded them.  The
+ * decoder has refused what jsonb could not hold (NUL, invalid UTF-8, NaN,
+ * numbers numeric cannot hold or JSON cannot write).  Saves jsonb_in's
+ * parse of the payload text.
+ */
+static JsonbValue *
+push_jsonb(JsonbParseState **state, json_object *v, JsonbIteratorToken token)
+{
+	JsonbValue	jv;
+
+	check_stack_depth();
+	switch (json_object_get_type(v))
+	{
+		case json_type_object:
+			{
+				(void) pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+				{
+					json_object_object_foreach(v, key, val)
+					{
+						jv.type = jbvString;
+						jv.val.string.val = key;
+						jv.val.string.len = strlen(key);
+						(void) pushJsonbValue(state, WJB_KEY, &jv);
+						(void) push_jsonb(state, val, WJB_VALUE);
+					}
+				}
+				return pushJsonbValue(state, WJB_END_OBJECT, NULL);
+			}
+		case json_type_array:
+			(void) pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
+			for (size_t i = 0; i < json_object_array_length(v); i++)
+				(void) push_jsonb(state, json_object_array_get_idx(v, i), WJB_ELEM);
+			return pushJsonbValue(state, WJB_END_ARRAY, NULL);
+		case json_type_null:
+			jv.type = jbvNull;
+			break;
+		case json_type_boolean:
+			jv.type = jbvBool;
+			jv.val.boolean = json_object_get_boolean(v);
+			break;
+		case json_type_int:
+		case json_type_double:
+			jv.type = jbvNumeric;
+			jv.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																 CStringGetDatum(json_object_get_string(v)),
+																 ObjectIdGetDatum(InvalidOid),
+																 Int32GetDatum(-1)));
+			break;
+		case json_type_string:
+			jv.type = jbvString;
+			jv.val.string.val = (char *) json_object_get_string(v);
+			jv.val.string.len = json_object_get_string_len(v);
+			break;
+	}
+	if (*state == NULL)
+	{
+		/* a scalar alone: jsonb keeps it as a one-element raw scalar array */
+		JsonbValue	va;
+
+		va.type = jbvArray;
+		va.val.array.rawScalar = true;
+		va.val.array.nElems = 1;
+		(void) pushJsonbValue(state, WJB_BEGIN_ARRAY, &va);
+		(void) pushJsonbValue(state, WJB_ELEM, &jv);
+		return pushJsonbValue(state, WJB_END_ARRAY, NULL);
+	}
+	return pushJsonbValue(state, token, &jv);
+}
+
+static Jsonb *
+payload_jsonb(json_object *v)
+{
+	JsonbParseState *state = NULL;
+
+	return JsonbValueToJsonb(push_jsonb(&state, v, WJB_ELEM));
+}
+
 /* Batch order: by Odoo id, a repeat after its first copy. */
 static int
 by_odoo_id(const void *a, const void *b)
@@ -619,7 +702,7 @@ ingest_direct(int32 instance_id, const char *instance_name, DecodedEvent **ev, i
 			SET(C_CATEGORY, CStringGetTextDatum(e->category));
 		if (e->payload)
 		{
-			payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(e->payload)));
+			payload = payload_jsonb(e->payload_value);
 			SET(C_PAYLOAD, JsonbPGetDatum(payload));
 		}
 		if (e->changed_fields)

@@ -85,3 +85,23 @@ SELECT bridgecore.ingest('main', $$[
 SELECT odoo_id, doc FROM bridgecore.event WHERE odoo_id = 80;
 SELECT format('DROP TRIGGER t ON %s', (SELECT tableoid::regclass FROM bridgecore.event ORDER BY id DESC LIMIT 1)) \gexec
 DROP FUNCTION pg_temp.noop();
+
+-- The payload's jsonb is built from the parsed record: the same value
+-- jsonb_in makes of its text, for scalars, big and odd numbers, nesting.
+CREATE TEMP TABLE payloads AS
+SELECT 90 + n AS odoo_id, p FROM unnest(ARRAY[
+  '5', '"text \u00e9 \ud83d\ude00"', 'true', '[]', '{}', '-0', '-0.0', '1.50', '1e400', '-1E-7',
+  '18446744073709551615', '9223372036854775807', '-9223372036854775808', '0.000000000000000000001',
+  '{"b": {"c": [1, [2, [3, {"d": null}]]]}, "a": "\"\\\/\b\f\n\r\t\u0001"}'
+]) WITH ORDINALITY u(p, n);
+SELECT bridgecore.ingest('main', (SELECT json_agg(json_build_object('id', odoo_id, 'model', 'x.payload',
+        'record_id', 1, 'event', 'write', 'timestamp', '2025-11-18 00:00:00', 'payload', p::json)) FROM payloads))
+       - 'instance' AS stored;
+SELECT p.odoo_id, p.p, e.payload FROM payloads p LEFT JOIN bridgecore.event e ON e.odoo_id = p.odoo_id AND e.model = 'x.payload'
+ WHERE e.payload IS DISTINCT FROM p.p::jsonb OR e.payload::text IS DISTINCT FROM p.p::jsonb::text;
+SELECT bridgecore.ingest('main', '[{"id": 120, "model": "x.payload", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00", "payload": {"a": 1, "b": 2, "a": 3}}]') -> 'inserted' AS inserted;
+SELECT payload, payload = '{"a": 1, "b": 2, "a": 3}'::jsonb AS as_jsonb_in FROM bridgecore.event WHERE odoo_id = 120;
+DROP TABLE payloads;
+SELECT count(*) AS docs_unlike_event_doc FROM bridgecore.event
+ WHERE doc::text IS DISTINCT FROM bridgecore._event_doc(id, model, record_id, event, occurred_at, priority,
+                                                          category, payload, changed_fields, odoo_user_id)::text;
