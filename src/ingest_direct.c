@@ -457,6 +457,7 @@ typedef struct ModelTally
 static SPIPlanPtr stored_plan = NULL;
 static SPIPlanPtr summary_plan = NULL;
 static SPIPlanPtr resolve_plan = NULL;
+static SPIPlanPtr unsettled_plan = NULL;
 
 static void
 prepare_plans(void)
@@ -491,6 +492,17 @@ prepare_plans(void)
 			"   SET events = s.events + EXCLUDED.events, max_id = GREATEST(s.max_id, EXCLUDED.max_id),"
 			"       newest_at = GREATEST(s.newest_at, EXCLUDED.newest_at)",
 			6, types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	if (unsettled_plan == NULL)
+	{
+		Oid			types[3] = {INT4OID, INT8OID, INT8OID};
+
+		/* whether any dead letter in the batch's range of ids waits (seldom) */
+		unsettled_plan = bc_prepare_kept_opts(
+			"SELECT 1 FROM bridgecore.dead_letter d"
+			" WHERE d.instance_id = $1 AND d.odoo_id BETWEEN $2 AND $3"
+			"   AND d.status IN ('pending', 'retrying', 'ignored') LIMIT 1",
+			3, types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	if (resolve_plan == NULL)
 	{
@@ -803,10 +815,20 @@ ingest_direct(int32 instance_id, const char *instance_name, DecodedEvent **ev, i
 			elog(ERROR, "could not update bridgecore.partition_summary");
 	}
 	{
-		Datum		args[2] = {Int32GetDatum(instance_id), int8_array(inserted, nrows)};
+		Datum		range[3] = {Int32GetDatum(instance_id), Int64GetDatum(inserted[0]),
+		Int64GetDatum(inserted[nrows - 1])};
+		Datum		args[2];
 
-		if (SPI_execute_plan(resolve_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not settle dead letters");
+		/* the batch's ids are in order: one look at their range first */
+		if (SPI_execute_plan(unsettled_plan, range, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up dead letters");
+		if (SPI_processed > 0)
+		{
+			args[0] = Int32GetDatum(instance_id);
+			args[1] = int8_array(inserted, nrows);
+			if (SPI_execute_plan(resolve_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not settle dead letters");
+		}
 	}
 
 	/* one NOTIFY per model (a model's events may lie in two partitions) */

@@ -105,3 +105,8 @@ DROP TABLE payloads;
 SELECT count(*) AS docs_unlike_event_doc FROM bridgecore.event
  WHERE doc::text IS DISTINCT FROM bridgecore._event_doc(id, model, record_id, event, occurred_at, priority,
                                                           category, payload, changed_fields, odoo_user_id)::text;
+
+-- A record stored now settles its earlier dead letter, inside a batch's range of ids.
+SELECT bridgecore.ingest('main', '[{"id": 131, "model": "bad model", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}]') -> 'dead_lettered' AS dead;
+SELECT bridgecore.ingest('main', '[{"id": 130, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}, {"id": 131, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}, {"id": 132, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}]') -> 'inserted' AS inserted;
+SELECT odoo_id, status FROM bridgecore.dead_letter WHERE odoo_id = 131;
