@@ -208,7 +208,7 @@ insert_with_statement(int32 instance_id, const char *instance_name, DecodedEvent
 		cols[3][i] = CStringGetTextDatum(e->event);
 		cols[4][i] = text_or_null(e->priority, &nulls[4][i]);
 		cols[5][i] = text_or_null(e->category, &nulls[5][i]);
-		cols[6][i] = text_or_null(e->payload, &nulls[6][i]);
+		cols[6][i] = text_or_null(decoded_payload_text(e), &nulls[6][i]);
 		cols[7][i] = text_or_null(e->changed_fields, &nulls[7][i]);
 		cols[8][i] = Int64GetDatum(e->odoo_user_id);
 		nulls[8][i] = !e->has_user;

@@ -344,7 +344,7 @@ render_doc(StringInfo buf, int64 id, const DecodedEvent *e, Jsonb *payload, Arra
 /*
  * Pushes v, a value of a record json-c parsed, into a jsonb under
  * construction, as jsonb_in would from v's text (json-c's serialization of
- * it, DecodedEvent.payload): numbers through numeric_in from the very text
+ * it, decoded_payload_text()): numbers through numeric_in from the very text
  * json-c writes for them, strings and keys as json-c decoded them.  The
  * decoder has refused what jsonb could not hold (NUL, invalid UTF-8, NaN,
  * numbers numeric cannot hold or JSON cannot write).  Saves jsonb_in's
@@ -712,7 +712,7 @@ ingest_direct(int32 instance_id, const char *instance_name, DecodedEvent **ev, i
 												ObjectIdGetDatum(TupleDescAttr(RelationGetDescr(partrel), part_attno[C_PRIORITY] - 1)->atttypid)));
 		if (e->category)
 			SET(C_CATEGORY, CStringGetTextDatum(e->category));
-		if (e->payload)
+		if (e->payload_value)
 		{
 			payload = payload_jsonb(e->payload_value);
 			SET(C_PAYLOAD, JsonbPGetDatum(payload));
