@@ -8,9 +8,9 @@
  * reaches the same function through bridgecore._ingest(), so both paths
  * store and dead-letter identically by construction.
  *
- * The valid records go in with one prepared INSERT over arrays, so a batch
- * costs one statement however large it is.  Runs inside the caller's
- * transaction and SPI connection.
+ * The valid records go into the log as COPY puts rows in (ingest_direct.c),
+ * or, for a log that path does not know, with one prepared INSERT over
+ * arrays.  Runs inside the caller's transaction and SPI connection.
  */
 #include "ingest.h"
 #include "decode.h"
