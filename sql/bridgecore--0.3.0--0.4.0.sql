@@ -1591,3 +1591,74 @@ AS 'MODULE_PATHNAME', 'bridgecore_check_device';
 CREATE OR REPLACE FUNCTION bridgecore._check_limit(value integer, name text, max_value integer)
 RETURNS void LANGUAGE c IMMUTABLE
 AS 'MODULE_PATHNAME', 'bridgecore_check_limit';
+
+-- A batch without holes opens no gap: _advance_cursor skips its loop over the batch.
+CREATE OR REPLACE FUNCTION bridgecore._advance_cursor(inst_id integer, seen bigint[], gap_window interval,
+                                           inserted bigint, newest timestamptz,
+                                           max_gaps integer DEFAULT 1000,
+                                           OUT cursor bigint, OUT gaps bigint[])
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    old_cursor bigint;
+    lowest bigint;
+    budget integer;
+    prev bigint;
+    upto bigint;
+    next_id bigint;
+BEGIN
+    SELECT i.cursor INTO old_cursor FROM bridgecore.instance i WHERE i.id = inst_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'instance % does not exist', inst_id USING ERRCODE = 'undefined_object';
+    END IF;
+    cursor := greatest(old_cursor, (SELECT max(x) FROM unnest(seen) x));
+    -- Gaps given up on: a dead letter waiting for its re-fetch is pending again.
+    WITH expired AS (
+        DELETE FROM bridgecore.gap g WHERE g.instance_id = inst_id
+           AND (g.odoo_id = ANY (seen) OR g.noticed_at < now() - gap_window)
+        RETURNING g.odoo_id
+    )
+    UPDATE bridgecore.dead_letter d SET status = 'pending'
+      FROM expired e
+     WHERE d.instance_id = inst_id AND d.odoo_id = e.odoo_id AND d.status = 'retrying'
+       AND e.odoo_id <> ALL (seen);
+    -- New gaps: ids between the old cursor and the new one that Odoo did
+    -- not return. On an instance's first batch also the ids just below its
+    -- lowest one, which a long Odoo transaction may still commit. The work
+    -- is bounded by the batch and max_gaps, never by the distance between
+    -- ids: one hole at a time, in id order, each cut to what is left.
+    IF cursor > old_cursor THEN
+        lowest := CASE WHEN old_cursor = 0
+                       THEN greatest(1, (SELECT min(x) FROM unnest(seen) x WHERE x > 0) - max_gaps)
+                       ELSE old_cursor + 1 END;
+        -- Every id from lowest to the new cursor seen (a batch without
+        -- holes, the common case): no gap to open, no loop over the batch.
+        IF (SELECT count(DISTINCT x) FROM unnest(seen) x WHERE x >= lowest) < cursor - lowest + 1 THEN
+            budget := max_gaps - (SELECT count(*) FROM bridgecore.gap x WHERE x.instance_id = inst_id);
+            prev := lowest - 1;
+            FOR next_id IN SELECT DISTINCT x FROM unnest(seen) x WHERE x >= lowest ORDER BY x LOOP
+                EXIT WHEN budget <= 0;
+                IF next_id > prev + 1 THEN
+                    upto := CASE WHEN next_id - prev - 1 <= budget THEN next_id - 1 ELSE prev + budget END;
+                    INSERT INTO bridgecore.gap (instance_id, odoo_id)
+                    SELECT inst_id, g FROM generate_series(prev + 1, upto) g
+                    ON CONFLICT DO NOTHING;
+                    budget := budget - (upto - prev)::integer;
+                END IF;
+                prev := next_id;
+            END LOOP;
+        END IF;
+    END IF;
+    gaps := ARRAY(SELECT g.odoo_id FROM bridgecore.gap g WHERE g.instance_id = inst_id ORDER BY g.odoo_id);
+
+    UPDATE bridgecore.instance i
+       SET cursor = _advance_cursor.cursor,
+           state = 'ok', consecutive_failures = 0, next_attempt_at = NULL,
+           last_success_at = now(),
+           events_ingested = i.events_ingested + inserted,
+           newest_event_at = greatest(i.newest_event_at, newest)
+     WHERE i.id = inst_id;
+END
+$$;

@@ -522,6 +522,21 @@ unstorable_text(uint8 scan_flags)
 }
 
 /*
+ * The payload of a decoded event as JSON text (json-c's serialization,
+ * which jsonb_in takes), or NULL when it has none: written only when asked
+ * for, since the store path builds the jsonb from the parsed value.
+ */
+const char *
+decoded_payload_text(DecodedEvent *ev)
+{
+	if (ev->payload == NULL && ev->payload_value != NULL)
+		ev->payload = pstrdup(json_object_to_json_string_ext(ev->payload_value,
+															 JSON_C_TO_STRING_PLAIN |
+															 JSON_C_TO_STRING_NOSLASHESCAPE));
+	return ev->payload;
+}
+
+/*
  * Decodes rec, one element of a batch json-c parsed; scan_flags are what
  * json_scan_records() found in its text.
  */
@@ -622,8 +637,7 @@ decode_record(json_object *rec, uint8 scan_flags, DecodedEvent *out)
 	{
 		json_object *changed = NULL;
 
-		out->payload = pstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-															  JSON_C_TO_STRING_NOSLASHESCAPE));
+		out->payload_value = v;
 		if (json_object_is_type(v, json_type_object) &&
 			json_object_object_get_ex(v, "_changed_fields", &changed) &&
 			json_object_is_type(changed, json_type_array))

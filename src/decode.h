@@ -23,7 +23,8 @@ typedef struct DecodedEvent
 	TimestampTz occurred_at;
 	const char *priority;		/* NULL when empty */
 	const char *category;		/* NULL when empty */
-	char	   *payload;		/* JSON text, NULL when empty */
+	json_object *payload_value; /* the record's payload (not a copy), NULL when empty */
+	char	   *payload;		/* its JSON text once decoded_payload_text() wrote it */
 	char	   *changed_fields; /* text[] literal, NULL when absent */
 	bool		has_user;
 	int64		odoo_user_id;
@@ -32,6 +33,7 @@ typedef struct DecodedEvent
 } DecodedEvent;
 
 extern void decode_record(json_object *rec, uint8 scan_flags, DecodedEvent *out);
+extern const char *decoded_payload_text(DecodedEvent *ev);
 extern char *dead_letter_record_text(json_object *rec, const ScannedRecord *scanned);
 
 #endif

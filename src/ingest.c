@@ -8,9 +8,9 @@
  * reaches the same function through bridgecore._ingest(), so both paths
  * store and dead-letter identically by construction.
  *
- * The valid records go in with one prepared INSERT over arrays, so a batch
- * costs one statement however large it is.  Runs inside the caller's
- * transaction and SPI connection.
+ * The valid records go into the log as COPY puts rows in (ingest_direct.c),
+ * or, for a log that path does not know, with one prepared INSERT over
+ * arrays.  Runs inside the caller's transaction and SPI connection.
  */
 #include "ingest.h"
 #include "decode.h"
@@ -180,6 +180,71 @@ superseded(DecodedEvent *ev, int i, int n)
 }
 
 /*
+ * The valid records through the prepared INSERT statement: for a log the
+ * direct path does not know (ingest_direct.c), such as one before 0.4.0.
+ */
+static void
+insert_with_statement(int32 instance_id, const char *instance_name, DecodedEvent **valid,
+					  int nvalid, IngestSummary *summary, TimestampTz started)
+{
+	static const Oid elem_types[NCOLS] = {INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID};
+	Datum	   *cols[NCOLS];
+	bool	   *nulls[NCOLS];
+	Datum		args[NCOLS + 2];
+
+	for (int c = 0; c < NCOLS; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * nvalid);
+		nulls[c] = palloc0(sizeof(bool) * nvalid);
+	}
+	for (int i = 0; i < nvalid; i++)
+	{
+		DecodedEvent *e = valid[i];
+
+		cols[0][i] = Int64GetDatum(e->odoo_id);
+		cols[1][i] = CStringGetTextDatum(e->model);
+		cols[2][i] = Int64GetDatum(e->record_id);
+		cols[3][i] = CStringGetTextDatum(e->event);
+		cols[4][i] = text_or_null(e->priority, &nulls[4][i]);
+		cols[5][i] = text_or_null(e->category, &nulls[5][i]);
+		cols[6][i] = text_or_null(decoded_payload_text(e), &nulls[6][i]);
+		cols[7][i] = text_or_null(e->changed_fields, &nulls[7][i]);
+		cols[8][i] = Int64GetDatum(e->odoo_user_id);
+		nulls[8][i] = !e->has_user;
+		cols[9][i] = text_or_null(e->has_user ? e->odoo_user_name : NULL, &nulls[9][i]);
+		cols[10][i] = TimestampTzGetDatum(e->occurred_at);
+	}
+	args[0] = Int32GetDatum(instance_id);
+	for (int c = 0; c < NCOLS; c++)
+		args[c + 1] = make_array(cols[c], nulls[c], nvalid, elem_types[c]);
+	args[NCOLS + 1] = CStringGetTextDatum(instance_name);
+
+	/*
+	 * The existence check must see every event committed before the
+	 * ordering lock was granted, which a REPEATABLE READ or SERIALIZABLE
+	 * transaction's snapshot may predate.
+	 */
+	if ((IsolationUsesXactSnapshot()
+		 ? SPI_execute_snapshot(insert_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								false, true, 0)
+		 : SPI_execute_plan(insert_plan, args, NULL, false, 0)) != SPI_OK_SELECT)
+		elog(ERROR, "could not store events");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														SPI_tuptable->tupdesc, 1, &isnull));
+		char	   *model = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
+
+		summary->inserted += count;
+		summary->notifications++;
+		stats_count_model(instance_id, model, count,
+						  (double) (GetCurrentTimestamp() - started) / USECS_PER_SEC);
+	}
+}
+
+/*
  * Stores records, a json-c array, and scan, what json_scan_records() found
  * in the text it was parsed from (one entry per element).
  */
@@ -189,9 +254,7 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 {
 	int			n = (int) json_object_array_length(records);
 	DecodedEvent *ev = palloc0(sizeof(DecodedEvent) * Max(n, 1));
-	Datum	   *cols[NCOLS];
-	bool	   *nulls[NCOLS];
-	Datum		args[NCOLS + 2];
+	DecodedEvent **valid = palloc(sizeof(DecodedEvent *) * Max(n, 1));
 	int			nvalid = 0;
 	TimestampTz started = GetCurrentTimestamp();
 
@@ -199,12 +262,6 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 		elog(ERROR, "the batch has %d records, its text %d", n, scan->nrecords);
 	memset(summary, 0, sizeof(*summary));
 	summary->seen = palloc(sizeof(int64) * Max(n, 1));
-	for (int c = 0; c < NCOLS; c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * Max(n, 1));
-		nulls[c] = palloc0(sizeof(bool) * Max(n, 1));
-	}
-
 	if (lock_plan == NULL)
 		lock_plan = bc_prepare_kept("SELECT pg_catalog.pg_advisory_xact_lock("
 								 "'bridgecore.event'::regclass::oid::integer, 0)", 0, NULL);
@@ -231,57 +288,18 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 			summary->seen[summary->nseen++] = e->odoo_id;
 		if (e->problem)
 			continue;
-		cols[0][nvalid] = Int64GetDatum(e->odoo_id);
-		cols[1][nvalid] = CStringGetTextDatum(e->model);
-		cols[2][nvalid] = Int64GetDatum(e->record_id);
-		cols[3][nvalid] = CStringGetTextDatum(e->event);
-		cols[4][nvalid] = text_or_null(e->priority, &nulls[4][nvalid]);
-		cols[5][nvalid] = text_or_null(e->category, &nulls[5][nvalid]);
-		cols[6][nvalid] = text_or_null(e->payload, &nulls[6][nvalid]);
-		cols[7][nvalid] = text_or_null(e->changed_fields, &nulls[7][nvalid]);
-		cols[8][nvalid] = Int64GetDatum(e->odoo_user_id);
-		nulls[8][nvalid] = !e->has_user;
-		cols[9][nvalid] = text_or_null(e->has_user ? e->odoo_user_name : NULL, &nulls[9][nvalid]);
-		cols[10][nvalid] = TimestampTzGetDatum(e->occurred_at);
+		valid[nvalid++] = e;
 		if (!summary->has_newest || e->occurred_at > summary->newest)
 			summary->newest = e->occurred_at;
 		summary->has_newest = true;
-		nvalid++;
 	}
 
 	if (nvalid > 0)
 	{
-		static const Oid elem_types[NCOLS] = {INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID};
-
-		args[0] = Int32GetDatum(instance_id);
-		for (int c = 0; c < NCOLS; c++)
-			args[c + 1] = make_array(cols[c], nulls[c], nvalid, elem_types[c]);
-		args[NCOLS + 1] = CStringGetTextDatum(instance_name);
 		partition_ensure_room(nvalid);
-
-		/*
-		 * The existence check must see every event committed before the
-		 * ordering lock was granted, which a REPEATABLE READ or SERIALIZABLE
-		 * transaction's snapshot may predate.
-		 */
-		if ((IsolationUsesXactSnapshot()
-			 ? SPI_execute_snapshot(insert_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
-									false, true, 0)
-			 : SPI_execute_plan(insert_plan, args, NULL, false, 0)) != SPI_OK_SELECT)
-			elog(ERROR, "could not store events");
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			bool		isnull;
-			int64		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-															SPI_tuptable->tupdesc, 1, &isnull));
-			char	   *model = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
-
-			summary->inserted += count;
-			summary->notifications++;
-			stats_count_model(instance_id, model, count,
-							  (double) (GetCurrentTimestamp() - started) / USECS_PER_SEC);
-		}
+		if (!ingest_direct(instance_id, instance_name, valid, nvalid,
+						   OidIsValid(insert_plan_summary), started, summary))
+			insert_with_statement(instance_id, instance_name, valid, nvalid, summary, started);
 	}
 	summary->duplicates = nvalid - summary->inserted;
 

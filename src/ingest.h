@@ -5,6 +5,7 @@
 #define BRIDGECORE_INGEST_H
 
 #include "bridgecore.h"
+#include "decode.h"
 #include "json_scan.h"
 
 #include <json-c/json.h>
@@ -30,5 +31,9 @@ typedef struct IngestSummary
 extern void ingest_batch(int32 instance_id, const char *instance_name,
 						 json_object *records, const RecordScan *scan,
 						 IngestSummary *summary);
+
+/* ingest_direct.c: the valid records straight into the log, if it is the known one */
+extern bool ingest_direct(int32 instance_id, const char *instance_name, DecodedEvent **ev,
+						  int n, bool keep_summary, TimestampTz started, IngestSummary *summary);
 
 #endif

@@ -50,22 +50,26 @@ BEGIN
     -- is bounded by the batch and max_gaps, never by the distance between
     -- ids: one hole at a time, in id order, each cut to what is left.
     IF cursor > old_cursor THEN
-        budget := max_gaps - (SELECT count(*) FROM bridgecore.gap x WHERE x.instance_id = inst_id);
         lowest := CASE WHEN old_cursor = 0
                        THEN greatest(1, (SELECT min(x) FROM unnest(seen) x WHERE x > 0) - max_gaps)
                        ELSE old_cursor + 1 END;
-        prev := lowest - 1;
-        FOR next_id IN SELECT DISTINCT x FROM unnest(seen) x WHERE x >= lowest ORDER BY x LOOP
-            EXIT WHEN budget <= 0;
-            IF next_id > prev + 1 THEN
-                upto := CASE WHEN next_id - prev - 1 <= budget THEN next_id - 1 ELSE prev + budget END;
-                INSERT INTO bridgecore.gap (instance_id, odoo_id)
-                SELECT inst_id, g FROM generate_series(prev + 1, upto) g
-                ON CONFLICT DO NOTHING;
-                budget := budget - (upto - prev)::integer;
-            END IF;
-            prev := next_id;
-        END LOOP;
+        -- Every id from lowest to the new cursor seen (a batch without
+        -- holes, the common case): no gap to open, no loop over the batch.
+        IF (SELECT count(DISTINCT x) FROM unnest(seen) x WHERE x >= lowest) < cursor - lowest + 1 THEN
+            budget := max_gaps - (SELECT count(*) FROM bridgecore.gap x WHERE x.instance_id = inst_id);
+            prev := lowest - 1;
+            FOR next_id IN SELECT DISTINCT x FROM unnest(seen) x WHERE x >= lowest ORDER BY x LOOP
+                EXIT WHEN budget <= 0;
+                IF next_id > prev + 1 THEN
+                    upto := CASE WHEN next_id - prev - 1 <= budget THEN next_id - 1 ELSE prev + budget END;
+                    INSERT INTO bridgecore.gap (instance_id, odoo_id)
+                    SELECT inst_id, g FROM generate_series(prev + 1, upto) g
+                    ON CONFLICT DO NOTHING;
+                    budget := budget - (upto - prev)::integer;
+                END IF;
+                prev := next_id;
+            END LOOP;
+        END IF;
     END IF;
     gaps := ARRAY(SELECT g.odoo_id FROM bridgecore.gap g WHERE g.instance_id = inst_id ORDER BY g.odoo_id);
 

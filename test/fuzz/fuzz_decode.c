@@ -716,12 +716,12 @@ check_record(json_object *rec, const ScannedRecord *scanned, const RawRecord *ra
 		check_text("category", ev.category);
 		v = get(rec, "payload");
 		if (empty(v))
-			FUZZ_CHECK(ev.payload == NULL && ev.changed_fields == NULL, "payload for an empty one");
+			FUZZ_CHECK(decoded_payload_text(&ev) == NULL && ev.changed_fields == NULL, "payload for an empty one");
 		else
 		{
 			json_object *changed = get(v, "_changed_fields");
 
-			FUZZ_CHECK(ev.payload != NULL, "no payload");
+			FUZZ_CHECK(decoded_payload_text(&ev) != NULL, "no payload");
 			FUZZ_CHECK(oracle_json(ev.payload, strlen(ev.payload), true),
 					   "payload jsonb refuses: %.300s", ev.payload);
 			if (json_object_get_type(v) == json_type_object &&

@@ -57,3 +57,56 @@ SELECT odoo_id, reason, attempts FROM bridgecore.dead_letter WHERE odoo_id = 43;
 -- An empty batch is fine.
 SELECT bridgecore.ingest('main', '[]');
 DROP TABLE before;
+
+-- The store path renders doc in C: it is _event_doc()'s text, byte for byte,
+-- whatever the values (escapes, nulls, nested payloads, arrays with nulls).
+SELECT bridgecore.ingest('main', $$[
+ {"id": 60, "model": "res.partner", "record_id": 9, "event": "unlink", "timestamp": "0001-01-01 00:00:00", "priority": "high", "category": "a \"quoted\" \\ café\t", "payload": {"z": 1, "a": [1.50, -0, 1e3, null, true, {"k": "\u00e9\n"}], "_changed_fields": ["name", "x\"y", null, 3, {"a": 1}]}, "user_id": [7, "Ünïcode \"name\""]},
+ {"id": 61, "model": "res.partner", "record_id": -9, "event": "write", "timestamp": "9999-12-31 23:59:59", "priority": false, "category": false, "payload": false, "user_id": false},
+ {"id": 62, "model": "res.partner", "record_id": 10, "event": "create", "timestamp": "2025-11-18 00:00:00", "payload": {"_changed_fields": []}},
+ {"id": 63, "model": "res.partner", "record_id": 11, "event": "create", "timestamp": "2025-11-18 00:00:00", "payload": [1, "two"]},
+ {"id": 62, "model": "res.partner", "record_id": 12, "event": "create", "timestamp": "2025-11-18 00:00:00"}
+]$$);
+SELECT odoo_id, record_id, doc FROM bridgecore.event WHERE odoo_id BETWEEN 60 AND 63 ORDER BY id;
+SELECT count(*) AS docs_unlike_event_doc FROM bridgecore.event
+ WHERE doc::text IS DISTINCT FROM bridgecore._event_doc(id, model, record_id, event, occurred_at, priority,
+                                                          category, payload, changed_fields, odoo_user_id)::text;
+SELECT count(*) = count(DISTINCT id) AND min(received_at) > '2025-01-01' AS ids_unique FROM bridgecore.event;
+
+-- A log the direct path does not know (here: a partition with a trigger)
+-- is stored by the INSERT statement, with the same result.
+CREATE FUNCTION pg_temp.noop() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+SELECT format('CREATE TRIGGER t BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION pg_temp.noop()',
+              (SELECT tableoid::regclass FROM bridgecore.event ORDER BY id DESC LIMIT 1)) \gexec
+SELECT bridgecore.ingest('main', $$[
+ {"id": 80, "model": "stock.move", "record_id": 3, "event": "write", "timestamp": "2025-11-18 00:00:00", "payload": {"b": 2, "a": 1}},
+ {"id": 70, "model": "stock.move", "record_id": 1, "event": "create", "timestamp": "2025-11-18 00:00:00"}
+]$$);
+SELECT odoo_id, doc FROM bridgecore.event WHERE odoo_id = 80;
+SELECT format('DROP TRIGGER t ON %s', (SELECT tableoid::regclass FROM bridgecore.event ORDER BY id DESC LIMIT 1)) \gexec
+DROP FUNCTION pg_temp.noop();
+
+-- The payload's jsonb is built from the parsed record: the same value
+-- jsonb_in makes of its text, for scalars, big and odd numbers, nesting.
+CREATE TEMP TABLE payloads AS
+SELECT 90 + n AS odoo_id, p FROM unnest(ARRAY[
+  '5', '"text \u00e9 \ud83d\ude00"', 'true', '[]', '{}', '-0', '-0.0', '1.50', '1e400', '-1E-7',
+  '18446744073709551615', '9223372036854775807', '-9223372036854775808', '0.000000000000000000001',
+  '{"b": {"c": [1, [2, [3, {"d": null}]]]}, "a": "\"\\\/\b\f\n\r\t\u0001"}'
+]) WITH ORDINALITY u(p, n);
+SELECT bridgecore.ingest('main', (SELECT json_agg(json_build_object('id', odoo_id, 'model', 'x.payload',
+        'record_id', 1, 'event', 'write', 'timestamp', '2025-11-18 00:00:00', 'payload', p::json)) FROM payloads))
+       - 'instance' AS stored;
+SELECT p.odoo_id, p.p, e.payload FROM payloads p LEFT JOIN bridgecore.event e ON e.odoo_id = p.odoo_id AND e.model = 'x.payload'
+ WHERE e.payload IS DISTINCT FROM p.p::jsonb OR e.payload::text IS DISTINCT FROM p.p::jsonb::text;
+SELECT bridgecore.ingest('main', '[{"id": 120, "model": "x.payload", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00", "payload": {"a": 1, "b": 2, "a": 3}}]') -> 'inserted' AS inserted;
+SELECT payload, payload = '{"a": 1, "b": 2, "a": 3}'::jsonb AS as_jsonb_in FROM bridgecore.event WHERE odoo_id = 120;
+DROP TABLE payloads;
+SELECT count(*) AS docs_unlike_event_doc FROM bridgecore.event
+ WHERE doc::text IS DISTINCT FROM bridgecore._event_doc(id, model, record_id, event, occurred_at, priority,
+                                                          category, payload, changed_fields, odoo_user_id)::text;
+
+-- A record stored now settles its earlier dead letter, inside a batch's range of ids.
+SELECT bridgecore.ingest('main', '[{"id": 131, "model": "bad model", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}]') -> 'dead_lettered' AS dead;
+SELECT bridgecore.ingest('main', '[{"id": 130, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}, {"id": 131, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}, {"id": 132, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}]') -> 'inserted' AS inserted;
+SELECT odoo_id, status FROM bridgecore.dead_letter WHERE odoo_id = 131;
