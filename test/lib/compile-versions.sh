@@ -3,8 +3,10 @@
 # of other PostgreSQL major versions than the one installed, and prints one
 # TAP line per version:
 #
-#   ok 1 - compiles against PostgreSQL 16
-#   not ok 2 - compiles against PostgreSQL 13
+#   # /path/to/postgresql-16: PostgreSQL 16.2
+#   ok - compiles against PostgreSQL 16
+#   # /path/to/postgresql-13: PostgreSQL 13.16
+#   not ok - compiles against PostgreSQL 13
 #
 # Usage: test/lib/compile-versions.sh DIR...
 #
@@ -48,17 +50,16 @@ makefile_var() {
     sed -n "s/^$1 *= *//p" "$2" | head -n 1
 }
 
+nsrc=$(find "$root/src" -maxdepth 1 -name '*.c' | wc -l)
 echo "1..$#"
-n=0
 failed=0
 for dir in "$@"; do
-    n=$((n + 1))
     dir=${dir%/}
     if [ -f "$dir/src/include/pg_config.h" ]; then
         inc=$dir/src/include
         global=$dir/src/Makefile.global
         if [ ! -f "$global" ]; then
-            echo "not ok $n - $dir: no src/Makefile.global (not configured?)"
+            echo "not ok - $dir: no src/Makefile.global (not configured?)"
             failed=1
             continue
         fi
@@ -66,7 +67,7 @@ for dir in "$@"; do
         cppflags=$(makefile_var CPPFLAGS "$global")
         # The generated catalog and errcode headers must be there too.
         if [ ! -f "$inc/utils/errcodes.h" ] || [ ! -f "$inc/catalog/pg_type_d.h" ]; then
-            echo "not ok $n - $dir: generated headers missing (make -C src/backend generated-headers)"
+            echo "not ok - $dir: generated headers missing (make -C src/backend generated-headers)"
             failed=1
             continue
         fi
@@ -75,12 +76,13 @@ for dir in "$@"; do
         cflags="$("$pg_config" --cflags) $("$pg_config" --cflags_sl)"
         cppflags=$("$pg_config" --cppflags)
     else
-        echo "not ok $n - $dir: neither a configured source tree nor a server include directory"
+        echo "not ok - $dir: neither a configured source tree nor a server include directory"
         failed=1
         continue
     fi
     major=$(sed -n 's/^#define PG_MAJORVERSION "\(.*\)"/\1/p' "$inc/pg_config.h")
     full=$(sed -n 's/^#define PG_VERSION "\(.*\)"/\1/p' "$inc/pg_config.h")
+    echo "# $dir: PostgreSQL $full"
 
     errors=0
     for src in "$root"/src/*.c; do
@@ -94,10 +96,10 @@ for dir in "$@"; do
         fi
     done
     if [ "$errors" -eq 0 ]; then
-        echo "ok $n - compiles against PostgreSQL $major"
+        echo "ok - compiles against PostgreSQL $major"
     else
-        echo "not ok $n - compiles against PostgreSQL $major"
-        echo "# PostgreSQL $full ($dir): $errors of $(ls "$root"/src/*.c | wc -l) files failed"
+        echo "not ok - compiles against PostgreSQL $major"
+        echo "# $errors of $nsrc files failed, the compiler's messages are on stderr"
         failed=1
     fi
 done
