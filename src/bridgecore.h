@@ -42,6 +42,27 @@
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
+/*
+ * PostgreSQL 14 added message_level_is_interesting().  Before it, its test
+ * for a level below LOG (the DEBUG levels, the only ones asked about here) is
+ * written out as errstart() makes it: the server log takes the message at
+ * log_min_messages or lower, a client past authentication at
+ * client_min_messages or lower.
+ */
+#if PG_VERSION_NUM < 140000
+#include "postmaster/postmaster.h"
+#include "tcop/tcopprot.h"
+
+static inline bool
+message_level_is_interesting(int elevel)
+{
+	Assert(elevel < LOG);
+	return elevel >= log_min_messages ||
+		(whereToSendOutput == DestRemote && !ClientAuthInProgress &&
+		 elevel >= client_min_messages);
+}
+#endif
+
 /* SQLSTATE PT429: PostgREST answers it with HTTP 429 Too Many Requests. */
 #define ERRCODE_BRIDGECORE_RATE_LIMITED MAKE_SQLSTATE('P', 'T', '4', '2', '9')
 /* SQLSTATE PT401: PostgREST answers it with HTTP 401 Unauthorized. */

@@ -422,10 +422,22 @@ static bool
 json_type_accepts(char *text)
 {
 	size_t		len = strlen(text);
+#if PG_VERSION_NUM >= 170000
+	JsonLexContext lex;
+	bool		ok;
 
+	/* PostgreSQL 17 lexes into a context the caller gives and frees. */
+	if (!pg_verify_mbstr(PG_UTF8, text, (int) len, true))
+		return false;
+	makeJsonLexContextCstringLen(&lex, text, len, PG_UTF8, false);
+	ok = pg_parse_json(&lex, &nullSemAction) == JSON_SUCCESS;
+	freeJsonLexContext(&lex);
+	return ok;
+#else
 	return pg_verify_mbstr(PG_UTF8, text, (int) len, true) &&
 		pg_parse_json(makeJsonLexContextCstringLen(text, (int) len, PG_UTF8, false),
 					  &nullSemAction) == JSON_SUCCESS;
+#endif
 }
 
 /*
