@@ -281,6 +281,31 @@ test("bridgecore_gateway.call_as runs for the gateway's login role only", async 
   }
 });
 
+test("a login role that may not create call_as: known tokens' calls go as one message, with the same checks", async () => {
+  await db.query("DROP ROLE IF EXISTS bridgecore_gateway_guest");
+  await db.query("CREATE ROLE bridgecore_gateway_guest LOGIN NOINHERIT;" +
+    " GRANT bridgecore_anon, bridgecore_app, bridgecore_admin, bridgecore_monitor TO bridgecore_gateway_guest;" +
+    " GRANT USAGE ON SCHEMA bridgecore TO bridgecore_gateway_guest");   // for the start's check of the extension
+  const url = new URL(process.env.DATABASE_URL);
+  url.searchParams.set("user", "bridgecore_gateway_guest");
+  const gw = await startGateway({ databaseUrl: url.toString(), secret: SECRET, host: "127.0.0.1", port: 0, maxBodySize: 1024 * 1024 });
+  try {
+    const app = await token({ role: "bridgecore_app", user_id: 7, instance: "acme", jti: "guest-app" });
+    for (let i = 1; i <= 2; i++) {
+      const pull = await fetch(gw.url + "/api/v2/sync/pull", { method: "POST", headers: { Authorization: `Bearer ${app}` },
+        body: JSON.stringify({ device_id: "guest-phone", app_type: "sales_app" }) });
+      assert.equal(pull.status, 200, await pull.text());
+      const refused = await fetch(gw.url + "/api/v1/webhooks/cleanup?before=2000-01-01T00:00:00Z",
+        { method: "DELETE", headers: { Authorization: `Bearer ${app}` } });
+      assert.equal(refused.status, 403);
+      assert.equal((await refused.json()).code, "42501");
+    }
+  } finally {
+    await gw.close();
+    await db.query("REVOKE USAGE ON SCHEMA bridgecore FROM bridgecore_gateway_guest; DROP ROLE bridgecore_gateway_guest");
+  }
+});
+
 test("a pull's answer is one body with Content-Length, not chunked", async () => {
   for (let i = 0; i < 2; i++) {   // the token's first use, then a known token
     const r = await call("POST", "/api/v2/sync/pull", { bearer: APP, body: { device_id: "length-phone", app_type: "sales_app" } });
