@@ -59,10 +59,14 @@ export function fromError(err) {
   return new HttpError(status, err.message, { code, hint: err.hint ?? null, headers });
 }
 
+// One write with Content-Length: without it node:http sends the answer
+// chunked after writeHead.
 export function sendJson(res, status, text, headers = {}) {
   if (res.headersSent) return void res.end();
-  res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store", ...headers });
-  res.end(text);
+  const body = Buffer.from(text, "utf8");
+  res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store",
+    "Content-Length": body.length, ...headers });
+  res.end(body);
 }
 
 export function sendError(res, err) {

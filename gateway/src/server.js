@@ -80,11 +80,16 @@ function rememberClaims(token, claims) {
 // with a token, as the token's role with request.jwt.claims set as
 // PostgREST sets them, after the database verified the token in the same
 // transaction; without one, as role. build(claims) makes the query, its
-// values inlined as literals. A known token (or none) costs one message
-// of the statements alone: the simple protocol runs them as one implicit
-// transaction, which an error rolls back in the same exchange, so SET LOCAL
-// ends with it. A new token costs two (BEGIN and the check, then the query
+// values inlined as literals. A known token costs one prepared statement,
+// bridgecore_gateway.call_as (the check, the role and claims, then the
+// query; one implicit transaction, which an error rolls back in the same
+// exchange), or where the gateway could not create it, one simple-protocol
+// message of verifyStatement and the query; none, one simple-protocol message (SET LOCAL ROLE and the
+// query, one implicit transaction too). A new token costs two (BEGIN and the check, then the query
 // and COMMIT), an error there a ROLLBACK more.
+// The pools whose database has the gateway's call_as (ensureSchema).
+const poolsWithCallAs = new WeakSet();
+
 async function callAs(pool, token, build, role = "bridgecore_anon") {
   let client;
   try {
@@ -107,14 +112,17 @@ async function callAs(pool, token, build, role = "bridgecore_anon") {
     if (known !== null) {
       const text = inline(client, build(known));
       queried = true;
+      const prepared = poolsWithCallAs.has(pool);
       try {
-        results = await client.query(`${verifyStatement(client, token)}; ${text}`);
+        results = prepared
+          ? await client.query({ name: "bridgecore_call_as", text: CALL_AS_STATEMENT, values: [token, text] })
+          : await client.query(`${verifyStatement(client, token)}; ${text}`);
       } catch (e) {
         const refused = tokenError(e);
         if (refused !== e) knownClaims.delete(token);
         throw refused;
       }
-      return results[2].rows[0].r;
+      return prepared ? results.rows[0].r : results[2].rows[0].r;
     }
     sent = true;
     let claims;
@@ -181,14 +189,56 @@ async function checkDatabase(pool, secret) {
   return db;
 }
 
+// The function that runs a request with a known token in one prepared
+// statement: as bridgecore_anon it asks bridgecore.verify_token for the
+// token's claims, sets the token's role and request.jwt.claims (as
+// PostgREST does) and runs the call, in the statement's transaction. The
+// role is set before the call's statement starts, so its privileges are
+// checked as the token's role; the SET clause undoes both settings when the
+// function returns. Only its owner (the gateway's login role) may run it:
+// it runs the text it is given. The comment hides it from PostGraphile.
+const CALL_AS = `${GATEWAY_SCHEMA}.call_as(text, text)`;
+const CALL_AS_COMMENT = "@behavior -*\nbridgecore gateway: a request's call as its token's role (1)";
+const CALL_AS_STATEMENT = `SELECT ${GATEWAY_SCHEMA}.call_as($1, $2) AS r`;
+const CALL_AS_SQL = `CREATE OR REPLACE FUNCTION ${GATEWAY_SCHEMA}.call_as(token text, query text)
+RETURNS text LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c jsonb;
+    r text;
+BEGIN
+    PERFORM set_config('role', 'bridgecore_anon', true);
+    c := bridgecore.verify_token(token);
+    PERFORM set_config('role', c ->> 'role', true), set_config('request.jwt.claims', c::text, true);
+    EXECUTE query INTO r;
+    RETURN r;
+END
+$$;
+REVOKE ALL ON FUNCTION ${CALL_AS} FROM PUBLIC;
+COMMENT ON FUNCTION ${CALL_AS} IS '${CALL_AS_COMMENT.replace(/'/g, "''")}'`;
+
 async function ensureSchema(pool) {
   const { rows } = await pool.query("SELECT to_regnamespace($1) IS NOT NULL AS present", [GATEWAY_SCHEMA]);
-  if (rows[0].present) return;
+  if (!rows[0].present) {
+    try {
+      await pool.query(`CREATE SCHEMA IF NOT EXISTS ${GATEWAY_SCHEMA};` +
+        ` GRANT USAGE ON SCHEMA ${GATEWAY_SCHEMA} TO bridgecore_app, bridgecore_admin`);
+    } catch (e) {
+      throw new StartupError(`cannot create the schema ${GATEWAY_SCHEMA} (${e.message}): create it once as a role that may`);
+    }
+  }
   try {
-    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${GATEWAY_SCHEMA};` +
-      ` GRANT USAGE ON SCHEMA ${GATEWAY_SCHEMA} TO bridgecore_app, bridgecore_admin`);
+    const fn = await pool.query("SELECT obj_description(to_regprocedure($1), 'pg_proc') AS comment," +
+      " has_function_privilege(to_regprocedure($1), 'EXECUTE') AS runs", [CALL_AS]);
+    if (fn.rows[0].comment === CALL_AS_COMMENT && fn.rows[0].runs) return true;
+    await pool.query(CALL_AS_SQL);    // one message: one implicit transaction
+    return true;
   } catch (e) {
-    throw new StartupError(`cannot create the schema ${GATEWAY_SCHEMA} (${e.message}): create it once as a role that may`);
+    // Without it a known token's call is the message of verifyStatement
+    // and the call (the same checks, one simple-protocol exchange).
+    console.error(`bridgecore gateway: cannot create the function ${CALL_AS} (${e.message}); calls go without it.` +
+      ` Let the gateway's login role own the schema ${GATEWAY_SCHEMA}.`);
+    return false;
   }
 }
 
@@ -217,7 +267,7 @@ export async function startGateway(config) {
   pool.on("error", () => {});   // an idle connection that dies is replaced on next use
   try {
     await checkDatabase(pool, config.secret);
-    await ensureSchema(pool);
+    if (await ensureSchema(pool)) poolsWithCallAs.add(pool);
   } catch (e) {
     await pool.end();
     throw e;

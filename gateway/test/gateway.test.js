@@ -249,6 +249,72 @@ test("DELETE /api/v1/webhooks/cleanup: admin tokens only", async () => {
   assert.equal(r.json.deleted, 0);
 });
 
+test("a token the gateway has seen still calls as its role: bridgecore_gateway.call_as checks the call's privileges as the token's", async () => {
+  // The first use of a token checks it alone; later ones go through call_as.
+  const app = await token({ role: "bridgecore_app", user_id: 7, instance: "acme", jti: "seen-app" });
+  const admin = await token({ role: "bridgecore_admin", jti: "seen-admin" });
+  for (let i = 1; i <= 3; i++) {
+    const refused = await call("DELETE", "/api/v1/webhooks/cleanup?before=2000-01-01T00:00:00Z", { bearer: app });
+    assertError(refused, 403, "42501");
+    assert.equal(refused.json.detail, "permission denied for function cleanup");
+    const r = await call("DELETE", "/api/v1/webhooks/cleanup?before=2000-01-01T00:00:00Z", { bearer: admin });
+    assert.equal(r.status, 200, `call ${i}: ${r.text}`);
+  }
+  // The extension's errors come through it unchanged (SQLSTATE, message, hint).
+  const bad = await call("POST", "/api/v2/sync/pull", { bearer: app, body: { device_id: "p", app_type: "sales_app", limit: 0 } });
+  assertError(bad, 400, "22023");
+  assert.equal(bad.json.detail, "limit must be between 1 and 500, got 0");
+  assert.equal(bad.json.hint, "Pass a value from 1 to 500.");
+});
+
+test("bridgecore_gateway.call_as runs for the gateway's login role only", async () => {
+  for (const role of ["bridgecore_anon", "bridgecore_app", "bridgecore_admin", "bridgecore_monitor"]) {
+    const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
+    await c.connect();
+    try {
+      await c.query(`SET ROLE ${role}`);
+      await assert.rejects(c.query("SELECT bridgecore_gateway.call_as($1, 'SELECT current_user::text')", [APP]),
+        (e) => e.code === "42501", role);
+    } finally {
+      await c.end();
+    }
+  }
+});
+
+test("a login role that may not create call_as: known tokens' calls go as one message, with the same checks", async () => {
+  await db.query("DROP ROLE IF EXISTS bridgecore_gateway_guest");
+  await db.query("CREATE ROLE bridgecore_gateway_guest LOGIN NOINHERIT;" +
+    " GRANT bridgecore_anon, bridgecore_app, bridgecore_admin, bridgecore_monitor TO bridgecore_gateway_guest;" +
+    " GRANT USAGE ON SCHEMA bridgecore TO bridgecore_gateway_guest");   // for the start's check of the extension
+  const url = new URL(process.env.DATABASE_URL);
+  url.searchParams.set("user", "bridgecore_gateway_guest");
+  const gw = await startGateway({ databaseUrl: url.toString(), secret: SECRET, host: "127.0.0.1", port: 0, maxBodySize: 1024 * 1024 });
+  try {
+    const app = await token({ role: "bridgecore_app", user_id: 7, instance: "acme", jti: "guest-app" });
+    for (let i = 1; i <= 2; i++) {
+      const pull = await fetch(gw.url + "/api/v2/sync/pull", { method: "POST", headers: { Authorization: `Bearer ${app}` },
+        body: JSON.stringify({ device_id: "guest-phone", app_type: "sales_app" }) });
+      assert.equal(pull.status, 200, await pull.text());
+      const refused = await fetch(gw.url + "/api/v1/webhooks/cleanup?before=2000-01-01T00:00:00Z",
+        { method: "DELETE", headers: { Authorization: `Bearer ${app}` } });
+      assert.equal(refused.status, 403);
+      assert.equal((await refused.json()).code, "42501");
+    }
+  } finally {
+    await gw.close();
+    await db.query("REVOKE USAGE ON SCHEMA bridgecore FROM bridgecore_gateway_guest; DROP ROLE bridgecore_gateway_guest");
+  }
+});
+
+test("a pull's answer is one body with Content-Length, not chunked", async () => {
+  for (let i = 0; i < 2; i++) {   // the token's first use, then a known token
+    const r = await call("POST", "/api/v2/sync/pull", { bearer: APP, body: { device_id: "length-phone", app_type: "sales_app" } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers.get("transfer-encoding"), null);
+    assert.equal(Number(r.headers.get("content-length")), Buffer.byteLength(r.text));
+  }
+});
+
 test("the 201st pull of a device in a minute is 429 with Retry-After", async () => {
   let last;
   for (let i = 1; i <= 201; i++) {

@@ -161,6 +161,14 @@ test("the seed's query, verbatim, answers a list with Int ids and UTC timestamps
   }
 });
 
+test("the gateway's call_as is not a GraphQL field", async () => {
+  const r = await gql("{ __schema { queryType { fields { name } } mutationType { fields { name } } } }");
+  assert.equal(r.status, 200, r.text);
+  const names = [...r.json.data.__schema.queryType.fields, ...(r.json.data.__schema.mutationType?.fields ?? [])].map((f) => f.name);
+  assert.ok(names.length > 0);
+  assert.ok(!names.some((n) => /callAs/i.test(n)), names.join(", "));
+});
+
 test("webhookEvents: the filters, limit and offset of bridgecore.events", async () => {
   const r = await gql('{ webhookEvents(filter: {recordId: 502, event: "create", since: "2025-11-16T10:30:00Z"}, limit: 5, offset: 0) { id model recordId occurredAt priority category changedFields payload userId userName } }');
   assert.equal(r.json.errors, undefined, r.text);
