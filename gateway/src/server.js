@@ -171,7 +171,11 @@ async function checkDatabase(pool, secret) {
   try {
     ({ rows } = await pool.query(
       "SELECT current_database() AS db, (SELECT extversion FROM pg_extension WHERE extname = 'bridgecore') AS version," +
-      " to_regprocedure('bridgecore.login(text, text, text)') IS NOT NULL AS has_login"));
+      // From the catalog, not to_regprocedure(): the documented login role
+      // (NOINHERIT) has no USAGE on schema bridgecore, which that requires.
+      " EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace" +
+      "          WHERE n.nspname = 'bridgecore' AND p.proname = 'login'" +
+      "            AND p.proargtypes = '25 25 25'::pg_catalog.oidvector) AS has_login"));
   } catch (e) {
     throw new StartupError(`cannot connect to the database: ${e.message}`);
   }
