@@ -21,7 +21,7 @@ SHLIB_LINK  = -lcurl -ljson-c
 # test/expected (a link to the top-level expected/).
 REGRESS      = setup input_validation api ingest cleanup security upgrade encoding auth
 REGRESS_OPTS = --inputdir=test --outputdir=test/results
-ISOLATION      = ordering cleanup_concurrency partition_retention upgrade_concurrency
+ISOLATION      = ordering cleanup_concurrency partition_retention upgrade_concurrency ingest_ddl
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso
 
 EXTRA_CLEAN = test/results test/output_iso $(DATA_built).tmp

@@ -76,6 +76,39 @@ static const char *const column_names[NCOLUMNS] = {
 	"received_at", "doc"
 };
 
+/*
+ * Each column's type (InvalidOid: the enum of that name in the log's schema)
+ * and whether it is NOT NULL: the values this path builds are of exactly
+ * these types, and it checks no constraint itself, so a column of another
+ * type, a domain, a typmod or another NOT NULL sends the batch to the
+ * statement, which checks them.
+ */
+static const Oid column_types[NCOLUMNS] = {
+	INT8OID, INT4OID, INT8OID, TEXTOID, INT8OID, InvalidOid, InvalidOid, TEXTOID,
+	JSONBOID, TEXTARRAYOID, INT8OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONOID
+};
+static const char *const column_enums[NCOLUMNS] = {
+	[C_EVENT] = "event_kind", [C_PRIORITY] = "priority"
+};
+static const bool column_not_null[NCOLUMNS] = {
+	[C_ID] = true, [C_INSTANCE] = true, [C_ODOO_ID] = true, [C_MODEL] = true,
+	[C_RECORD_ID] = true, [C_EVENT] = true, [C_OCCURRED] = true, [C_RECEIVED] = true,
+	[C_DOC] = true
+};
+
+/* Whether att has column c's type, typmod and nullability (nsp: the log's schema). */
+static bool
+column_is_known(Form_pg_attribute att, int c, Oid nsp)
+{
+	if (att->atttypmod != -1 || att->attnotnull != column_not_null[c])
+		return false;
+	if (column_enums[c] == NULL)
+		return att->atttypid == column_types[c];
+	return get_typtype(att->atttypid) == TYPTYPE_ENUM &&
+		GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum(column_enums[c]),
+						ObjectIdGetDatum(nsp)) == att->atttypid;
+}
+
 /* The arguments of _event_doc in the generation expression of doc. */
 static const int doc_args[] = {
 	C_ID, C_MODEL, C_RECORD_ID, C_EVENT, C_OCCURRED, C_PRIORITY, C_CATEGORY, C_PAYLOAD,
@@ -93,9 +126,12 @@ static const char event_doc_body[] =
 static const char iso_body[] =
 " SELECT pg_catalog.to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') ";
 
-/* Each known column's attribute number in desc; false unless exactly those. */
+/*
+ * Each known column's attribute number in desc; false unless exactly those,
+ * each of its known type and nullability (nsp: the log's schema).
+ */
 static bool
-map_columns(TupleDesc desc, AttrNumber *attno)
+map_columns(TupleDesc desc, AttrNumber *attno, Oid nsp)
 {
 	int			live = 0;
 
@@ -112,7 +148,7 @@ map_columns(TupleDesc desc, AttrNumber *attno)
 		for (c = 0; c < NCOLUMNS; c++)
 			if (strcmp(NameStr(att->attname), column_names[c]) == 0)
 				break;
-		if (c == NCOLUMNS)
+		if (c == NCOLUMNS || !column_is_known(att, c, nsp))
 			return false;
 		attno[c] = att->attnum;
 	}
@@ -163,7 +199,8 @@ log_is_known(Relation rel, AttrNumber *attno)
 	if (pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT) != ACLCHECK_OK)
 		return false;
 	if (rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE || rel->trigdesc != NULL ||
-		rel->rd_rel->relrowsecurity || !map_columns(desc, attno) ||
+		rel->rd_rules != NULL || rel->rd_rel->relrowsecurity ||
+		!map_columns(desc, attno, RelationGetNamespace(rel)) ||
 		(desc->constr != NULL && desc->constr->num_check > 0))
 		return false;
 	if (TupleDescAttr(desc, attno[C_ID] - 1)->attidentity != ATTRIBUTE_IDENTITY_ALWAYS ||
@@ -216,6 +253,19 @@ log_is_known(Relation rel, AttrNumber *attno)
 		ReleaseSysCache(tup);
 		if (!plain)
 			return false;
+		/* a partition has its parent's column types, but may add NOT NULL */
+		for (int c = 0; c < NCOLUMNS; c++)
+		{
+			HeapTuple	att = SearchSysCacheAttName(parts->oids[i], column_names[c]);
+			bool		same;
+
+			if (!HeapTupleIsValid(att))
+				return false;
+			same = ((Form_pg_attribute) GETSTRUCT(att))->attnotnull == column_not_null[c];
+			ReleaseSysCache(att);
+			if (!same)
+				return false;
+		}
 	}
 	return true;
 }
@@ -588,7 +638,7 @@ ingest_direct(int32 instance_id, const char *instance_name, DecodedEvent **ev, i
 	/*
 	 * Exactly once: the ones stored already are left out.  The check must
 	 * see every event committed before the ordering lock was granted, which
-	 * a REPEATABLE READ or SERIALIZABLE transaction's snapshot may predate.
+	 * the active snapshot may predate (below).
 	 */
 	ids = palloc(sizeof(int64) * Max(nrows, 1));
 	for (int i = 0; i < nrows; i++)
@@ -596,10 +646,14 @@ ingest_direct(int32 instance_id, const char *instance_name, DecodedEvent **ev, i
 	{
 		Datum		args[2] = {Int32GetDatum(instance_id), int8_array(ids, nrows)};
 
-		if ((IsolationUsesXactSnapshot()
-			 ? SPI_execute_snapshot(stored_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
-									true, false, 0)
-			 : SPI_execute_plan(stored_plan, args, NULL, true, 0)) != SPI_OK_SELECT)
+		/*
+		 * The latest snapshot in every isolation level: the active one was
+		 * taken before the ordering lock was waited for (by the caller's
+		 * statement, or by the poller's transaction), so it can miss a batch
+		 * that the lock's previous holder committed.
+		 */
+		if (SPI_execute_snapshot(stored_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up stored events");
 		if (SPI_processed > 0)
 		{
@@ -685,11 +739,22 @@ ingest_direct(int32 instance_id, const char *instance_name, DecodedEvent **ev, i
 		if (partrel != last_part)
 		{
 			/* a partition's columns may lie elsewhere than the parent's */
-			if (!map_columns(RelationGetDescr(partrel), part_attno))
+			/*
+			 * Checked again now that it is locked: a trigger, check, row
+			 * security or NOT NULL added while this batch waited for it.
+			 * The batch fails whole; its next attempt sees the change and
+			 * goes through the statement.
+			 */
+			if (!map_columns(RelationGetDescr(partrel), part_attno, RelationGetNamespace(rel)) ||
+				part->ri_TrigDesc != NULL || partrel->rd_rules != NULL ||
+				partrel->rd_rel->relrowsecurity ||
+				(RelationGetDescr(partrel)->constr != NULL &&
+				 RelationGetDescr(partrel)->constr->num_check > 0))
 				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-						 errmsg("partition \"%s\" of bridgecore.event does not have the log's columns",
-								RelationGetRelationName(partrel))));
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("partition \"%s\" of bridgecore.event changed while a batch was stored",
+								RelationGetRelationName(partrel)),
+						 errhint("The batch is stored again by its next attempt.")));
 			if (partslot != NULL)
 				ExecDropSingleTupleTableSlot(partslot);
 			partslot = table_slot_create(partrel, NULL);

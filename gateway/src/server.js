@@ -198,8 +198,10 @@ async function checkDatabase(pool, secret) {
 // token's claims, sets the token's role and request.jwt.claims (as
 // PostgREST does) and runs the call, in the statement's transaction. The
 // role is set before the call's statement starts, so its privileges are
-// checked as the token's role; the SET clause undoes both settings when the
-// function returns. Only its owner (the gateway's login role) may run it:
+// checked as the token's role. Both settings (set_config(..., true)) last
+// until the end of the transaction, not of the function: the gateway calls
+// it only as a statement alone, its own implicit transaction, never inside
+// BEGIN, so they end with the call (or its error). Only its owner (the gateway's login role) may run it:
 // it runs the text it is given. The comment hides it from PostGraphile.
 const CALL_AS = `${GATEWAY_SCHEMA}.call_as(text, text)`;
 const CALL_AS_COMMENT = "@behavior -*\nbridgecore gateway: a request's call as its token's role (1)";

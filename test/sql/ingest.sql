@@ -110,3 +110,21 @@ SELECT count(*) AS docs_unlike_event_doc FROM bridgecore.event
 SELECT bridgecore.ingest('main', '[{"id": 131, "model": "bad model", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}]') -> 'dead_lettered' AS dead;
 SELECT bridgecore.ingest('main', '[{"id": 130, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}, {"id": 131, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}, {"id": 132, "model": "x.fixed", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}]') -> 'inserted' AS inserted;
 SELECT odoo_id, status FROM bridgecore.dead_letter WHERE odoo_id = 131;
+
+-- A log whose columns differ from what this version makes (another type, a
+-- typmod, another NOT NULL) is stored by the INSERT statement, which checks
+-- them: the direct path builds values of the known types and checks no
+-- constraint.
+\set VERBOSITY terse
+UPDATE bridgecore.event SET category = coalesce(category, 'business');
+ALTER TABLE bridgecore.event ALTER COLUMN category SET NOT NULL;
+SELECT bridgecore.ingest('main', '[{"id": 140, "model": "x.checked", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}]');
+ALTER TABLE bridgecore.event ALTER COLUMN category DROP NOT NULL;
+ALTER TABLE bridgecore.event ALTER COLUMN odoo_user_name TYPE varchar(40);
+SELECT bridgecore.ingest('main', '[{"id": 141, "model": "x.checked", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00", "user_id": [2, "Mitchell Admin of a name longer than forty characters"]}]');
+ALTER TABLE bridgecore.event ALTER COLUMN odoo_user_name TYPE text;
+ALTER TABLE bridgecore.event ALTER COLUMN odoo_id TYPE numeric;
+SELECT bridgecore.ingest('main', '[{"id": 142, "model": "x.checked", "record_id": 1, "event": "write", "timestamp": "2025-11-18 00:00:00"}]') -> 'inserted' AS inserted;
+ALTER TABLE bridgecore.event ALTER COLUMN odoo_id TYPE bigint;
+\set VERBOSITY default
+SELECT odoo_id, category FROM bridgecore.event WHERE model = 'x.checked' ORDER BY odoo_id;
