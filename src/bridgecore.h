@@ -114,15 +114,19 @@ extern Size LauncherShmemSize(void);
 extern void LauncherShmemInit(void);
 extern void LauncherInstallHooks(void);
 extern uint64 launcher_extension_drops(void);
+extern uint32 launcher_generation(void);
+extern int	bridgecore_pollers;
 extern PGDLLEXPORT void bridgecore_launcher_main(Datum arg);
 extern PGDLLEXPORT void bridgecore_poller_main(Datum arg);
 
 /* doorbell.c: rings that wake a poller at once */
 extern Size DoorbellShmemSize(void);
 extern void DoorbellShmemInit(void);
-extern void doorbell_attach(int32 instance_id);
-extern bool doorbell_rung(void);
-extern bool doorbell_take(void);
+typedef struct DoorbellSlot DoorbellSlot;
+extern DoorbellSlot *doorbell_attach(int32 instance_id);
+extern void doorbell_detach(DoorbellSlot *slot);
+extern bool doorbell_rung(DoorbellSlot *slot);
+extern bool doorbell_take(DoorbellSlot *slot);
 
 /* xact.c: the workers' short transactions */
 extern void bc_begin_work(const char *activity);

@@ -2,8 +2,8 @@
  * doorbell.c: waking an instance's poller at once (bridgecore.wake, the
  * gateway's POST /api/v1/webhooks/receive).
  *
- * Each running poller holds a slot in shared memory: its database and
- * instance, its proc number (plus one; never a PGPROC pointer, which need
+ * Each instance a poller runs holds a slot in shared memory: its database
+ * and instance, the poller's proc number (plus one; never a PGPROC pointer, which need
  * not be valid in another process's address space on every platform) and a
  * "rung" flag.  A ring sets the flag and sets the poller's latch through
  * ProcGlobal.  The poller clears the flag when it starts a fetch, so any
@@ -15,11 +15,12 @@
  * or one that refused the login, is not asked again sooner because
  * something rang).
  *
- * Slots: max_worker_processes of them (a poller is a background worker, so
- * there are never more pollers than that).  Claimed and released under the
- * lock; rung and rings are atomics.
+ * Slots: bridgecore.max_instances of them (instances beyond that are still
+ * polled, they just cannot be rung).  Claimed and released under the lock;
+ * rung and rings are atomics.
  */
 #include "bridgecore.h"
+#include "stats.h"
 
 #include "funcapi.h"
 #include "port/atomics.h"
@@ -29,7 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
 
-typedef struct DoorbellSlot
+struct DoorbellSlot
 {
 	pg_atomic_uint32 database_id;	/* InvalidOid: free */
 	pg_atomic_uint32 instance_id;
@@ -38,7 +39,7 @@ typedef struct DoorbellSlot
 	pg_atomic_uint64 rings;		/* rings since the poller started */
 	pg_atomic_uint64 coalesced; /* ... that found a ring already pending */
 	pg_atomic_uint64 fetches;	/* fetches a ring started */
-} DoorbellSlot;
+};
 
 typedef struct DoorbellShared
 {
@@ -48,7 +49,7 @@ typedef struct DoorbellShared
 } DoorbellShared;
 
 static DoorbellShared *doorbell = NULL;
-static DoorbellSlot *my_slot = NULL;	/* in a poller: its own */
+static bool detach_registered = false;
 
 PG_FUNCTION_INFO_V1(bridgecore_ring_instance);
 PG_FUNCTION_INFO_V1(bridgecore_doorbell_stats);
@@ -57,7 +58,7 @@ Size
 DoorbellShmemSize(void)
 {
 	return add_size(offsetof(DoorbellShared, slots),
-					mul_size(max_worker_processes, sizeof(DoorbellSlot)));
+					mul_size(bridgecore_max_instances, sizeof(DoorbellSlot)));
 }
 
 void
@@ -71,7 +72,7 @@ DoorbellShmemInit(void)
 	{
 		/* Lock 0 of the tranche "bridgecore" (see bridgecore_shmem_request). */
 		doorbell->lock = &(GetNamedLWLockTranche("bridgecore"))[0].lock;
-		doorbell->nslots = max_worker_processes;
+		doorbell->nslots = bridgecore_max_instances;
 		for (int i = 0; i < doorbell->nslots; i++)
 		{
 			DoorbellSlot *s = &doorbell->slots[i];
@@ -89,31 +90,45 @@ DoorbellShmemInit(void)
 }
 
 static void
-doorbell_detach(int code, Datum arg)
+release_slot(DoorbellSlot *slot)
 {
-	if (my_slot == NULL)
-		return;
+	pg_atomic_write_u32(&slot->procno, 0);
+	pg_atomic_write_u32(&slot->instance_id, 0);
+	pg_atomic_write_u32(&slot->database_id, InvalidOid);
+}
+
+/* At exit: releases every slot this process still holds. */
+static void
+detach_all(int code, Datum arg)
+{
+	uint32		mine = BRIDGECORE_MY_PROC_NUMBER + 1;
+
 	LWLockAcquire(doorbell->lock, LW_EXCLUSIVE);
-	pg_atomic_write_u32(&my_slot->procno, 0);
-	pg_atomic_write_u32(&my_slot->instance_id, 0);
-	pg_atomic_write_u32(&my_slot->database_id, InvalidOid);
+	for (int i = 0; i < doorbell->nslots; i++)
+		if (pg_atomic_read_u32(&doorbell->slots[i].procno) == mine)
+			release_slot(&doorbell->slots[i]);
 	LWLockRelease(doorbell->lock);
-	my_slot = NULL;
 }
 
 /*
- * Called by a poller once it holds its instance's advisory lock (so no
- * other poller of the instance runs): takes a slot, released at exit.
- * Without a free slot (cannot happen: one per worker process) the poller
- * still polls, it just cannot be rung.
+ * Called by a poller once it holds the instance's advisory lock (so no
+ * other poller runs the instance): takes a slot, released by
+ * doorbell_detach or at exit.  Returns NULL without a free slot (more
+ * instances than bridgecore.max_instances): the instance is still polled,
+ * it just cannot be rung.
  */
-void
+DoorbellSlot *
 doorbell_attach(int32 instance_id)
 {
 	DoorbellSlot *free_slot = NULL;
 
-	if (doorbell == NULL || my_slot != NULL)
-		return;
+	if (doorbell == NULL)
+		return NULL;
+	if (!detach_registered)
+	{
+		before_shmem_exit(detach_all, 0);
+		detach_registered = true;
+	}
 	LWLockAcquire(doorbell->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < doorbell->nslots; i++)
 	{
@@ -138,18 +153,28 @@ doorbell_attach(int32 instance_id)
 		pg_atomic_write_u32(&free_slot->instance_id, (uint32) instance_id);
 		pg_atomic_write_u32(&free_slot->database_id, (uint32) MyDatabaseId);
 		pg_atomic_write_u32(&free_slot->procno, BRIDGECORE_MY_PROC_NUMBER + 1);
-		my_slot = free_slot;
 	}
 	LWLockRelease(doorbell->lock);
-	if (my_slot != NULL)
-		before_shmem_exit(doorbell_detach, 0);
+	return free_slot;
+}
+
+/* The poller stops running the instance (before it releases its lock). */
+void
+doorbell_detach(DoorbellSlot *slot)
+{
+	if (slot == NULL)
+		return;
+	LWLockAcquire(doorbell->lock, LW_EXCLUSIVE);
+	if (pg_atomic_read_u32(&slot->procno) == (uint32) BRIDGECORE_MY_PROC_NUMBER + 1)
+		release_slot(slot);
+	LWLockRelease(doorbell->lock);
 }
 
 /* Whether a ring is pending (the poller looks before it waits). */
 bool
-doorbell_rung(void)
+doorbell_rung(DoorbellSlot *slot)
 {
-	return my_slot != NULL && pg_atomic_read_u32(&my_slot->rung) != 0;
+	return slot != NULL && pg_atomic_read_u32(&slot->rung) != 0;
 }
 
 /*
@@ -158,13 +183,13 @@ doorbell_rung(void)
  * pending.
  */
 bool
-doorbell_take(void)
+doorbell_take(DoorbellSlot *slot)
 {
-	if (my_slot == NULL || pg_atomic_read_u32(&my_slot->rung) == 0)
+	if (slot == NULL || pg_atomic_read_u32(&slot->rung) == 0)
 		return false;
-	if (pg_atomic_exchange_u32(&my_slot->rung, 0) == 0)
+	if (pg_atomic_exchange_u32(&slot->rung, 0) == 0)
 		return false;
-	pg_atomic_fetch_add_u64(&my_slot->fetches, 1);
+	pg_atomic_fetch_add_u64(&slot->fetches, 1);
 	return true;
 }
 

@@ -2,12 +2,16 @@
  * launcher.c: the "bridgecore launcher" background worker.
  *
  * Started by the postmaster (shared_preload_libraries), connected to
- * bridgecore.database.  It keeps one "bridgecore poller" per enabled Odoo
- * instance running: starts missing ones, restarts those whose settings
- * changed or that died, stops those of disabled or removed instances.  It
- * sleeps on its latch; admin functions wake it when their transaction
- * commits (bridgecore._wake_poller), and the pollers it started wake it when
- * they exit.  Until CREATE EXTENSION runs it does nothing, quietly.
+ * bridgecore.database.  It keeps the "bridgecore poller" workers running:
+ * at most bridgecore.pollers of them, poller k of n running the enabled
+ * instances whose id is k modulo n (poller.c).  It starts those that have
+ * instances to run, restarts those that died, stops those left without
+ * instances, and tells the running ones (a generation counter and their
+ * latches) to read their instances again whenever it is woken: admin
+ * functions wake it when their transaction commits (bridgecore._wake_poller),
+ * and the pollers it started wake it when they exit.  A changed
+ * bridgecore.pollers restarts every poller.  Until CREATE EXTENSION runs it
+ * does nothing, quietly.
  */
 #include "bridgecore.h"
 
@@ -23,6 +27,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -32,6 +37,7 @@
 /* A poller is not restarted sooner than this after it last started. */
 #define RESTART_DELAY_MS 1000
 
+int			bridgecore_pollers = 4;
 int			bridgecore_maintenance_interval_s = 60;
 int			bridgecore_device_idle_timeout_s = 30 * 86400;
 
@@ -41,23 +47,17 @@ typedef struct LauncherShared
 	pg_atomic_uint32 launcher_procno;
 	/* Committed transactions that dropped an extension (any: it is rare). */
 	pg_atomic_uint64 extension_drops;
+	/* Moved each time the pollers should read their instances again. */
+	pg_atomic_uint32 generation;
 } LauncherShared;
 
 typedef struct PollerSlot
 {
-	int32		instance_id;
-	int32		config_version;
+	int32		index;			/* poller index of count */
+	int32		count;
 	TimestampTz started_at;
 	BackgroundWorkerHandle *handle;
-	bool		wanted;
 } PollerSlot;
-
-typedef struct WantedInstance
-{
-	int32		instance_id;
-	int32		config_version;
-	char		name[NAMEDATALEN];
-} WantedInstance;
 
 static LauncherShared *launcher_shared = NULL;
 static bool wake_registered = false;
@@ -84,6 +84,7 @@ LauncherShmemInit(void)
 	{
 		pg_atomic_init_u32(&launcher_shared->launcher_procno, 0);
 		pg_atomic_init_u64(&launcher_shared->extension_drops, 0);
+		pg_atomic_init_u32(&launcher_shared->generation, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -91,6 +92,11 @@ LauncherShmemInit(void)
 void
 LauncherDefineGucs(void)
 {
+	DefineCustomIntVariable("bridgecore.pollers",
+							"Most poller processes; each runs many instances, its HTTP calls all at once.",
+							"Poller k of n runs the enabled instances whose id is k modulo n. A change restarts every poller.",
+							&bridgecore_pollers, 4, 1, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bridgecore.maintenance_interval",
 							"How often the launcher applies bridgecore.retention and deactivates idle devices (0 = never).",
 							NULL, &bridgecore_maintenance_interval_s, 60, 0, 86400,
@@ -211,6 +217,12 @@ launcher_extension_drops(void)
 	return launcher_shared ? pg_atomic_read_u64(&launcher_shared->extension_drops) : 0;
 }
 
+uint32
+launcher_generation(void)
+{
+	return launcher_shared ? pg_atomic_read_u32(&launcher_shared->generation) : 0;
+}
+
 static void
 clear_launcher_procno(int code, Datum arg)
 {
@@ -218,42 +230,41 @@ clear_launcher_procno(int code, Datum arg)
 }
 
 /*
- * Reads the enabled instances, or none when the extension is not installed
- * (or is being created or dropped), into the caller's memory.  Runs in its
- * own short transaction.  Returns false when the read failed (say, DROP
- * EXTENSION committed between the catalog check and the query): the
- * caller then keeps the pollers as they are and tries again shortly.
+ * Reads which pollers have enabled instances to run (the distinct values of
+ * id modulo count), or none when the extension is not installed (or is
+ * being created or dropped), into *wanted_out (bool[count], the caller's
+ * memory).  Runs in its own short transaction.  Returns false when the read
+ * failed (say, DROP EXTENSION committed between the catalog check and the
+ * query): the caller then keeps the pollers as they are and tries again
+ * shortly.
  */
 static bool
-read_wanted_instances(List **wanted_out)
+read_wanted_pollers(int32 count, bool *wanted)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	List	   *volatile wanted = NIL;
 	volatile bool ok = true;
 
+	memset(wanted, 0, sizeof(bool) * count);
 	PG_TRY();
 	{
 		bc_begin_work("bridgecore launcher: reading instances");
 		if (OidIsValid(get_extension_oid("bridgecore", true)) &&
 			OidIsValid(get_relname_relid("instance", get_namespace_oid("bridgecore", true))))
 		{
-			if (SPI_execute("SELECT id, config_version, name FROM bridgecore.instance"
-							" WHERE enabled ORDER BY id", true, 0) == SPI_OK_SELECT)
+			Oid			argtype = INT4OID;
+			Datum		arg = Int32GetDatum(count);
+
+			if (SPI_execute_with_args("SELECT DISTINCT id % $1 FROM bridgecore.instance WHERE enabled",
+									  1, &argtype, &arg, NULL, true, 0) == SPI_OK_SELECT)
 			{
 				for (uint64 i = 0; i < SPI_processed; i++)
 				{
-					HeapTuple	tup = SPI_tuptable->vals[i];
-					TupleDesc	desc = SPI_tuptable->tupdesc;
 					bool		isnull;
-					char	   *name = SPI_getvalue(tup, desc, 3);	/* SPI memory */
-					MemoryContext old = MemoryContextSwitchTo(caller);
-					WantedInstance *w = palloc0(sizeof(WantedInstance));
+					int32		k = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+																SPI_tuptable->tupdesc, 1, &isnull));
 
-					w->instance_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-					w->config_version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-					strlcpy(w->name, name, NAMEDATALEN);
-					wanted = lappend(wanted, w);
-					MemoryContextSwitchTo(old);
+					if (k >= 0 && k < count)
+						wanted[k] = true;
 				}
 			}
 		}
@@ -270,12 +281,11 @@ read_wanted_instances(List **wanted_out)
 		ok = false;
 	}
 	PG_END_TRY();
-	*wanted_out = wanted;
 	return ok;
 }
 
 static bool
-start_poller(PollerSlot *slot, WantedInstance *w)
+start_poller(PollerSlot *slot, int32 index, int32 count)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -287,9 +297,10 @@ start_poller(PollerSlot *slot, WantedInstance *w)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher restarts it */
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "bridgecore");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "bridgecore_poller_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "bridgecore poller %s", w->name);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "bridgecore poller %d of %d", index + 1, count);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "bridgecore poller");
-	worker.bgw_main_arg = Int32GetDatum(w->instance_id);
+	worker.bgw_main_arg = Int32GetDatum(index);
+	memcpy(worker.bgw_extra, &count, sizeof(int32));
 	worker.bgw_notify_pid = MyProcPid;
 
 	old = MemoryContextSwitchTo(TopMemoryContext);
@@ -298,48 +309,59 @@ start_poller(PollerSlot *slot, WantedInstance *w)
 		MemoryContextSwitchTo(old);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("bridgecore could not start a poller for instance \"%s\"", w->name),
-				 errhint("Raise max_worker_processes: BridgeCore needs one background worker per enabled instance plus its launcher.")));
+				 errmsg("bridgecore could not start poller %d of %d", index + 1, count),
+				 errhint("Raise max_worker_processes: BridgeCore needs up to bridgecore.pollers background workers plus its launcher; or lower bridgecore.pollers.")));
 		return false;
 	}
 	MemoryContextSwitchTo(old);
-	slot->instance_id = w->instance_id;
-	slot->config_version = w->config_version;
+	slot->index = index;
+	slot->count = count;
 	slot->started_at = GetCurrentTimestamp();
 	slot->handle = handle;
 	return true;
 }
 
+/* Tells the running pollers to read their instances again. */
+static void
+tell_pollers(PollerSlot *slots, int nslots)
+{
+	pg_atomic_fetch_add_u32(&launcher_shared->generation, 1);
+	for (int i = 0; i < nslots; i++)
+	{
+		pid_t		pid;
+		PGPROC	   *proc;
+
+		if (GetBackgroundWorkerPid(slots[i].handle, &pid) != BGWH_STARTED)
+			continue;
+		proc = BackendPidGetProc(pid);
+		if (proc != NULL)
+			SetLatch(&proc->procLatch);
+	}
+}
+
 /*
- * Makes the running pollers match the wanted instances.  Returns how long
- * to sleep before a pending restart is due, or -1 to sleep until woken.
+ * Makes the running pollers match the instances.  Returns how long to
+ * sleep before a pending restart is due, or -1 to sleep until woken.
  */
 static long
 reconcile(PollerSlot **slots, int *nslots)
 {
-	List	   *wanted;
-	ListCell   *lc;
+	int32		count = bridgecore_pollers;
+	bool	   *wanted = palloc(sizeof(bool) * count);
 	TimestampTz now = GetCurrentTimestamp();
 	long		timeout = -1;
 	int			kept = 0;
 
-	if (!read_wanted_instances(&wanted))
+	if (!read_wanted_pollers(count, wanted))
 		return 1000;
 
-	/* Drop stopped pollers; stop those not wanted or with old settings. */
+	/* Drop stopped pollers; stop those not wanted or of another count. */
 	for (int i = 0; i < *nslots; i++)
 	{
 		PollerSlot *slot = &(*slots)[i];
 		pid_t		pid;
-		bool		still_wanted = false;
+		bool		still_wanted = slot->count == count && wanted[slot->index];
 
-		foreach(lc, wanted)
-		{
-			WantedInstance *w = lfirst(lc);
-
-			if (w->instance_id == slot->instance_id && w->config_version == slot->config_version)
-				still_wanted = true;
-		}
 		if (GetBackgroundWorkerPid(slot->handle, &pid) == BGWH_STOPPED)
 		{
 			/* Keep a recently started slot a moment, to pace restarts. */
@@ -362,25 +384,25 @@ reconcile(PollerSlot **slots, int *nslots)
 	}
 	*nslots = kept;
 
-	/* Start pollers for wanted instances that have none. */
-	foreach(lc, wanted)
+	/* Start the wanted pollers that do not run. */
+	for (int32 k = 0; k < count; k++)
 	{
-		WantedInstance *w = lfirst(lc);
 		bool		running = false;
 
+		if (!wanted[k])
+			continue;
 		for (int i = 0; i < *nslots; i++)
-			if ((*slots)[i].instance_id == w->instance_id &&
-				(*slots)[i].config_version == w->config_version)
+			if ((*slots)[i].count == count && (*slots)[i].index == k)
 				running = true;
 		if (running)
 			continue;
 		*slots = repalloc(*slots, sizeof(PollerSlot) * (*nslots + 1));
-		if (start_poller(&(*slots)[*nslots], w))
+		if (start_poller(&(*slots)[*nslots], k, count))
 			(*nslots)++;
 		else
 			timeout = (timeout < 0) ? 5000 : Min(timeout, 5000);
 	}
-	list_free_deep(wanted);
+	tell_pollers(*slots, *nslots);
 	return timeout;
 }
 

@@ -1,12 +1,18 @@
 /*
  * odoo_client.c: Odoo's JSON-RPC API (POST <url>/jsonrpc) over libcurl.
  *
- * One easy handle per client keeps the connection alive between calls.  A
- * transfer is driven through a multi handle in steps of at most 100 ms, so
- * interrupts (SIGTERM, query cancel, procsignal barriers) are served while a
- * request is in flight.  Responses are parsed with json-c; every json-c
- * object and curl list is released on every path, including errors thrown
- * by CHECK_FOR_INTERRUPTS.
+ * One easy handle per client keeps the connection alive between calls.
+ * Two ways to run a call:
+ *  - at once (odoo_login, odoo_execute_kw: the SQL functions' calls): the
+ *    client's own multi handle drives the transfer in steps of at most
+ *    100 ms, so interrupts (SIGTERM, query cancel, procsignal barriers) are
+ *    served while a request is in flight;
+ *  - started and read later (odoo_start_*, odoo_finish_*: the pollers): the
+ *    transfer runs in a multi handle the caller drives (curl_loop.c) beside
+ *    the calls of other clients, and the caller reads the answer once that
+ *    handle reports the transfer done.
+ * Responses are parsed with json-c; every json-c object and curl list is
+ * released on every path, including errors thrown by CHECK_FOR_INTERRUPTS.
  */
 #include "odoo_client.h"
 #include "ingest.h"
@@ -29,10 +35,10 @@ typedef struct TransferState
 
 /*
  * One JSON-RPC call on the client's handle, from its request to its answer:
- * rpc_call() runs one at once; odoo_execute_kw_ahead() starts one that
- * odoo_finish_ahead() reads later (client->ahead), so that Odoo answers
- * while the caller stores the previous batch.  Kept in TopMemoryContext:
- * the caller's memory may be reset between the two.
+ * rpc_call() runs one at once; odoo_start_*() start one (client->pending)
+ * that odoo_finish_*() read once the caller's multi handle reports it done.
+ * Kept in TopMemoryContext: the caller's memory may be reset between the
+ * two.
  */
 typedef struct Transfer
 {
@@ -40,6 +46,8 @@ typedef struct Transfer
 	struct curl_slist *headers;
 	TransferState ts;
 	bool		added;			/* the handle is in client->multi */
+	bool		done;			/* the multi handle reported it finished */
+	CURLcode	result;			/* ... with this code */
 } Transfer;
 
 const char *
@@ -163,9 +171,9 @@ read_header(char *buffer, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
-OdooClient *
-odoo_client_create(const char *url, const char *database, const char *login,
-				   const char *secret, bool verify_tls)
+static OdooClient *
+client_create(const char *url, const char *database, const char *login,
+			  const char *secret, bool verify_tls, CURLM *shared_multi, void *owner)
 {
 	OdooClient *client;
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -176,10 +184,12 @@ odoo_client_create(const char *url, const char *database, const char *login,
 	client->login = pstrdup(login);
 	client->secret = pstrdup(secret);
 	client->verify_tls = verify_tls;
+	client->owner = owner;
 	MemoryContextSwitchTo(old);
 
 	client->easy = curl_easy_init();
-	client->multi = curl_multi_init();
+	client->owns_multi = (shared_multi == NULL);
+	client->multi = shared_multi ? shared_multi : curl_multi_init();
 	if (client->easy == NULL || client->multi == NULL)
 	{
 		odoo_client_destroy(client);
@@ -190,13 +200,45 @@ odoo_client_create(const char *url, const char *database, const char *login,
 	return client;
 }
 
+/* A client whose calls run at once (odoo_login, odoo_execute_kw). */
+OdooClient *
+odoo_client_create(const char *url, const char *database, const char *login,
+				   const char *secret, bool verify_tls)
+{
+	return client_create(url, database, login, secret, verify_tls, NULL, NULL);
+}
+
+/*
+ * A client whose calls are started (odoo_start_*) in the caller's multi
+ * handle and read (odoo_finish_*) when it reports them done; owner is
+ * whatever the caller wants back from odoo_client_of().
+ */
+OdooClient *
+odoo_client_create_in(CURLM *multi, void *owner, const char *url, const char *database,
+					  const char *login, const char *secret, bool verify_tls)
+{
+	Assert(multi != NULL);
+	return client_create(url, database, login, secret, verify_tls, multi, owner);
+}
+
+/* The client an easy handle that a multi handle reported done belongs to. */
+OdooClient *
+odoo_client_of(CURL *easy)
+{
+	char	   *client = NULL;
+
+	if (curl_easy_getinfo(easy, CURLINFO_PRIVATE, &client) != CURLE_OK)
+		return NULL;
+	return (OdooClient *) client;
+}
+
 void
 odoo_client_destroy(OdooClient *client)
 {
 	if (client == NULL)
 		return;
-	odoo_cancel_ahead(client);
-	if (client->multi)
+	odoo_cancel_call(client);
+	if (client->multi && client->owns_multi)
 		curl_multi_cleanup(client->multi);
 	if (client->easy)
 		curl_easy_cleanup(client->easy);
@@ -241,6 +283,7 @@ configure_request(OdooClient *client, TransferState *ts, struct curl_slist *head
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, ts);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, read_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, ts);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, (char *) client);	/* for odoo_client_of */
 	if (message_level_is_interesting(DEBUG2))
 		curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
 }
@@ -282,7 +325,17 @@ transfer_start(OdooClient *client, Transfer *t, const char *service, const char 
 	if (curl_multi_add_handle(client->multi, client->easy) == CURLM_OK)
 	{
 		t->added = true;
-		(void) curl_multi_perform(client->multi, &running);
+		/*
+		 * A shared multi handle is driven by its owner's loop (curl asks it,
+		 * through its timer callback, to act at once).
+		 */
+		if (client->owns_multi)
+			(void) curl_multi_perform(client->multi, &running);
+	}
+	else
+	{
+		t->done = true;
+		t->result = CURLE_FAILED_INIT;
 	}
 }
 
@@ -296,6 +349,7 @@ transfer_run(OdooClient *client, Transfer *t)
 	CURLcode	result = CURLE_OK;
 	int			running = 1;
 
+	Assert(client->owns_multi);
 	if (!t->added)
 		return CURLE_FAILED_INIT;
 	while (running)
@@ -443,23 +497,21 @@ classify_parsed(json_object *response, enum json_tokener_error jerr, size_t pars
 }
 
 /*
- * Posts one JSON-RPC call and returns the "result" member of the answer
- * (a new reference the caller releases with json_object_put), or NULL with
- * err set.  A call whose method returns None yields a JSON null object.
+ * Reads the answer of a finished transfer (curl's result code rc) into a
+ * result or err (see rpc_call).
  */
-/* Reads the answer of a started call into a result or err (see rpc_call). */
 static json_object *
-transfer_finish(OdooClient *client, Transfer *t, RecordScan *scan, OdooError *err)
+transfer_answer(OdooClient *client, Transfer *t, CURLcode rc, RecordScan *scan, OdooError *err)
 {
 	json_object *result = NULL;
-	CURLcode	rc;
 	long		status = 0;
 
 	memset(err, 0, sizeof(*err));
 	err->retry_after_s = -1;
 	err->secret = client->secret;
+	if (scan != NULL)
+		memset(scan, 0, sizeof(*scan));
 
-	rc = transfer_run(client, t);
 	curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &status);
 	client->bytes_received += t->ts.body->len;
 	err->http_status = status;
@@ -484,6 +536,15 @@ transfer_finish(OdooClient *client, Transfer *t, RecordScan *scan, OdooError *er
 	return result;
 }
 
+/* Runs a started call to its end on the client's own multi handle, and reads its answer. */
+static json_object *
+transfer_finish(OdooClient *client, Transfer *t, RecordScan *scan, OdooError *err)
+{
+	CURLcode	rc = t->done ? t->result : transfer_run(client, t);
+
+	return transfer_answer(client, t, rc, scan, err);
+}
+
 /*
  * Posts one JSON-RPC call and returns the "result" member of the answer
  * (a new reference the caller releases with json_object_put), or NULL with
@@ -496,7 +557,7 @@ rpc_call(OdooClient *client, const char *service, const char *method,
 	Transfer	t;
 	json_object *volatile result = NULL;
 
-	odoo_cancel_ahead(client);	/* one transfer at a time on the handle */
+	odoo_cancel_call(client);	/* one transfer at a time on the handle */
 	transfer_start(client, &t, service, method, args);
 	PG_TRY();
 	{
@@ -521,17 +582,22 @@ odoo_scrub_secret(char *msg, size_t size, const char *secret)
 	bc_copy_message(msg, size, msg, secret);
 }
 
-bool
-odoo_login(OdooClient *client, OdooError *err)
+static json_object *
+login_args(OdooClient *client)
 {
 	json_object *args = json_object_new_array();
-	json_object *result;
 
 	json_object_array_add(args, json_object_new_string(client->database));
 	json_object_array_add(args, json_object_new_string(client->login));
 	json_object_array_add(args, json_object_new_string(client->secret));
 	json_object_array_add(args, json_object_new_object());
-	result = rpc_call(client, "common", "authenticate", args, NULL, err);
+	return args;
+}
+
+/* What common.authenticate answered (result, or NULL with err): sets client->uid. */
+static bool
+login_answer(OdooClient *client, json_object *result, OdooError *err)
+{
 	if (result == NULL && err->kind == ODOO_OK)
 		set_error(err, ODOO_ERR_BAD_RESPONSE, "login answered neither a user id nor false");
 	if (result == NULL)
@@ -549,6 +615,29 @@ odoo_login(OdooClient *client, OdooError *err)
 	return client->uid > 0;
 }
 
+bool
+odoo_login(OdooClient *client, OdooError *err)
+{
+	return login_answer(client, rpc_call(client, "common", "authenticate", login_args(client),
+										 NULL, err), err);
+}
+
+static json_object *
+execute_kw_args(OdooClient *client, const char *model, const char *method,
+				json_object *args, json_object *kwargs)
+{
+	json_object *call = json_object_new_array();
+
+	json_object_array_add(call, json_object_new_string(client->database));
+	json_object_array_add(call, json_object_new_int64(client->uid));
+	json_object_array_add(call, json_object_new_string(client->secret));
+	json_object_array_add(call, json_object_new_string(model));
+	json_object_array_add(call, json_object_new_string(method));
+	json_object_array_add(call, args);
+	json_object_array_add(call, kwargs);
+	return call;
+}
+
 /*
  * object.execute_kw(db, uid, secret, model, method, args, kwargs).  Takes
  * ownership of args and kwargs.  Returns the result (the caller releases
@@ -559,56 +648,94 @@ json_object *
 odoo_execute_kw(OdooClient *client, const char *model, const char *method,
 				json_object *args, json_object *kwargs, RecordScan *scan, OdooError *err)
 {
-	json_object *call = json_object_new_array();
+	return rpc_call(client, "object", "execute_kw",
+					execute_kw_args(client, model, method, args, kwargs), scan, err);
+}
 
-	json_object_array_add(call, json_object_new_string(client->database));
-	json_object_array_add(call, json_object_new_int64(client->uid));
-	json_object_array_add(call, json_object_new_string(client->secret));
-	json_object_array_add(call, json_object_new_string(model));
-	json_object_array_add(call, json_object_new_string(method));
-	json_object_array_add(call, args);
-	json_object_array_add(call, kwargs);
-	return rpc_call(client, "object", "execute_kw", call, scan, err);
+/* ---- calls started now and read later ---------------------------------- */
+
+static void
+start_call(OdooClient *client, const char *service, const char *method, json_object *args)
+{
+	Transfer   *t;
+
+	odoo_cancel_call(client);	/* one transfer at a time on the handle */
+	t = MemoryContextAllocZero(TopMemoryContext, sizeof(Transfer));
+	PG_TRY();
+	{
+		transfer_start(client, t, service, method, args);
+	}
+	PG_CATCH();
+	{
+		transfer_end(client, t);
+		pfree(t);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	client->pending = t;
+}
+
+/* Starts common.authenticate; odoo_finish_login() reads its answer. */
+void
+odoo_start_login(OdooClient *client)
+{
+	start_call(client, "common", "authenticate", login_args(client));
 }
 
 /*
- * Starts object.execute_kw without waiting for its answer, for
- * odoo_finish_ahead(); a call started earlier and not read is abandoned.
- * Takes ownership of args and kwargs.
+ * Starts object.execute_kw (takes ownership of args and kwargs);
+ * odoo_finish_call() reads its answer.  A call started earlier and not read
+ * is abandoned.
  */
 void
-odoo_execute_kw_ahead(OdooClient *client, const char *model, const char *method,
+odoo_start_execute_kw(OdooClient *client, const char *model, const char *method,
 					  json_object *args, json_object *kwargs)
 {
-	json_object *call = json_object_new_array();
-	MemoryContext old;
-
-	odoo_cancel_ahead(client);
-	json_object_array_add(call, json_object_new_string(client->database));
-	json_object_array_add(call, json_object_new_int64(client->uid));
-	json_object_array_add(call, json_object_new_string(client->secret));
-	json_object_array_add(call, json_object_new_string(model));
-	json_object_array_add(call, json_object_new_string(method));
-	json_object_array_add(call, args);
-	json_object_array_add(call, kwargs);
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	client->ahead = palloc0(sizeof(Transfer));
-	MemoryContextSwitchTo(old);
-	transfer_start(client, (Transfer *) client->ahead, "object", "execute_kw", call);
+	start_call(client, "object", "execute_kw",
+			   execute_kw_args(client, model, method, args, kwargs));
 }
 
-/* The answer of the call odoo_execute_kw_ahead() started, as odoo_execute_kw() returns it. */
-json_object *
-odoo_finish_ahead(OdooClient *client, RecordScan *scan, OdooError *err)
+/* Whether a started call has not been read yet. */
+bool
+odoo_call_pending(OdooClient *client)
 {
-	Transfer   *t = (Transfer *) client->ahead;
+	return client->pending != NULL;
+}
+
+/*
+ * The caller's multi handle reported the client's transfer done with curl's
+ * result code rc (CURLMsg.data.result): remembered for odoo_finish_*().
+ */
+void
+odoo_call_done(OdooClient *client, CURLcode rc)
+{
+	Transfer   *t = (Transfer *) client->pending;
+
+	if (t == NULL)
+		return;
+	t->done = true;
+	t->result = rc;
+}
+
+/* Whether the started call is finished and can be read. */
+bool
+odoo_call_finished(OdooClient *client)
+{
+	return client->pending != NULL && ((Transfer *) client->pending)->done;
+}
+
+/* The answer of the finished call, as odoo_execute_kw() returns it. */
+json_object *
+odoo_finish_call(OdooClient *client, RecordScan *scan, OdooError *err)
+{
+	Transfer   *t = (Transfer *) client->pending;
 	json_object *volatile result = NULL;
 
-	Assert(t != NULL);
-	client->ahead = NULL;
+	Assert(t != NULL && t->done);
+	client->pending = NULL;
 	PG_TRY();
 	{
-		result = transfer_finish(client, t, scan, err);
+		result = transfer_answer(client, t, t->result, scan, err);
 	}
 	PG_FINALLY();
 	{
@@ -619,15 +746,22 @@ odoo_finish_ahead(OdooClient *client, RecordScan *scan, OdooError *err)
 	return result;
 }
 
-/* Abandons the call odoo_execute_kw_ahead() started, if any. */
-void
-odoo_cancel_ahead(OdooClient *client)
+/* The answer of the finished odoo_start_login(), as odoo_login() returns it. */
+bool
+odoo_finish_login(OdooClient *client, OdooError *err)
 {
-	Transfer   *t = (Transfer *) client->ahead;
+	return login_answer(client, odoo_finish_call(client, NULL, err), err);
+}
+
+/* Abandons the started call, if any (its connection is closed). */
+void
+odoo_cancel_call(OdooClient *client)
+{
+	Transfer   *t = (Transfer *) client->pending;
 
 	if (t == NULL)
 		return;
-	client->ahead = NULL;
+	client->pending = NULL;
 	transfer_end(client, t);
 	pfree(t);
 }

@@ -41,7 +41,8 @@ typedef struct OdooError
 typedef struct OdooClient
 {
 	CURL	   *easy;			/* kept between calls, so connections are reused */
-	CURLM	   *multi;			/* drives one transfer while checking interrupts */
+	CURLM	   *multi;			/* the client's own, or the caller's (odoo_client_create_in) */
+	bool		owns_multi;
 	char	   *endpoint;		/* <url>/jsonrpc */
 	char	   *database;
 	char	   *login;
@@ -50,7 +51,8 @@ typedef struct OdooClient
 	int64		uid;			/* 0 until logged in */
 	int64		request_id;
 	uint64		bytes_received;
-	void	   *ahead;			/* a call started and not read yet, or NULL */
+	void	   *pending;		/* a call started and not read yet, or NULL */
+	void	   *owner;			/* odoo_client_create_in's owner */
 } OdooClient;
 
 /* An instance's access settings (odoo_call.c), read by the extension owner. */
@@ -75,10 +77,19 @@ extern void odoo_client_destroy(OdooClient *client);
 extern bool odoo_login(OdooClient *client, OdooError *err);
 extern json_object *odoo_classify_answer(const char *body, size_t len, RecordScan *scan,
 										 OdooError *err);
-extern void odoo_execute_kw_ahead(OdooClient *client, const char *model, const char *method,
+extern OdooClient *odoo_client_create_in(CURLM *multi, void *owner, const char *url,
+										 const char *database, const char *login,
+										 const char *secret, bool verify_tls);
+extern OdooClient *odoo_client_of(CURL *easy);
+extern void odoo_start_login(OdooClient *client);
+extern void odoo_start_execute_kw(OdooClient *client, const char *model, const char *method,
 								  json_object *args, json_object *kwargs);
-extern json_object *odoo_finish_ahead(OdooClient *client, RecordScan *scan, OdooError *err);
-extern void odoo_cancel_ahead(OdooClient *client);
+extern bool odoo_call_pending(OdooClient *client);
+extern void odoo_call_done(OdooClient *client, CURLcode rc);
+extern bool odoo_call_finished(OdooClient *client);
+extern json_object *odoo_finish_call(OdooClient *client, RecordScan *scan, OdooError *err);
+extern bool odoo_finish_login(OdooClient *client, OdooError *err);
+extern void odoo_cancel_call(OdooClient *client);
 extern json_object *odoo_execute_kw(OdooClient *client, const char *model,
 									const char *method, json_object *args,
 									json_object *kwargs, RecordScan *scan,

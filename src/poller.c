@@ -1,16 +1,27 @@
 /*
- * poller.c: the "bridgecore poller" background worker, one per enabled Odoo
- * instance (started by the launcher).
+ * poller.c: the "bridgecore poller" background workers.  The launcher starts
+ * bridgecore.pollers of them at most; poller k of n runs every enabled
+ * instance whose id is k modulo n.
  *
- * Loop: log in, learn the source model's fields, search_read the rows above
- * the cursor (plus the gaps still open), store them and move the cursor in
- * one short transaction.  A full batch is followed at once by the next;
- * otherwise the poller sleeps the instance's poll interval.  Failures are
- * recorded in the instance status and retried with exponential backoff and
- * jitter.  HTTP never runs inside a transaction, and a poller only ever
- * talks to its own instance, so a slow Odoo delays nobody else.
+ * Each instance goes through the same poll as ever: log in, learn the
+ * source model's fields, search_read the rows above the cursor (plus the
+ * gaps still open), store them and move the cursor in one short
+ * transaction; a full batch is followed at once by the next, otherwise the
+ * instance waits its poll interval; failures are recorded in the instance
+ * status and retried with exponential backoff and jitter.  What is new is
+ * that a poll is a sequence of steps, each started by an HTTP call and
+ * continued when its answer comes: all the calls of a poller's instances run
+ * at once in one curl multi handle (curl_loop.c), so a slow or hung Odoo
+ * holds up only its own instance.  HTTP never runs inside a transaction.
+ *
+ * One poller per instance at a time: a poller runs an instance only while
+ * it holds the instance's session-level advisory lock (taken without
+ * waiting; a predecessor still exiting keeps it a moment).  An ERROR while
+ * an instance is polled is caught, counted as that instance's failure and
+ * backed off; the other instances go on.
  */
 #include "bridgecore.h"
+#include "curl_loop.h"
 #include "ingest.h"
 #include "odoo_client.h"
 #include "stats.h"
@@ -49,6 +60,17 @@ int			bridgecore_max_backoff_ms = 30000;
  */
 #define EXTENSION_RECHECK_MS 60000
 
+/*
+ * A poller reads its instances again when the launcher says they changed,
+ * and this often anyway; an instance whose lock a predecessor still holds
+ * is tried again after LOCK_RETRY_MS.
+ */
+#define INSTANCES_REREAD_MS 10000
+#define LOCK_RETRY_MS 200
+
+/* pg_advisory_lock(BRIDGECORE_LOCK_KEY, instance id): the poller of an instance */
+#define BRIDGECORE_LOCK_KEY 1112425298
+
 /* Fields BridgeCore reads from the source model, if the model has them. */
 static const char *const wanted_fields[] = {
 	"id", "model", "record_id", "event", "timestamp",
@@ -56,9 +78,29 @@ static const char *const wanted_fields[] = {
 };
 static const char *const required_fields[] = {"model", "record_id", "event", "timestamp"};
 
+/* Where an instance's poll stands: which call's answer it waits for. */
+typedef enum PollPhase
+{
+	PHASE_IDLE,					/* no poll; waits for next_attempt or a ring */
+	PHASE_LOGIN,				/* common.authenticate */
+	PHASE_FIELDS,				/* fields_get */
+	PHASE_SEARCH,				/* search_read of the records */
+	PHASE_ISOLATE				/* search_read of the first record's id only */
+} PollPhase;
+
 typedef struct Instance
 {
 	int32		id;
+	int32		config_version;
+	OdooClient *client;
+	DoorbellSlot *bell;			/* NULL: cannot be rung */
+	MemoryContext context;		/* one poll's memory, reset when it ends */
+	bool		gone;			/* removed or disabled: to be released */
+	PollPhase	phase;
+	int			attempt;		/* 1 once this poll logged in again */
+	TimestampTz poll_started;
+	uint64		bytes_before;
+	OdooError	cause;			/* PHASE_ISOLATE: why the record is unreadable */
 	char	   *name;
 	char	   *url;
 	char	   *database;
@@ -82,6 +124,13 @@ typedef struct Instance
 	int			ahead_limit;
 	json_object *ahead_fields;
 } Instance;
+
+/* The instances this poller runs (Instance *, in TopMemoryContext). */
+static List *instances = NIL;
+static CurlLoop *loop = NULL;
+static int32 poller_index = 0;
+static int32 poller_count = 1;
+static TimestampTz reread_at = 0;	/* when to read the instances again */
 
 typedef enum PollOutcome
 {
@@ -164,61 +213,70 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 	return s;
 }
 
+typedef enum LoadOutcome
+{
+	LOAD_OK,
+	LOAD_NOT_FOUND,				/* removed or disabled meanwhile */
+	LOAD_LOCKED					/* another poller (a predecessor exiting) runs it */
+} LoadOutcome;
+
 /*
- * Loads the instance's settings and position.  Also takes a session-level
- * advisory lock on the instance, so that two pollers never run for one
- * instance (a replacement waits for its predecessor to exit).
+ * In the caller's transaction: takes the instance's advisory lock without
+ * waiting, then loads its settings and position.  The lock is held from
+ * then on (session level) until release_instance().
  */
-static bool
+static LoadOutcome
 load_instance(int32 instance_id, Instance *inst)
 {
 	Datum		arg = Int32GetDatum(instance_id);
 	Oid			argtype = INT4OID;
-	bool		found = false;
+	bool		isnull;
+	LoadOutcome outcome = LOAD_NOT_FOUND;
 
-	bc_begin_work("bridgecore poller: loading instance");
-	started_extension = get_extension_oid("bridgecore", true);
-	if (extension_present())
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_try_advisory_lock(1112425298, $1)",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return LOAD_LOCKED;
+	if (SPI_execute_with_args("SELECT name, url, database, login, secret, source_model,"
+							  " (extract(epoch FROM poll_interval) * 1000)::integer,"
+							  " batch_size, verify_tls, cursor,"
+							  " ARRAY(SELECT g.odoo_id FROM bridgecore.gap g"
+							  "        WHERE g.instance_id = i.id ORDER BY g.odoo_id),"
+							  " coalesce(next_attempt_at, '-infinity'), consecutive_failures,"
+							  " config_version"
+							  " FROM bridgecore.instance i WHERE id = $1 AND enabled",
+							  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
 	{
-		SPI_execute_with_args("SELECT pg_catalog.pg_advisory_lock(1112425298, $1)",
-							  1, &argtype, &arg, NULL, false, 0);
-		if (SPI_execute_with_args("SELECT name, url, database, login, secret, source_model,"
-								  " (extract(epoch FROM poll_interval) * 1000)::integer,"
-								  " batch_size, verify_tls, cursor,"
-								  " ARRAY(SELECT g.odoo_id FROM bridgecore.gap g"
-								  "        WHERE g.instance_id = i.id ORDER BY g.odoo_id),"
-								  " coalesce(next_attempt_at, '-infinity'), consecutive_failures"
-								  " FROM bridgecore.instance i WHERE id = $1 AND enabled",
-								  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			MemoryContext old;
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old;
 
-			inst->id = instance_id;
-			inst->name = copy_text(tup, desc, 1);
-			inst->url = copy_text(tup, desc, 2);
-			inst->database = copy_text(tup, desc, 3);
-			inst->login = copy_text(tup, desc, 4);
-			inst->secret = copy_text(tup, desc, 5);
-			inst->source_model = copy_text(tup, desc, 6);
-			inst->poll_interval_ms = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-			inst->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
-			inst->fetch_limit = inst->batch_size;
-			inst->verify_tls = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
-			inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
-			old = MemoryContextSwitchTo(TopMemoryContext);
-			inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 11, &isnull));
-			MemoryContextSwitchTo(old);
-			inst->next_attempt = DatumGetTimestampTz(SPI_getbinval(tup, desc, 12, &isnull));
-			inst->failures = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
-			found = true;
-		}
+		inst->id = instance_id;
+		inst->name = copy_text(tup, desc, 1);
+		inst->url = copy_text(tup, desc, 2);
+		inst->database = copy_text(tup, desc, 3);
+		inst->login = copy_text(tup, desc, 4);
+		inst->secret = copy_text(tup, desc, 5);
+		inst->source_model = copy_text(tup, desc, 6);
+		inst->poll_interval_ms = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		inst->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		inst->fetch_limit = inst->batch_size;
+		inst->verify_tls = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+		inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 11, &isnull));
+		MemoryContextSwitchTo(old);
+		inst->next_attempt = DatumGetTimestampTz(SPI_getbinval(tup, desc, 12, &isnull));
+		inst->failures = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+		inst->config_version = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
+		outcome = LOAD_OK;
 	}
-	bc_end_work();
-	return found;
+	else
+		SPI_execute_with_args("SELECT pg_catalog.pg_advisory_unlock(1112425298, $1)",
+							  1, &argtype, &arg, NULL, false, 0);
+	return outcome;
 }
 
 /* ---- failures ---------------------------------------------------------- */
@@ -319,18 +377,24 @@ null_is_bad_response(OdooError *err, const char *method)
  * Asks fields_get which of the wanted fields the source model has (an older
  * addon has only model, record_id, event and timestamp).
  */
-static bool
-learn_fields(OdooClient *client, Instance *inst, OdooError *err)
+static void
+start_fields_get(Instance *inst)
 {
 	json_object *kwargs = json_object_new_object();
 	json_object *attributes = json_object_new_array();
-	json_object *result;
-	json_object *fields;
 
 	json_object_array_add(attributes, json_object_new_string("type"));
 	json_object_object_add(kwargs, "attributes", attributes);
-	result = odoo_execute_kw(client, inst->source_model, "fields_get",
-							 json_object_new_array(), kwargs, NULL, err);
+	odoo_start_execute_kw(inst->client, inst->source_model, "fields_get",
+						  json_object_new_array(), kwargs);
+}
+
+/* fields_get's answer (result, or NULL with err): the fields to ask for. */
+static bool
+fields_answer(Instance *inst, json_object *result, OdooError *err)
+{
+	json_object *fields;
+
 	if (result == NULL)
 	{
 		null_is_bad_response(err, "fields_get");
@@ -616,30 +680,36 @@ store_unreadable_in_transaction(Instance *inst, int64 odoo_id, const char *reaso
 }
 
 /*
- * Asks Odoo for just the id of the first record the poll wants, and
- * dead-letters that record (the one-record answer failed twice).  Returns
- * false when even that is not answered: then it is Odoo, not a record.
+ * Asks Odoo for just the id of the first record the poll wants, so that
+ * this record (the one-record answer failed twice) can be dead-lettered.
  */
-static bool
-isolate_unreadable_record(OdooClient *client, Instance *inst, OdooError *cause,
-						  PollOutcome *outcome)
+static void
+start_isolate(Instance *inst)
 {
 	json_object *args = json_object_new_array();
 	json_object *kwargs = json_object_new_object();
 	json_object *fields = json_object_new_array();
-	json_object *answer;
-	json_object *idv = NULL;
-	OdooError	err;
-	int64		odoo_id = 0;
-	bool		found = false;
-	MemoryContext caller = CurrentMemoryContext;
 
 	json_object_array_add(args, build_domain(inst));
 	json_object_array_add(fields, json_object_new_string("id"));
 	json_object_object_add(kwargs, "fields", fields);
 	json_object_object_add(kwargs, "limit", json_object_new_int(1));
 	json_object_object_add(kwargs, "order", json_object_new_string("id asc"));
-	answer = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, NULL, &err);
+	odoo_start_execute_kw(inst->client, inst->source_model, "search_read", args, kwargs);
+}
+
+/*
+ * The id-only answer: dead-letters the record it names.  Returns false when
+ * even that was not answered: then it is Odoo, not a record.
+ */
+static bool
+isolate_answer(Instance *inst, json_object *answer, PollOutcome *outcome)
+{
+	json_object *idv = NULL;
+	int64		odoo_id = 0;
+	bool		found = false;
+	MemoryContext caller = CurrentMemoryContext;
+
 	if (answer == NULL)
 		return false;
 	if (json_object_is_type(answer, json_type_array) && json_object_array_length(answer) == 1 &&
@@ -659,7 +729,8 @@ isolate_unreadable_record(OdooClient *client, Instance *inst, OdooError *cause,
 		char		reason[600];
 
 		bc_copy_message(reason, sizeof(reason),
-						psprintf("unreadable record: %s: %s", odoo_error_kind_name(cause->kind), cause->message),
+						psprintf("unreadable record: %s: %s", odoo_error_kind_name(inst->cause.kind),
+								 inst->cause.message),
 						inst->secret);
 		*outcome = store_unreadable_in_transaction(inst, odoo_id, reason);
 		ereport(LOG,
@@ -712,7 +783,7 @@ ahead_matches(Instance *inst)
  * with the rows, in their transaction.
  */
 static void
-fetch_ahead(OdooClient *client, Instance *inst, json_object *records)
+fetch_ahead(Instance *inst, json_object *records)
 {
 	size_t		n = json_object_array_length(records);
 	int64		highest = 0;
@@ -735,61 +806,136 @@ fetch_ahead(OdooClient *client, Instance *inst, json_object *records)
 	inst->cursor = highest;
 	search_read_call(inst, &args, &kwargs);
 	inst->cursor = cursor;
-	odoo_execute_kw_ahead(client, inst->source_model, "search_read", args, kwargs);
+	odoo_start_execute_kw(inst->client, inst->source_model, "search_read", args, kwargs);
+	curl_loop_kick(loop);		/* the request goes out before the store */
 	inst->ahead_cursor = highest;
 	inst->ahead_limit = inst->fetch_limit;
 	inst->ahead_fields = inst->fields;
 }
 
-static PollOutcome
-fetch_and_store(OdooClient *client, Instance *inst)
+/* ---- one poll, step by step -------------------------------------------- */
+
+/* The poll ended with outcome: counted, and the next one scheduled. */
+static void
+finish_poll(Instance *inst, PollOutcome outcome)
 {
-	OdooError	err;
-	json_object *records = NULL;
-	RecordScan	scan;			/* what the answer's text says of each record */
-	json_object *kwargs;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (outcome == POLL_CAUGHT_UP || outcome == POLL_FULL_BATCH)
+		stats_note_success(inst->id);
+	if (outcome != POLL_GONE)
+		stats_count_poll(inst->id, outcome == POLL_FAILED ? (int) inst->last_error_kind : 0,
+						 inst->client->bytes_received - inst->bytes_before,
+						 (double) (now - inst->poll_started) / USECS_PER_SEC);
+	switch (outcome)
+	{
+		case POLL_GONE:
+			inst->gone = true;
+			reread_at = 0;		/* released at the next turn of the loop */
+			break;
+		case POLL_CAUGHT_UP:
+			inst->next_attempt = TimestampTzPlusMilliseconds(now, inst->poll_interval_ms);
+			break;
+		case POLL_FULL_BATCH:
+			inst->next_attempt = now;	/* the next batch at once */
+			break;
+		case POLL_FAILED:
+			break;				/* record_failure set the backoff */
+	}
+	/* The answer fetched ahead is the next batch only if this one left the cursor where it expected. */
+	if (odoo_call_pending(inst->client) && !(outcome == POLL_FULL_BATCH && ahead_matches(inst)))
+		odoo_cancel_call(inst->client);
+	inst->phase = PHASE_IDLE;
+}
+
+/*
+ * Starts the next call the poll needs: a login, fields_get, or the
+ * search_read (unless the one started ahead is it).
+ */
+static void
+next_step(Instance *inst)
+{
 	json_object *args;
+	json_object *kwargs;
+
+	if (inst->client->uid == 0)
+	{
+		odoo_start_login(inst->client);
+		inst->phase = PHASE_LOGIN;
+	}
+	else if (inst->fields == NULL)
+	{
+		start_fields_get(inst);
+		inst->phase = PHASE_FIELDS;
+	}
+	else
+	{
+		inst->phase = PHASE_SEARCH;
+		if (inst->attempt == 0 && odoo_call_pending(inst->client) && ahead_matches(inst))
+			return;				/* the search_read started ahead */
+		search_read_call(inst, &args, &kwargs);
+		odoo_start_execute_kw(inst->client, inst->source_model, "search_read", args, kwargs);
+	}
+}
+
+/* A call answered that the session is gone: log in again, once per poll. */
+static bool
+log_in_again(Instance *inst, OdooError *err)
+{
+	if ((err->kind != ODOO_ERR_ACCESS_DENIED && err->kind != ODOO_ERR_SESSION_EXPIRED) ||
+		inst->attempt > 0)
+		return false;
+	inst->attempt = 1;
+	inst->client->uid = 0;
+	next_step(inst);
+	return true;
+}
+
+/* A poll is due: starts it. */
+static void
+begin_poll(Instance *inst)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	/*
+	 * Rings from here on ask for one more poll after this one.  A ring taken
+	 * drops a search_read started ahead: asked for before the ring, its
+	 * answer may miss what the ring was for.
+	 */
+	if (doorbell_take(inst->bell))
+		odoo_cancel_call(inst->client);
+	/* Ask fields_get again now and then: an upgraded addon may have more. */
+	if (inst->fields != NULL &&
+		TimestampDifferenceExceeds(inst->fields_learned_at, now, FIELDS_RELEARN_MS))
+	{
+		json_object_put(inst->fields);
+		inst->fields = NULL;
+	}
+	inst->attempt = 0;
+	inst->poll_started = now;
+	inst->bytes_before = inst->client->bytes_received;
+	next_step(inst);
+}
+
+/* The search_read's answer (records, or NULL with err). */
+static void
+search_answer(Instance *inst, json_object *records, RecordScan *scan, OdooError *err)
+{
 	PollOutcome outcome;
 
-	for (int attempt = 0;; attempt++)
+	if (records == NULL)
 	{
-		if (client->uid == 0 && !odoo_login(client, &err))
-			return record_failure(inst, &err, "login");
-		if (inst->fields == NULL && !learn_fields(client, inst, &err))
-		{
-			if ((err.kind == ODOO_ERR_ACCESS_DENIED || err.kind == ODOO_ERR_SESSION_EXPIRED) && attempt == 0)
-			{
-				client->uid = 0;	/* log in again, once */
-				continue;
-			}
-			return record_failure(inst, &err, "fields_get");
-		}
-
-		if (attempt == 0 && client->ahead != NULL && ahead_matches(inst))
-			records = odoo_finish_ahead(client, &scan, &err);
-		else
-		{
-			search_read_call(inst, &args, &kwargs);
-			records = odoo_execute_kw(client, inst->source_model, "search_read", args, kwargs, &scan, &err);
-		}
-		if (records != NULL)
-			break;
-		null_is_bad_response(&err, "search_read");
-		if ((err.kind == ODOO_ERR_ACCESS_DENIED || err.kind == ODOO_ERR_SESSION_EXPIRED) && attempt == 0)
-		{
-			client->uid = 0;
-			continue;
-		}
+		null_is_bad_response(err, "search_read");
+		if (log_in_again(inst, err))
+			return;
 		/* The model may have lost a field we ask for: ask fields_get again. */
-		if (err.kind == ODOO_ERR_RPC)
+		if (err->kind == ODOO_ERR_RPC)
 		{
 			json_object_put(inst->fields);
 			inst->fields = NULL;
 		}
-		if (err.record_sized)
+		if (err->record_sized)
 		{
-			PollOutcome isolated;
-
 			/*
 			 * One record can make the whole answer unusable (too large, or
 			 * nested too deep to read): ask for fewer records at a time, down
@@ -798,11 +944,16 @@ fetch_and_store(OdooClient *client, Instance *inst)
 			 */
 			if (inst->fetch_limit > 1)
 				inst->fetch_limit = Max(1, inst->fetch_limit / 2);
-			else if (++inst->poison_strikes >= 2 &&
-					 isolate_unreadable_record(client, inst, &err, &isolated))
-				return isolated;
+			else if (++inst->poison_strikes >= 2)
+			{
+				inst->cause = *err;
+				start_isolate(inst);
+				inst->phase = PHASE_ISOLATE;
+				return;
+			}
 		}
-		return record_failure(inst, &err, "search_read");
+		finish_poll(inst, record_failure(inst, err, "search_read"));
+		return;
 	}
 	/* A good answer: back towards the configured batch size. */
 	inst->fetch_limit = Min(inst->batch_size, inst->fetch_limit * 2);
@@ -811,10 +962,11 @@ fetch_and_store(OdooClient *client, Instance *inst)
 	if (!json_object_is_type(records, json_type_array))
 	{
 		json_object_put(records);
-		err.kind = ODOO_ERR_BAD_RESPONSE;
-		err.retry_after_s = -1;
-		snprintf(err.message, sizeof(err.message), "search_read did not answer a list");
-		return record_failure(inst, &err, "search_read");
+		err->kind = ODOO_ERR_BAD_RESPONSE;
+		err->retry_after_s = -1;
+		snprintf(err->message, sizeof(err->message), "search_read did not answer a list");
+		finish_poll(inst, record_failure(inst, err, "search_read"));
+		return;
 	}
 	/*
 	 * Nothing new, nothing to settle: no write at all, so an idle instance
@@ -826,59 +978,285 @@ fetch_and_store(OdooClient *client, Instance *inst)
 		ARR_NDIM(inst->gaps) == 0 && !gaps_requested(inst))
 	{
 		json_object_put(records);
-		return POLL_CAUGHT_UP;
+		finish_poll(inst, POLL_CAUGHT_UP);
+		return;
 	}
-	fetch_ahead(client, inst, records);
+	fetch_ahead(inst, records);
 	PG_TRY();
 	{
-		outcome = store_batch(inst, records, &scan);
+		outcome = store_batch(inst, records, scan);
 	}
 	PG_FINALLY();
 	{
 		json_object_put(records);
 	}
 	PG_END_TRY();
-	/* The answer fetched ahead is the next batch only if this one left the cursor where it expected. */
-	if (client->ahead != NULL && !(outcome == POLL_FULL_BATCH && ahead_matches(inst)))
-		odoo_cancel_ahead(client);
-	return outcome;
+	finish_poll(inst, outcome);
 }
 
-/* One poll, counted in the statistics. */
-static PollOutcome
-poll_once(OdooClient *client, Instance *inst)
-{
-	TimestampTz started = GetCurrentTimestamp();
-	uint64		bytes_before = client->bytes_received;
-	PollOutcome outcome = fetch_and_store(client, inst);
-
-	if (outcome == POLL_CAUGHT_UP || outcome == POLL_FULL_BATCH)
-		stats_note_success(inst->id);
-	if (outcome != POLL_GONE)
-		stats_count_poll(inst->id, outcome == POLL_FAILED ? (int) inst->last_error_kind : 0,
-						 client->bytes_received - bytes_before,
-						 (double) (GetCurrentTimestamp() - started) / USECS_PER_SEC);
-	return outcome;
-}
-
+/* The call the poll waited for is answered: goes on with the poll. */
 static void
-wait_ms(long timeout_ms)
+continue_poll(Instance *inst)
 {
-	if (timeout_ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 timeout_ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
+	OdooError	err;
+	RecordScan	scan;			/* what the answer's text says of each record */
+	PollOutcome outcome;
+
+	switch (inst->phase)
+	{
+		case PHASE_IDLE:
+			break;
+		case PHASE_LOGIN:
+			if (odoo_finish_login(inst->client, &err))
+				next_step(inst);
+			else
+				finish_poll(inst, record_failure(inst, &err, "login"));
+			break;
+		case PHASE_FIELDS:
+			if (fields_answer(inst, odoo_finish_call(inst->client, NULL, &err), &err))
+				next_step(inst);
+			else if (!log_in_again(inst, &err))
+				finish_poll(inst, record_failure(inst, &err, "fields_get"));
+			break;
+		case PHASE_SEARCH:
+			search_answer(inst, odoo_finish_call(inst->client, &scan, &err), &scan, &err);
+			break;
+		case PHASE_ISOLATE:
+			if (isolate_answer(inst, odoo_finish_call(inst->client, NULL, &err), &outcome))
+				finish_poll(inst, outcome);
+			else
+				finish_poll(inst, record_failure(inst, &inst->cause, "search_read"));
+			break;
+	}
+}
+
+/*
+ * Runs one step of an instance's poll in its own memory.  An ERROR (one the
+ * steps do not handle themselves: out of memory, a bug) ends this
+ * instance's poll as a failure, with backoff; the poller and its other
+ * instances go on.
+ */
+static void
+run_step(Instance *inst, void (*step) (Instance *))
+{
+	MemoryContext old = MemoryContextSwitchTo(inst->context);
+
+	PG_TRY();
+	{
+		step(inst);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = bc_abort_work(old);
+		OdooError	err;
+
+		memset(&err, 0, sizeof(err));
+		err.kind = ODOO_ERR_STORE;
+		err.retry_after_s = -1;
+		bc_copy_message(err.message, sizeof(err.message),
+						psprintf("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode)),
+						inst->secret);
+		FreeErrorData(edata);
+		odoo_cancel_call(inst->client);
+		inst->phase = PHASE_IDLE;
+		MemoryContextSwitchTo(inst->context);
+		(void) record_failure(inst, &err, "poll");
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	if (inst->phase == PHASE_IDLE)
+		MemoryContextReset(inst->context);
+}
+
+/* ---- the instances of this poller -------------------------------------- */
+
+/* Stops running an instance, in the caller's transaction (its lock goes). */
+static void
+release_instance(Instance *inst)
+{
+	Datum		arg = Int32GetDatum(inst->id);
+	Oid			argtype = INT4OID;
+
+	odoo_client_destroy(inst->client);	/* abandons its call */
+	doorbell_detach(inst->bell);
+	SPI_execute_with_args("SELECT pg_catalog.pg_advisory_unlock(1112425298, $1)",
+						  1, &argtype, &arg, NULL, false, 0);
+	json_object_put(inst->fields);
+	if (inst->gaps)
+		pfree(inst->gaps);
+	if (inst->secret)
+		explicit_bzero(inst->secret, strlen(inst->secret));
+	pfree(inst->name);
+	pfree(inst->url);
+	pfree(inst->database);
+	pfree(inst->login);
+	pfree(inst->secret);
+	pfree(inst->source_model);
+	MemoryContextDelete(inst->context);
+	pfree(inst);
+}
+
+/* Starts running an instance; NULL if it is gone or another poller runs it. */
+static Instance *
+add_instance(int32 instance_id, bool *locked)
+{
+	Instance   *inst = MemoryContextAllocZero(TopMemoryContext, sizeof(Instance));
+	LoadOutcome loaded = load_instance(instance_id, inst);
+
+	*locked = (loaded == LOAD_LOCKED);
+	if (loaded != LOAD_OK)
+	{
+		pfree(inst);
+		return NULL;
+	}
+	inst->context = AllocSetContextCreate(TopMemoryContext, "bridgecore poll",
+										  ALLOCSET_DEFAULT_SIZES);
+	inst->client = odoo_client_create_in(curl_loop_multi(loop), inst, inst->url, inst->database,
+										 inst->login, inst->secret, inst->verify_tls);
+	inst->bell = doorbell_attach(instance_id);	/* under the advisory lock */
+	ereport(LOG, (errmsg("bridgecore poller for instance \"%s\" started at cursor " INT64_FORMAT,
+						 inst->name, inst->cursor)));
+	return inst;
+}
+
+/*
+ * Reads which enabled instances are this poller's (id modulo the number of
+ * pollers) and makes the running ones match: releases those removed,
+ * disabled, changed (their config_version moved) or gone, and starts the
+ * new ones.  Returns how many instances are this poller's, running or not.
+ */
+static int
+reread_instances(void)
+{
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2];
+	int32	   *ids = NULL;
+	int32	   *versions = NULL;
+	int			nwanted = 0;
+	bool		present;
+	bool		retry = false;
+	List	   *kept = NIL;
+	ListCell   *lc;
+
+	bc_begin_work("bridgecore poller: reading its instances");
+	if (!OidIsValid(started_extension))
+		started_extension = get_extension_oid("bridgecore", true);
+	present = extension_present();
+	if (present)
+	{
+		args[0] = Int32GetDatum(poller_count);
+		args[1] = Int32GetDatum(poller_index);
+		if (SPI_execute_with_args("SELECT id, config_version FROM bridgecore.instance"
+								  " WHERE enabled AND id % $1 = $2 ORDER BY id",
+								  2, argtypes, args, NULL, true, 0) == SPI_OK_SELECT)
+		{
+			nwanted = (int) SPI_processed;
+			ids = palloc(sizeof(int32) * Max(nwanted, 1));
+			versions = palloc(sizeof(int32) * Max(nwanted, 1));
+			for (int i = 0; i < nwanted; i++)
+			{
+				bool		isnull;
+
+				ids[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+				versions[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+			}
+		}
+		foreach(lc, instances)
+		{
+			Instance   *inst = lfirst(lc);
+			bool		wanted = false;
+
+			for (int i = 0; i < nwanted && !inst->gone; i++)
+				if (ids[i] == inst->id && versions[i] == inst->config_version)
+					wanted = true;
+			if (wanted)
+				kept = lappend(kept, inst);
+			else
+			{
+				ereport(LOG, (errmsg("bridgecore poller for instance \"%s\" stopped", inst->name)));
+				release_instance(inst);
+			}
+		}
+		list_free(instances);
+		instances = NIL;
+		for (int i = 0; i < nwanted; i++)
+		{
+			bool		running = false;
+
+			foreach(lc, kept)
+				if (((Instance *) lfirst(lc))->id == ids[i])
+					running = true;
+			if (!running)
+			{
+				bool		locked;
+				Instance   *inst = add_instance(ids[i], &locked);
+				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+				if (inst != NULL)
+					kept = lappend(kept, inst);
+				MemoryContextSwitchTo(old);
+				retry |= locked;
+			}
+		}
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			instances = list_copy(kept);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	bc_end_work();
+	if (!present)
+		proc_exit(0);			/* the launcher starts what a new extension needs */
+	reread_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											retry ? LOCK_RETRY_MS : INSTANCES_REREAD_MS);
+	return nwanted;
+}
+
+/* ---- the poller process ------------------------------------------------ */
+
+/* Whether an idle instance's next poll is due now; else lowers *timeout_ms to when. */
+static bool
+poll_due(Instance *inst, TimestampTz now, long *timeout_ms)
+{
+	long		until;
+
+	/*
+	 * A ring (bridgecore.wake) ends the wait between polls at once, but not
+	 * a failure's backoff: a failing Odoo is not asked sooner.
+	 */
+	if (inst->next_attempt <= now || (inst->failures == 0 && doorbell_rung(inst->bell)))
+		return true;
+	until = (long) Min((inst->next_attempt - now + 999) / 1000, (int64) INSTANCES_REREAD_MS);
+	*timeout_ms = (*timeout_ms < 0) ? until : Min(*timeout_ms, until);
+	return false;
+}
+
+/* Hands each transfer curl finished to its client. */
+static bool
+collect_finished(void)
+{
+	CURL	   *easy;
+	CURLcode	rc;
+	bool		any = false;
+
+	while ((easy = curl_loop_next_done(loop, &rc)) != NULL)
+	{
+		OdooClient *client = odoo_client_of(easy);
+
+		if (client != NULL)
+			odoo_call_done(client, rc);
+		any = true;
+	}
+	return any;
 }
 
 void
 bridgecore_poller_main(Datum arg)
 {
-	int32		instance_id = DatumGetInt32(arg);
-	Instance	inst;
-	OdooClient *client;
-	MemoryContext poll_context;
+	MemoryContext loop_context;
 	uint64		drops_seen = launcher_extension_drops();
+	uint32		generation_seen;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -886,23 +1264,28 @@ bridgecore_poller_main(Datum arg)
 	BackgroundWorkerInitializeConnection(bridgecore_database, NULL, 0);
 	bc_pin_worker_session();
 
-	memset(&inst, 0, sizeof(inst));
-	if (!load_instance(instance_id, &inst))
-		proc_exit(0);			/* removed or disabled meanwhile */
+	poller_index = DatumGetInt32(arg);
+	memcpy(&poller_count, MyBgworkerEntry->bgw_extra, sizeof(int32));
+	if (poller_count < 1 || poller_index < 0 || poller_index >= poller_count)
+		elog(ERROR, "bridgecore poller %d of %d: bad arguments", poller_index, poller_count);
 
-	doorbell_attach(instance_id);	/* after load_instance's advisory lock */
-	client = odoo_client_create(inst.url, inst.database, inst.login, inst.secret,
-								inst.verify_tls);
-	poll_context = AllocSetContextCreate(TopMemoryContext, "bridgecore poll",
+	loop = curl_loop_create();
+	loop_context = AllocSetContextCreate(TopMemoryContext, "bridgecore poller loop",
 										 ALLOCSET_DEFAULT_SIZES);
-	ereport(LOG, (errmsg("bridgecore poller for instance \"%s\" started at cursor " INT64_FORMAT,
-						 inst.name, inst.cursor)));
+	generation_seen = launcher_generation();
+	MemoryContextSwitchTo(loop_context);
+	if (reread_instances() == 0)
+		proc_exit(0);			/* nothing of ours is enabled now */
 
 	for (;;)
 	{
 		TimestampTz now;
-		PollOutcome outcome;
+		long		timeout_ms = -1;
+		ListCell   *lc;
+		uint32		generation;
 
+		MemoryContextSwitchTo(loop_context);
+		MemoryContextReset(loop_context);
 		CHECK_FOR_INTERRUPTS();
 		if (!PostmasterIsAlive())
 			proc_exit(1);		/* also while draining a backlog, which never waits */
@@ -912,23 +1295,20 @@ bridgecore_poller_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		/* The launcher says instances changed, or it is time to look anyway. */
 		now = GetCurrentTimestamp();
-		/* Ask fields_get again now and then: an upgraded addon may have more. */
-		if (inst.fields != NULL &&
-			TimestampDifferenceExceeds(inst.fields_learned_at, now, FIELDS_RELEARN_MS))
+		generation = launcher_generation();
+		if (generation != generation_seen || now >= reread_at)
 		{
-			json_object_put(inst.fields);
-			inst.fields = NULL;
+			generation_seen = generation;
+			if (reread_instances() == 0)
+				proc_exit(0);
 		}
-		/*
-		 * A ring (bridgecore.wake) ends the wait between polls at once, but
-		 * not a failure's backoff: a failing Odoo is not asked sooner.
-		 */
-		if (inst.next_attempt > now && !(inst.failures == 0 && doorbell_rung()))
+		else
 		{
 			/*
-			 * A long wait notices a dropped extension within a second, and
-			 * opens no transaction unless an extension was dropped.
+			 * A dropped extension is noticed within a second without a
+			 * transaction, unless an extension was dropped.
 			 */
 			uint64		drops = launcher_extension_drops();
 
@@ -937,26 +1317,61 @@ bridgecore_poller_main(Datum arg)
 				!extension_still_present())
 				proc_exit(0);
 			drops_seen = drops;
-			wait_ms((long) Min((inst.next_attempt - now) / 1000, 1000L));
-			continue;
 		}
 
-		/*
-		 * Rings from here on ask for one more fetch after this one.  A ring
-		 * taken drops a search_read started ahead: asked for before the
-		 * ring, its answer may miss what the ring was for.
-		 */
-		if (doorbell_take())
-			odoo_cancel_ahead(client);
-		MemoryContextSwitchTo(poll_context);
-		outcome = poll_once(client, &inst);
-		MemoryContextSwitchTo(TopMemoryContext);
-		MemoryContextReset(poll_context);
+		/* Answers that came: each instance goes on with its poll. */
+		collect_finished();
+		foreach(lc, instances)
+		{
+			Instance   *inst = lfirst(lc);
 
-		if (outcome == POLL_GONE)
-			proc_exit(0);
-		if (outcome == POLL_CAUGHT_UP)
-			inst.next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															inst.poll_interval_ms);
+			if (!inst->gone && inst->phase != PHASE_IDLE && odoo_call_finished(inst->client))
+				run_step(inst, continue_poll);
+		}
+
+		/* Polls that are due start. */
+		now = GetCurrentTimestamp();
+		foreach(lc, instances)
+		{
+			Instance   *inst = lfirst(lc);
+			long		unused = -1;
+
+			if (!inst->gone && inst->phase == PHASE_IDLE && poll_due(inst, now, &unused))
+				run_step(inst, begin_poll);
+		}
+		curl_loop_kick(loop);
+
+		/*
+		 * How long to wait: a step may have finished a poll that is due again
+		 * at once (a full batch), or a call may have been answered already.
+		 */
+		now = GetCurrentTimestamp();
+		foreach(lc, instances)
+		{
+			Instance   *inst = lfirst(lc);
+
+			if (inst->gone)
+				timeout_ms = 0;
+			else if (inst->phase == PHASE_IDLE)
+			{
+				if (poll_due(inst, now, &timeout_ms))
+					timeout_ms = 0;
+			}
+			else if (odoo_call_finished(inst->client))
+				timeout_ms = 0;
+		}
+		if (collect_finished())
+			timeout_ms = 0;
+		if (reread_at > now)
+		{
+			long		until = (long) ((reread_at - now + 999) / 1000);
+
+			timeout_ms = (timeout_ms < 0) ? until : Min(timeout_ms, until);
+		}
+		else
+			timeout_ms = 0;
+		/* a ring sets the latch: never sleep longer than a second without looking */
+		timeout_ms = (timeout_ms < 0) ? 1000 : Min(timeout_ms, 1000L);
+		curl_loop_wait(loop, timeout_ms);
 	}
 }

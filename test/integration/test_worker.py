@@ -41,7 +41,7 @@ LOCK_KEY = 1112425298           # the pollers' advisory lock class (poller.c)
 POLL = "100 milliseconds"       # poll interval of most test instances
 
 # Settings the test changes with ALTER SYSTEM, and resets at the end.
-GUCS = ("bridgecore.max_backoff", "bridgecore.gap_window", "bridgecore.request_timeout",
+GUCS = ("bridgecore.max_backoff", "bridgecore.gap_window", "bridgecore.request_timeout", "bridgecore.pollers",
         "bridgecore.max_response_size", "bridgecore.retention", "bridgecore.maintenance_interval",
         "bridgecore.cleanup_batch_size", "bridgecore.device_idle_timeout", "bridgecore.partition_size")
 
@@ -209,10 +209,17 @@ def poller_pid(inst_id):
                   (LOCK_KEY, inst_id))
 
 
+def pollers_wanted():
+    """How many poller processes the enabled instances need: poller k of n
+    runs the instances whose id is k modulo n (bridgecore.pollers)."""
+    return DB.val("SELECT count(DISTINCT id % current_setting('bridgecore.pollers')::int)"
+                  " FROM bridgecore.instance WHERE enabled")
+
+
 def one_poller_each():
     """True when every enabled instance has its poller and no other runs."""
     enabled = [r[0] for r in DB.all("SELECT id FROM bridgecore.instance WHERE enabled")]
-    return all(poller_pid(i) for i in enabled) and len(poller_pids()) == len(enabled)
+    return all(poller_pid(i) for i in enabled) and len(poller_pids()) == pollers_wanted()
 
 
 def pid_alive(pid):
@@ -632,7 +639,9 @@ def test_faults():
 
 
 def test_hung_instance():
-    """A hung Odoo delays only its own instance."""
+    """A hung Odoo delays only its own instance, also when one poller
+    process runs both instances."""
+    set_guc("bridgecore.pollers", "1")
     hung, healthy = Standin(), Standin()
     hung.add(2)
     healthy.add(2)
@@ -640,6 +649,9 @@ def test_hung_instance():
     b = add_instance("healthy", healthy)
     wait_all("hung", a, hung, 10, "hung: first events of the hung instance arrive")
     wait_all("healthy", b, healthy, 10, "hung: first events of the healthy instance arrive")
+    T.ok(poller_pid(a) is not None and poller_pid(a) == poller_pid(b) and len(poller_pids()) == 1,
+         "hung: with bridgecore.pollers = 1 one process runs both instances",
+         (poller_pid(a), poller_pid(b), poller_pids()))
     hung.control("fault", kind="hang", seconds=30, count=2)
     late = hung.add(2)
     wait_for(lambda: hung.stats()["faults_pending"] < 2, 10, "the hung instance's request")
@@ -659,8 +671,43 @@ def test_hung_instance():
     check_mirror(b, healthy, "hung: every event of the healthy instance exactly once")
     remove_instance("hung")
     remove_instance("healthy")
+    reset_guc("bridgecore.pollers")
     hung.stop()
     healthy.stop()
+
+
+def test_pollers_bounded():
+    """Instances share at most bridgecore.pollers processes, each instance
+    run by exactly one; a changed setting moves them while events flow,
+    without losing or repeating one."""
+    set_guc("bridgecore.pollers", "2")
+    sds = [Standin() for _ in range(6)]
+    ids = []
+    for i, sd in enumerate(sds):
+        sd.add(3)
+        ids.append(add_instance("many%d" % i, sd))
+    for i, (inst, sd) in enumerate(zip(ids, sds)):
+        wait_all("many%d" % i, inst, sd, 15, "pollers: events of instance %d of 6 arrive" % (i + 1))
+    T.wait(one_poller_each, 10, "pollers: 6 instances on %d processes (bridgecore.pollers = 2)"
+           % pollers_wanted(), lambda: (poller_pids(), [poller_pid(i) for i in ids]))
+    T.ok(len(poller_pids()) <= 2, "pollers: at most 2 poller processes", poller_pids())
+    for sd in sds:
+        sd.add(4)
+    set_guc("bridgecore.pollers", "3")
+    for sd in sds:
+        sd.add(4)
+    T.wait(lambda: one_poller_each() and len(poller_pids()) == 3, 15,
+           "pollers: bridgecore.pollers = 3 moves them to 3 processes",
+           lambda: (poller_pids(), [poller_pid(i) for i in ids]))
+    for i, (inst, sd) in enumerate(zip(ids, sds)):
+        wait_all("many%d" % i, inst, sd, 15, "pollers: instance %d of 6 caught up after the move" % (i + 1))
+        check_mirror(inst, sd, "pollers: every event of instance %d of 6 exactly once" % (i + 1))
+    for i in range(len(sds)):
+        remove_instance("many%d" % i)
+    T.wait(lambda: not poller_pids(), 10, "pollers: none left without instances", poller_pids)
+    reset_guc("bridgecore.pollers")
+    for sd in sds:
+        sd.stop()
 
 
 def test_sigterm_in_flight():
@@ -1904,7 +1951,8 @@ def test_launcher_memory_is_flat():
     names = ["mem%d" % i for i in range(5)]
     for n in names:
         add_instance(n, sd, poll_interval="1 second")
-    wait_for(lambda: len(poller_pids()) >= 5, 15, "five pollers")
+    wait_for(lambda: all(poller_pid(DB.val("SELECT id FROM bridgecore.instance WHERE name = %s", (n,)))
+                         for n in names), 15, "a poller for each of the five instances")
     for _ in range(20):
         DB.all("SELECT bridgecore._wake_poller()")
     before = launcher_memory()
@@ -2179,6 +2227,7 @@ TESTS = [
     test_credentials_and_session,
     test_faults,
     test_hung_instance,
+    test_pollers_bounded,
     test_sigterm_in_flight,
     test_disruptions,
     test_lifecycle,
