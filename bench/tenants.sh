@@ -12,11 +12,13 @@
 #           held until it times out, then the connection reset), rung too;
 #           events go to the others
 # Reports p50/p99/max of each and the ratio to the single instance, the
-# background worker processes BridgeCore runs, and their memory (the sum of
-# their resident sets, and of their proportional sets, which count shared
-# pages once).
+# background worker processes BridgeCore runs (its launcher and at most
+# bridgecore.pollers pollers, each running many instances), and their memory
+# (the sum of their resident sets, and of their proportional sets, which
+# count shared pages once).
 #
-# Usage: bench/tenants.sh [instances, default 500] [events per run, default 1000] [events per second, default 20]
+# Usage: bench/tenants.sh [instances, default 500] [events per run, default 1000]
+#                         [events per second, default 20] [bridgecore.pollers, default 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
@@ -24,13 +26,14 @@ cd "$(dirname "$0")/.."
 N=${1:-500}
 EVENTS=${2:-1000}
 RATE=${3:-20}
+POLLERS=${4:-4}
 HUNG=$((N / 10))
 
 make -s >/dev/null && make -s install >/dev/null
 STANDIN_PID=
 trap '[ -n "$STANDIN_PID" ] && kill $STANDIN_PID 2>/dev/null; cluster_stop' EXIT
-cluster_start "max_worker_processes = $((N + 16))" "bridgecore.max_instances = $((N + 8))" \
-              "max_connections = 100" "bridgecore.rate_limit_sync_pull = 0"
+cluster_start "max_worker_processes = $((POLLERS + 8))" "bridgecore.max_instances = $((N + 8))" \
+              "bridgecore.pollers = $POLLERS" "max_connections = 100" "bridgecore.rate_limit_sync_pull = 0"
 SPORT=$(free_port)
 python3 test/odoo_standin.py --port "$SPORT" --databases "$N" >/dev/null &
 STANDIN_PID=$!
@@ -102,6 +105,6 @@ for name in ("single", "many", "hung"):
     r = runs[name]
     print("%-6s %5d events, %d lost: NOTIFY p50 %.1f ms, p99 %.1f ms, max %.1f ms; p99 %.2fx the single instance's"
           % (name, r["events"], r["lost"], r["p50"], r["p99"], r["max"], r["p99"] / s["p99"]))
-print("$N instances ($HUNG hung in the last run), $EVENTS events per run at $RATE/s; every first poll done $STARTUP s after adding them")
+print("$N instances ($HUNG hung in the last run), $EVENTS events per run at $RATE/s, bridgecore.pollers = $POLLERS; every first poll done $STARTUP s after adding them")
 print("BridgeCore's processes: $PROCS with every instance polling (RSS $RSS MiB, PSS $PSS MiB), $HPROCS with a tenth hung (RSS $HRSS MiB, PSS $HPSS MiB)")
 PY
