@@ -1000,6 +1000,11 @@ def main():
         STATES["%s_%d" % (opts.db, i)] = State("%s_%d" % (opts.db, i), opts.login, opts.password)
     STATE.push_url, STATE.push_key = opts.push_url, opts.push_key
     threading.Thread(target=pusher, daemon=True).start()
+    # A listen backlog like a production server's (socketserver's default is 5):
+    # pollers that run many instances connect to all of them at once, and
+    # connections beyond a full backlog would wait for the server until
+    # their request timeout.
+    ThreadingHTTPServer.request_queue_size = 1024
     server = ThreadingHTTPServer((opts.host, opts.port), Handler)
     server.daemon_threads = True
     if opts.generate > 0:
