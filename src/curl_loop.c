@@ -17,6 +17,7 @@
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "portability/instr_time.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 
@@ -25,6 +26,7 @@
 #define BC_CURL_LOOP_EPOLL 1
 #endif
 
+#include <math.h>
 #include <unistd.h>
 
 /* ready sockets read per wake; more are simply read at the next one */
@@ -37,8 +39,9 @@ struct CurlLoop
 	CURLM	   *multi;
 	WaitEventSet *wait_set;
 	int			epoll_fd;		/* -1 without epoll */
-	bool		timer_set;		/* curl asked to be called at timer_due */
-	TimestampTz timer_due;
+	bool		timer_set;		/* curl asked to be called timer_ms after timer_from */
+	instr_time	timer_from;		/* monotonic: a clock step moves no timeout */
+	long		timer_ms;
 	int			running;
 };
 
@@ -81,8 +84,24 @@ on_timer(CURLM *multi, long timeout_ms, void *userp)
 
 	loop->timer_set = timeout_ms >= 0;
 	if (loop->timer_set)
-		loop->timer_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	{
+		INSTR_TIME_SET_CURRENT(loop->timer_from);
+		loop->timer_ms = timeout_ms;
+	}
 	return 0;
+}
+
+/* Milliseconds until curl's timer is due (0: due now); only while it is set. */
+static long
+timer_left_ms(CurlLoop *loop)
+{
+	instr_time	elapsed;
+	double		left;
+
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, loop->timer_from);
+	left = (double) loop->timer_ms - INSTR_TIME_GET_MILLISEC(elapsed);
+	return left <= 0 ? 0 : (long) ceil(left);
 }
 
 CurlLoop *
@@ -139,12 +158,9 @@ curl_loop_wait(CurlLoop *loop, long timeout_ms)
 
 	if (loop->timer_set)
 	{
-		long		secs_ms = 0;
-		TimestampTz now = GetCurrentTimestamp();
+		long		left = timer_left_ms(loop);
 
-		if (loop->timer_due > now)
-			secs_ms = (long) ((loop->timer_due - now + 999) / 1000);
-		wait_ms = (wait_ms < 0) ? secs_ms : Min(wait_ms, secs_ms);
+		wait_ms = (wait_ms < 0) ? left : Min(wait_ms, left);
 	}
 #ifndef BC_CURL_LOOP_EPOLL
 	if (loop->running > 0)
@@ -170,7 +186,7 @@ curl_loop_wait(CurlLoop *loop, long timeout_ms)
 			curl_multi_socket_action(loop->multi, ready[i].data.fd, mask, &loop->running);
 		}
 	}
-	if (loop->timer_set && GetCurrentTimestamp() >= loop->timer_due)
+	if (loop->timer_set && timer_left_ms(loop) == 0)
 	{
 		loop->timer_set = false;
 		curl_multi_socket_action(loop->multi, CURL_SOCKET_TIMEOUT, 0, &loop->running);
@@ -188,7 +204,7 @@ void
 curl_loop_kick(CurlLoop *loop)
 {
 #ifdef BC_CURL_LOOP_EPOLL
-	if (loop->timer_set && GetCurrentTimestamp() >= loop->timer_due)
+	if (loop->timer_set && timer_left_ms(loop) == 0)
 	{
 		loop->timer_set = false;
 		curl_multi_socket_action(loop->multi, CURL_SOCKET_TIMEOUT, 0, &loop->running);

@@ -384,6 +384,19 @@ reconcile(PollerSlot **slots, int *nslots)
 	}
 	*nslots = kept;
 
+	/*
+	 * After a change of bridgecore.pollers, the new ones start once the old
+	 * ones are gone (their exits wake the launcher): side by side they would
+	 * need twice the worker slots, and could only wait for each other's
+	 * instance locks anyway.
+	 */
+	for (int i = 0; i < *nslots; i++)
+		if ((*slots)[i].count != count)
+		{
+			tell_pollers(*slots, *nslots);
+			return (timeout < 0) ? 1000 : Min(timeout, 1000);
+		}
+
 	/* Start the wanted pollers that do not run. */
 	for (int32 k = 0; k < count; k++)
 	{

@@ -30,6 +30,7 @@ typedef struct TransferState
 	StringInfo	body;
 	size_t		max_size;
 	bool		too_large;
+	bool		out_of_memory;	/* the body could not grow */
 	int			retry_after_s;
 } TransferState;
 
@@ -136,14 +137,41 @@ static size_t
 write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	TransferState *ts = (TransferState *) userdata;
+	StringInfo	body = ts->body;
 	size_t		n = size * nmemb;
+	size_t		needed = (size_t) body->len + n + 1;
 
-	if ((size_t) ts->body->len + n > ts->max_size)
+	/*
+	 * Nothing here may throw: an ERROR raised inside a curl callback would
+	 * jump out of curl with its multi handle marked as in a callback, and
+	 * every later call on it would fail.  Returning 0 makes curl abort the
+	 * transfer with CURLE_WRITE_ERROR instead.
+	 */
+	if ((size_t) body->len + n > ts->max_size || needed >= MaxAllocSize)
 	{
 		ts->too_large = true;
-		return 0;				/* makes curl abort with CURLE_WRITE_ERROR */
+		return 0;
 	}
-	appendBinaryStringInfo(ts->body, ptr, (int) n);
+	if (needed > (size_t) body->maxlen)
+	{
+		size_t		newlen = Max((size_t) body->maxlen * 2, needed);
+		char	   *grown;
+
+		newlen = Min(newlen, (size_t) MaxAllocSize - 1);
+		grown = MemoryContextAllocExtended(TopMemoryContext, newlen, MCXT_ALLOC_NO_OOM);
+		if (grown == NULL)
+		{
+			ts->out_of_memory = true;
+			return 0;
+		}
+		memcpy(grown, body->data, body->len + 1);
+		pfree(body->data);
+		body->data = grown;
+		body->maxlen = (int) newlen;
+	}
+	memcpy(body->data + body->len, ptr, n);
+	body->len += (int) n;
+	body->data[body->len] = '\0';
 	return n;
 }
 
@@ -318,6 +346,7 @@ transfer_start(OdooClient *client, Transfer *t, const char *service, const char 
 	t->ts.body->data[0] = '\0';
 	t->ts.max_size = (size_t) bridgecore_max_response_kb * 1024;
 	t->ts.too_large = false;
+	t->ts.out_of_memory = false;
 	t->ts.retry_after_s = -1;
 	t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
 	t->headers = curl_slist_append(t->headers, "Accept: application/json");
@@ -524,6 +553,9 @@ transfer_answer(OdooClient *client, Transfer *t, CURLcode rc, RecordScan *scan, 
 				  "response larger than bridgecore.max_response_size (%d kB)",
 				  bridgecore_max_response_kb);
 	}
+	else if (t->ts.out_of_memory)
+		set_error(err, ODOO_ERR_TRANSPORT, "out of memory while receiving a response of %d bytes",
+				  t->ts.body->len);
 	else if (rc != CURLE_OK)
 		set_error(err, ODOO_ERR_TRANSPORT, "%s", curl_easy_strerror(rc));
 	else if (status != 200)

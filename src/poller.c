@@ -246,7 +246,9 @@ load_instance(int32 instance_id, Instance *inst)
 							  " coalesce(next_attempt_at, '-infinity'), consecutive_failures,"
 							  " config_version"
 							  " FROM bridgecore.instance i WHERE id = $1 AND enabled",
-							  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+							  /* not read-only: a snapshot taken after the lock, so
+							   * that a predecessor's last batch is seen */
+							  1, &argtype, &arg, NULL, false, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
@@ -489,15 +491,27 @@ lock_own_instance(Instance *inst)
 		SPI_processed == 1 && extension_present();
 }
 
+/* Where a store transaction moved the cursor, taken by the instance once it commits. */
+typedef struct CursorMove
+{
+	bool		moved;
+	int64		cursor;
+	ArrayType  *gaps;			/* bigint[], in the memory given to advance_cursor */
+} CursorMove;
+
 /*
  * In the store transaction: moves the cursor past the seen Odoo ids
  * (bridgecore._advance_cursor records the holes as gaps and resets the
- * failure state) and takes the new cursor and open gaps.  newest is NULL
- * when no valid record came.  Returns false if the instance is gone.
+ * failure state) and returns the new cursor and open gaps in *move (gaps
+ * copied into keep).  The instance takes them only after the commit
+ * (take_cursor_move): a commit that fails (a full NOTIFY queue, a
+ * serialization failure) must leave it asking for the same rows again.
+ * newest is NULL when no valid record came.  Returns false if the instance
+ * is gone.
  */
 static bool
 advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
-			   const TimestampTz *newest)
+			   const TimestampTz *newest, MemoryContext keep, CursorMove *move)
 {
 	static SPIPlanPtr plan = NULL;	/* prepared once: run at every batch */
 	Oid			argtypes[5] = {INT4OID, INT8ARRAYOID, INTERVALOID, INT8OID, TIMESTAMPTZOID};
@@ -528,13 +542,28 @@ advance_cursor(Instance *inst, const int64 *seen, int nseen, int64 inserted,
 		return false;
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	pfree(inst->gaps);
-	inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 2, &isnull));
+	move->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	old = MemoryContextSwitchTo(keep);
+	move->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 2, &isnull));
 	MemoryContextSwitchTo(old);
-	inst->failures = 0;			/* _advance_cursor reset the row's count too */
+	move->moved = true;
 	return true;
+}
+
+/* After the store transaction committed: the instance takes the cursor it stored. */
+static void
+take_cursor_move(Instance *inst, const CursorMove *move)
+{
+	ArrayType  *gaps;
+
+	if (!move->moved)
+		return;
+	gaps = (ArrayType *) MemoryContextAlloc(TopMemoryContext, VARSIZE(move->gaps));
+	memcpy(gaps, move->gaps, VARSIZE(move->gaps));
+	pfree(inst->gaps);
+	inst->gaps = gaps;
+	inst->cursor = move->cursor;
+	inst->failures = 0;			/* _advance_cursor reset the row's count too */
 }
 
 /*
@@ -549,25 +578,28 @@ store_batch_in_transaction(Instance *inst, json_object *records, const RecordSca
 	IngestSummary summary;
 	TimestampTz started = GetCurrentTimestamp();
 	int64		old_cursor = inst->cursor;
+	MemoryContext keep = CurrentMemoryContext;
+	CursorMove	move;
 
+	memset(&move, 0, sizeof(move));
 	bc_begin_work("bridgecore poller: storing events");
 	if (lock_own_instance(inst))
 	{
 		ingest_batch(inst->id, inst->name, records, scan, &summary);
-		if (advance_cursor(inst, summary.seen, summary.nseen, summary.inserted,
-						   summary.has_newest ? &summary.newest : NULL))
-		{
-			/*
-			 * A full batch is followed at once by the next only when it moved
-			 * the cursor: a batch of records the cursor cannot pass (no usable
-			 * id, or ids Odoo keeps returning) would otherwise be asked for
-			 * again and again without a pause.
-			 */
-			outcome = ((int) n >= inst->fetch_limit && inst->cursor > old_cursor)
-				? POLL_FULL_BATCH : POLL_CAUGHT_UP;
-		}
+		(void) advance_cursor(inst, summary.seen, summary.nseen, summary.inserted,
+							  summary.has_newest ? &summary.newest : NULL, keep, &move);
 	}
 	bc_end_work();
+	take_cursor_move(inst, &move);
+	/*
+	 * A full batch is followed at once by the next only when it moved the
+	 * cursor: a batch of records the cursor cannot pass (no usable id, or ids
+	 * Odoo keeps returning) would otherwise be asked for again and again
+	 * without a pause.
+	 */
+	if (move.moved)
+		outcome = ((int) n >= inst->fetch_limit && inst->cursor > old_cursor)
+			? POLL_FULL_BATCH : POLL_CAUGHT_UP;
 	if (outcome != POLL_GONE)
 		stats_count_ingest(inst->id, summary.inserted, summary.duplicates,
 						   summary.dead_lettered, summary.notifications,
@@ -651,7 +683,10 @@ static PollOutcome
 store_unreadable_in_transaction(Instance *inst, int64 odoo_id, const char *reason)
 {
 	PollOutcome outcome = POLL_GONE;
+	MemoryContext keep = CurrentMemoryContext;
+	CursorMove	move;
 
+	memset(&move, 0, sizeof(move));
 	bc_begin_work("bridgecore poller: dead-lettering an unreadable record");
 	if (lock_own_instance(inst))
 	{
@@ -670,10 +705,12 @@ store_unreadable_in_transaction(Instance *inst, int64 odoo_id, const char *reaso
 							  "   SET reason = EXCLUDED.reason, last_failed_at = now(), attempts = d.attempts + 1,"
 							  "       status = CASE d.status WHEN 'ignored' THEN d.status ELSE 'pending' END",
 							  4, dtypes, dargs, NULL, false, 0);
-		if (advance_cursor(inst, &odoo_id, 1, 0, NULL))
-			outcome = POLL_FULL_BATCH;	/* go on at once with the records after it */
+		(void) advance_cursor(inst, &odoo_id, 1, 0, NULL, keep, &move);
 	}
 	bc_end_work();
+	take_cursor_move(inst, &move);
+	if (move.moved)
+		outcome = POLL_FULL_BATCH;	/* go on at once with the records after it */
 	if (outcome != POLL_GONE)
 		stats_count_ingest(inst->id, 0, 0, 1, 0, -1);
 	return outcome;
@@ -1061,6 +1098,12 @@ run_step(Instance *inst, void (*step) (Instance *))
 		inst->phase = PHASE_IDLE;
 		MemoryContextSwitchTo(inst->context);
 		(void) record_failure(inst, &err, "poll");
+		/*
+		 * Whatever the error left half done in memory, the instance is loaded
+		 * again from its committed row (with the backoff just recorded).
+		 */
+		inst->gone = true;
+		reread_at = 0;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
@@ -1135,8 +1178,9 @@ reread_instances(void)
 	int			nwanted = 0;
 	bool		present;
 	bool		retry = false;
-	List	   *kept = NIL;
+	List	   *kept = NIL;		/* in TopMemoryContext: becomes instances */
 	ListCell   *lc;
+	MemoryContext old;
 
 	bc_begin_work("bridgecore poller: reading its instances");
 	if (!OidIsValid(started_extension))
@@ -1170,7 +1214,11 @@ reread_instances(void)
 				if (ids[i] == inst->id && versions[i] == inst->config_version)
 					wanted = true;
 			if (wanted)
+			{
+				old = MemoryContextSwitchTo(TopMemoryContext);
 				kept = lappend(kept, inst);
+				MemoryContextSwitchTo(old);
+			}
 			else
 			{
 				ereport(LOG, (errmsg("bridgecore poller for instance \"%s\" stopped", inst->name)));
@@ -1190,20 +1238,15 @@ reread_instances(void)
 			{
 				bool		locked;
 				Instance   *inst = add_instance(ids[i], &locked);
-				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
+				old = MemoryContextSwitchTo(TopMemoryContext);
 				if (inst != NULL)
 					kept = lappend(kept, inst);
 				MemoryContextSwitchTo(old);
 				retry |= locked;
 			}
 		}
-		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-			instances = list_copy(kept);
-			MemoryContextSwitchTo(old);
-		}
+		instances = kept;
 	}
 	bc_end_work();
 	if (!present)

@@ -710,6 +710,41 @@ def test_pollers_bounded():
         sd.stop()
 
 
+def test_failed_commit_keeps_cursor():
+    """A store whose commit fails (here a deferred constraint trigger; in
+    life a full NOTIFY queue or a serialization failure) leaves the poller
+    asking for the same rows again: its cursor moves only with a commit.
+    Before, it moved in memory, and rows beyond the gap budget (1000) were
+    never asked for again once newer rows came."""
+    DB.all("CREATE TABLE public.bc_fail_commit (x int)")
+    DB.all("CREATE FUNCTION public.bc_fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
+           " BEGIN IF EXISTS (SELECT 1 FROM public.bc_fail_commit) THEN"
+           "   RAISE EXCEPTION 'commit refused by the test'; END IF; RETURN NULL; END $$")
+    DB.all("CREATE CONSTRAINT TRIGGER bc_fail_commit AFTER UPDATE ON bridgecore.instance"
+           " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.bc_fail_commit()")
+    sd = Standin()
+    try:
+        with guc("bridgecore.max_backoff", "2s"):
+            DB.all("INSERT INTO public.bc_fail_commit VALUES (1)")
+            sd.add(1600)
+            inst = add_instance("commitfail", sd, batch_size=2000)
+            wait_for(lambda: sd.stats()["search_reads"] >= 1 and
+                     DB.val("SELECT count(*) FROM bridgecore.event WHERE instance_id = %s", (inst,)) == 0
+                     and log_since(0).count("commit refused by the test") >= 1, 15,
+                     "a store whose commit was refused")
+            sd.add(5)           # newer rows, fetched by the next poll
+            DB.all("DELETE FROM public.bc_fail_commit")
+            wait_all("commitfail", inst, sd, 20,
+                     "failed commit: every row arrives once commits work again (1,605)")
+            check_mirror(inst, sd, "failed commit: every event exactly once")
+            remove_instance("commitfail")
+    finally:
+        DB.all("DROP TRIGGER IF EXISTS bc_fail_commit ON bridgecore.instance")
+        DB.all("DROP FUNCTION IF EXISTS public.bc_fail_commit()")
+        DB.all("DROP TABLE IF EXISTS public.bc_fail_commit")
+        sd.stop()
+
+
 def test_sigterm_in_flight():
     """pg_terminate_backend stops a poller whose request is in flight."""
     set_guc("bridgecore.request_timeout", "60s")
@@ -2228,6 +2263,7 @@ TESTS = [
     test_faults,
     test_hung_instance,
     test_pollers_bounded,
+    test_failed_commit_keeps_cursor,
     test_sigterm_in_flight,
     test_disruptions,
     test_lifecycle,
