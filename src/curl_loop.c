@@ -186,19 +186,14 @@ curl_loop_wait(CurlLoop *loop, long timeout_ms)
 			curl_multi_socket_action(loop->multi, ready[i].data.fd, mask, &loop->running);
 		}
 	}
-	if (loop->timer_set && timer_left_ms(loop) == 0)
-	{
-		loop->timer_set = false;
-		curl_multi_socket_action(loop->multi, CURL_SOCKET_TIMEOUT, 0, &loop->running);
-	}
-#else
-	curl_multi_perform(loop->multi, &loop->running);
 #endif
+	curl_loop_kick(loop);
 }
 
 /*
- * Lets curl act now without waiting: after transfers were started, so that
- * their requests go out before the caller does other work.
+ * Lets curl act now without waiting on what is due (its timer; without
+ * epoll, everything): after transfers were started, so that their requests
+ * go out before the caller does other work.
  */
 void
 curl_loop_kick(CurlLoop *loop)
