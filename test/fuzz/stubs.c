@@ -130,6 +130,12 @@ MemoryContextAllocZero(MemoryContext context, Size size)
 }
 
 void *
+MemoryContextAllocExtended(MemoryContext context, Size size, int flags)
+{
+	return palloc_extended(size, flags);
+}
+
+void *
 repalloc(void *pointer, Size size)
 {
 	Chunk	   *c = chunk_of(pointer);

@@ -724,20 +724,20 @@ def test_failed_commit_keeps_cursor():
            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.bc_fail_commit()")
     sd = Standin()
     try:
-        with guc("bridgecore.max_backoff", "2s"):
-            DB.all("INSERT INTO public.bc_fail_commit VALUES (1)")
-            sd.add(1600)
-            inst = add_instance("commitfail", sd, batch_size=2000)
-            wait_for(lambda: sd.stats()["search_reads"] >= 1 and
-                     DB.val("SELECT count(*) FROM bridgecore.event WHERE instance_id = %s", (inst,)) == 0
-                     and log_since(0).count("commit refused by the test") >= 1, 15,
-                     "a store whose commit was refused")
-            sd.add(5)           # newer rows, fetched by the next poll
-            DB.all("DELETE FROM public.bc_fail_commit")
-            wait_all("commitfail", inst, sd, 20,
-                     "failed commit: every row arrives once commits work again (1,605)")
-            check_mirror(inst, sd, "failed commit: every event exactly once")
-            remove_instance("commitfail")
+        # (the suite runs with bridgecore.max_backoff = 2 s)
+        DB.all("INSERT INTO public.bc_fail_commit VALUES (1)")
+        sd.add(1600)
+        inst = add_instance("commitfail", sd, batch_size=2000)
+        wait_for(lambda: sd.stats()["search_reads"] >= 1 and
+                 DB.val("SELECT count(*) FROM bridgecore.event WHERE instance_id = %s", (inst,)) == 0
+                 and log_since(0).count("commit refused by the test") >= 1, 15,
+                 "a store whose commit was refused")
+        sd.add(5)           # newer rows, fetched by the next poll
+        DB.all("DELETE FROM public.bc_fail_commit")
+        wait_all("commitfail", inst, sd, 20,
+                 "failed commit: every row arrives once commits work again (1,605)")
+        check_mirror(inst, sd, "failed commit: every event exactly once")
+        remove_instance("commitfail")
     finally:
         DB.all("DROP TRIGGER IF EXISTS bc_fail_commit ON bridgecore.instance")
         DB.all("DROP FUNCTION IF EXISTS public.bc_fail_commit()")
