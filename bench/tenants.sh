@@ -52,7 +52,6 @@ wait_until() {
         sleep 0.2
     done
 }
-pollers() { psql -XAtq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('bridgecore poller', 'bridgecore launcher')"; }
 # The memory of BridgeCore's processes: "<processes> <RSS MiB> <PSS MiB>".
 memory() {
     local pids rss=0 pss=0 n=0 p

@@ -70,6 +70,7 @@ int			bridgecore_max_backoff_ms = 30000;
 
 /* pg_advisory_lock(BRIDGECORE_LOCK_KEY, instance id): the poller of an instance */
 #define BRIDGECORE_LOCK_KEY 1112425298
+#define LOCK_KEY_TEXT CppAsString2(BRIDGECORE_LOCK_KEY)
 
 /* Fields BridgeCore reads from the source model, if the model has them. */
 static const char *const wanted_fields[] = {
@@ -102,14 +103,9 @@ typedef struct Instance
 	uint64		bytes_before;
 	OdooError	cause;			/* PHASE_ISOLATE: why the record is unreadable */
 	char	   *name;
-	char	   *url;
-	char	   *database;
-	char	   *login;
-	char	   *secret;
 	char	   *source_model;
 	int			poll_interval_ms;
 	int			batch_size;
-	bool		verify_tls;
 	int64		cursor;
 	ArrayType  *gaps;			/* bigint[] of ids still to ask for */
 	TimestampTz next_attempt;
@@ -220,10 +216,22 @@ typedef enum LoadOutcome
 	LOAD_LOCKED					/* another poller (a predecessor exiting) runs it */
 } LoadOutcome;
 
+/* In the caller's transaction: releases the instance's advisory lock. */
+static void
+unlock_instance(int32 instance_id)
+{
+	Datum		arg = Int32GetDatum(instance_id);
+	Oid			argtype = INT4OID;
+
+	SPI_execute_with_args("SELECT pg_catalog.pg_advisory_unlock(" LOCK_KEY_TEXT ", $1)",
+						  1, &argtype, &arg, NULL, false, 0);
+}
+
 /*
  * In the caller's transaction: takes the instance's advisory lock without
- * waiting, then loads its settings and position.  The lock is held from
- * then on (session level) until release_instance().
+ * waiting, then loads its settings and position, and makes its Odoo client
+ * (which keeps the access settings).  The lock is held from then on
+ * (session level) until release_instance().
  */
 static LoadOutcome
 load_instance(int32 instance_id, Instance *inst)
@@ -233,7 +241,7 @@ load_instance(int32 instance_id, Instance *inst)
 	bool		isnull;
 	LoadOutcome outcome = LOAD_NOT_FOUND;
 
-	if (SPI_execute_with_args("SELECT pg_catalog.pg_try_advisory_lock(1112425298, $1)",
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_try_advisory_lock(" LOCK_KEY_TEXT ", $1)",
 							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1 ||
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
@@ -255,17 +263,19 @@ load_instance(int32 instance_id, Instance *inst)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		MemoryContext old;
 
+		char	   *secret = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+
 		inst->id = instance_id;
 		inst->name = copy_text(tup, desc, 1);
-		inst->url = copy_text(tup, desc, 2);
-		inst->database = copy_text(tup, desc, 3);
-		inst->login = copy_text(tup, desc, 4);
-		inst->secret = copy_text(tup, desc, 5);
+		inst->client = odoo_client_create_in(curl_loop_multi(loop), inst,
+											 SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3),
+											 SPI_getvalue(tup, desc, 4), secret,
+											 DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull)));
+		explicit_bzero(secret, strlen(secret));	/* the client has its own copy */
 		inst->source_model = copy_text(tup, desc, 6);
 		inst->poll_interval_ms = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		inst->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 		inst->fetch_limit = inst->batch_size;
-		inst->verify_tls = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 		inst->cursor = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		inst->gaps = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 11, &isnull));
@@ -276,8 +286,7 @@ load_instance(int32 instance_id, Instance *inst)
 		outcome = LOAD_OK;
 	}
 	else
-		SPI_execute_with_args("SELECT pg_catalog.pg_advisory_unlock(1112425298, $1)",
-							  1, &argtype, &arg, NULL, false, 0);
+		unlock_instance(instance_id);
 	return outcome;
 }
 
@@ -304,7 +313,7 @@ record_failure(Instance *inst, OdooError *err, const char *phase)
 	/* Masked and made valid before the cut, and cut at a character. */
 	bc_copy_message(message, sizeof(message),
 					psprintf("%s: %s: %s", phase, odoo_error_kind_name(err->kind), err->message),
-					inst->secret);
+					inst->client->secret);
 
 	for (int i = 1; i < inst->failures && delay_ms < cap_ms; i++)
 		delay_ms *= 2;
@@ -634,7 +643,7 @@ store_batch(Instance *inst, json_object *records, const RecordScan *scan)
 						psprintf("%s (SQLSTATE %s)%s%s", edata->message,
 								 unpack_sql_state(edata->sqlerrcode),
 								 edata->detail ? ": " : "", edata->detail ? edata->detail : ""),
-						inst->secret);
+						inst->client->secret);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
@@ -768,7 +777,7 @@ isolate_answer(Instance *inst, json_object *answer, PollOutcome *outcome)
 		bc_copy_message(reason, sizeof(reason),
 						psprintf("unreadable record: %s: %s", odoo_error_kind_name(inst->cause.kind),
 								 inst->cause.message),
-						inst->secret);
+						inst->client->secret);
 		*outcome = store_unreadable_in_transaction(inst, odoo_id, reason);
 		ereport(LOG,
 				(errmsg("bridgecore poller for instance \"%s\": Odoo record " INT64_FORMAT " cannot be read (%s); it is a dead letter now",
@@ -1092,7 +1101,7 @@ run_step(Instance *inst, void (*step) (Instance *))
 		err.retry_after_s = -1;
 		bc_copy_message(err.message, sizeof(err.message),
 						psprintf("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode)),
-						inst->secret);
+						inst->client->secret);
 		FreeErrorData(edata);
 		odoo_cancel_call(inst->client);
 		inst->phase = PHASE_IDLE;
@@ -1117,23 +1126,13 @@ run_step(Instance *inst, void (*step) (Instance *))
 static void
 release_instance(Instance *inst)
 {
-	Datum		arg = Int32GetDatum(inst->id);
-	Oid			argtype = INT4OID;
-
-	odoo_client_destroy(inst->client);	/* abandons its call */
+	odoo_client_destroy(inst->client);	/* abandons its call, wipes the secret */
 	doorbell_detach(inst->bell);
-	SPI_execute_with_args("SELECT pg_catalog.pg_advisory_unlock(1112425298, $1)",
-						  1, &argtype, &arg, NULL, false, 0);
+	unlock_instance(inst->id);
 	json_object_put(inst->fields);
 	if (inst->gaps)
 		pfree(inst->gaps);
-	if (inst->secret)
-		explicit_bzero(inst->secret, strlen(inst->secret));
 	pfree(inst->name);
-	pfree(inst->url);
-	pfree(inst->database);
-	pfree(inst->login);
-	pfree(inst->secret);
 	pfree(inst->source_model);
 	MemoryContextDelete(inst->context);
 	pfree(inst);
@@ -1154,8 +1153,6 @@ add_instance(int32 instance_id, bool *locked)
 	}
 	inst->context = AllocSetContextCreate(TopMemoryContext, "bridgecore poll",
 										  ALLOCSET_DEFAULT_SIZES);
-	inst->client = odoo_client_create_in(curl_loop_multi(loop), inst, inst->url, inst->database,
-										 inst->login, inst->secret, inst->verify_tls);
 	inst->bell = doorbell_attach(instance_id);	/* under the advisory lock */
 	ereport(LOG, (errmsg("bridgecore poller for instance \"%s\" started at cursor " INT64_FORMAT,
 						 inst->name, inst->cursor)));
