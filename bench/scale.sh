@@ -17,7 +17,13 @@
 #
 #   fresh      a new sales_app device (90 % of the log is its models), from 0
 #   mid        a sales_app device whose state is in the middle of the log
-#   rare       a new device of stock.picking only (0.1 % of the log), from 0
+#   rare       a new device of stock.picking only (0.1 % of the log), from 0,
+#              pulling pages of up to 10: the 10,000-event log holds 10 such
+#              events, so every size answers the same page and the growth
+#              compares the log, not the page
+#   rare_full  the same with pages of up to 100, answered full from 1M
+#              events on (its growth is measured from the first size whose
+#              pages are as full as the largest's)
 #   absent     a new device of a model the log does not hold (stock.quant)
 #   caught_up  a device whose state is at the newest event (empty answer)
 #
@@ -117,7 +123,8 @@ BEGIN
         COMMIT;
         t0 := clock_timestamp();
         answer := CASE scenario
-            WHEN 'rare' THEN bridgecore.sync_pull(uid, dev, 'warehouse_app', 100, '{stock.picking}')
+            WHEN 'rare' THEN bridgecore.sync_pull(uid, dev, 'warehouse_app', 10, '{stock.picking}')
+            WHEN 'rare_full' THEN bridgecore.sync_pull(uid, dev, 'warehouse_app', 100, '{stock.picking}')
             WHEN 'absent' THEN bridgecore.sync_pull(uid, dev, 'warehouse_app', 100, '{stock.quant}')
             ELSE bridgecore.sync_pull(uid, dev, 'sales_app', 100) END;
         IF keep THEN
@@ -131,7 +138,7 @@ $$;
 SQL
 }
 
-SCENARIOS=(fresh mid rare absent caught_up)
+SCENARIOS=(fresh mid rare rare_full absent caught_up)
 for size in "${SIZES[@]}"; do
     start=$(date +%s)
     setup_db "bench_$size"
@@ -165,18 +172,22 @@ SELECT size AS events, scenario,
        round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3) AS p99,
        round(avg(events), 1) AS events_per_answer
   FROM bench.timing GROUP BY size, scenario
- ORDER BY array_position('{fresh,mid,rare,absent,caught_up}'::text[], scenario), size;
-\echo 'growth from the smallest to the largest log'
+ ORDER BY array_position('{fresh,mid,rare,rare_full,absent,caught_up}'::text[], scenario), size;
+\echo 'growth to the largest log, from the smallest log whose answers are as full (events per answer) as the largest log''s'
 WITH p AS (
     SELECT size, scenario, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
-      FROM bench.timing GROUP BY size, scenario)
-SELECT s.scenario, min(s.size) || ' -> ' || max(l.size) AS sizes,
-       round((max(l.p50) / max(s.p50))::numeric, 2) AS p50_growth,
-       round((max(l.p99) / max(s.p99))::numeric, 2) AS p99_growth
-  FROM p s JOIN p l ON l.scenario = s.scenario
- WHERE s.size = (SELECT min(size) FROM p) AND l.size = (SELECT max(size) FROM p)
- GROUP BY s.scenario ORDER BY array_position('{fresh,mid,rare,absent,caught_up}'::text[], s.scenario);
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, avg(events) AS events
+      FROM bench.timing GROUP BY size, scenario),
+l AS (SELECT * FROM p WHERE size = (SELECT max(size) FROM p)),
+s AS (SELECT DISTINCT ON (p.scenario) p.*
+        FROM p JOIN l USING (scenario)
+       WHERE p.events >= l.events * 0.99 OR l.events = 0
+       ORDER BY p.scenario, p.size)
+SELECT s.scenario, s.size || ' -> ' || l.size AS sizes, round(s.events, 1) || ' / ' || round(l.events, 1) AS events_per_answer,
+       round((l.p50 / s.p50)::numeric, 2) AS p50_growth,
+       round((l.p99 / s.p99)::numeric, 2) AS p99_growth
+  FROM s JOIN l USING (scenario)
+ ORDER BY array_position('{fresh,mid,rare,rare_full,absent,caught_up}'::text[], s.scenario);
 \echo 'disk used by the largest log (every partition)'
 WITH part AS (SELECT relid FROM pg_partition_tree('bridgecore.event') WHERE isleaf)
 SELECT (SELECT count(*) FROM bridgecore.event) AS events, count(*) AS partitions,

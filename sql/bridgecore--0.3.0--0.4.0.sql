@@ -1662,3 +1662,70 @@ BEGIN
      WHERE i.id = inst_id;
 END
 $$;
+
+-- Hot standbys: sync_pull answers there from the token alone; a standby's
+-- token carries the device's resets, which sync_reset now counts.
+ALTER TABLE bridgecore.sync_state ADD COLUMN resets bigint NOT NULL DEFAULT 0;
+
+-- Functions that write refuse to run on a hot standby with a hint (the
+-- server's own refusal, "cannot execute UPDATE in a read-only transaction",
+-- names no way out).
+CREATE FUNCTION bridgecore._primary_only(what text)
+RETURNS void LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION '% cannot run on a standby', what
+            USING ERRCODE = 'read_only_sql_transaction',
+                  DETAIL = 'This server is a hot standby: it accepts no writes.',
+                  HINT = 'Call it on the primary.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION bridgecore._primary_only(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION bridgecore.sync_reset(user_id bigint, device_id text, instance text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+BEGIN
+    PERFORM bridgecore._check_device(sync_reset.user_id, sync_reset.device_id);
+    PERFORM bridgecore._primary_only('bridgecore.sync_reset');
+    inst_id := bridgecore._instance_id(sync_reset.instance);
+    PERFORM bridgecore._rate_limit('sync_reset', inst_id, sync_reset.user_id, sync_reset.device_id);
+    UPDATE bridgecore.sync_state s
+       SET last_event_id = 0, sync_count = 0, last_event_count = 0, resets = s.resets + 1
+     WHERE s.instance_id = inst_id AND s.user_id = sync_reset.user_id AND s.device_id = sync_reset.device_id;
+    IF NOT FOUND THEN
+        PERFORM bridgecore._raise_state_not_found(sync_reset.user_id, sync_reset.device_id);
+    END IF;
+    RETURN jsonb_build_object('status', 'success', 'message', 'Sync state reset successfully');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bridgecore.sync_reset_all(user_id bigint, instance text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    n bigint;
+BEGIN
+    -- Same checks as sync_reset: valid user, and a JWT's user only.
+    PERFORM bridgecore._check_device(sync_reset_all.user_id, '*');
+    PERFORM bridgecore._primary_only('bridgecore.sync_reset_all');
+    inst_id := bridgecore._instance_id(sync_reset_all.instance);
+    PERFORM bridgecore._rate_limit('sync_reset', inst_id, sync_reset_all.user_id, '*');
+    UPDATE bridgecore.sync_state s
+       SET last_event_id = 0, sync_count = 0, last_event_count = 0, resets = s.resets + 1
+     WHERE s.instance_id = inst_id AND s.user_id = sync_reset_all.user_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN jsonb_build_object('status', 'success', 'devices_reset', n,
+                              'message', format('Sync state reset for %s devices', n));
+END
+$$;

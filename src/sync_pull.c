@@ -43,6 +43,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
@@ -105,6 +106,8 @@ static SPIPlanPtr state_select_plan = NULL;
 static SPIPlanPtr state_insert_plan = NULL;
 static SPIPlanPtr state_update_plan = NULL;
 static SPIPlanPtr purged_plan = NULL;
+static SPIPlanPtr state_read_plan = NULL;
+static SPIPlanPtr horizon_plan = NULL;
 
 /* The wanted models, as bytes, for the filter of the first way. */
 typedef struct Wanted
@@ -900,7 +903,7 @@ instance_id(text *instance, text *sync_token)
 /* The device's state row, locked; made when missing. */
 static void
 lock_state(int32 inst, int64 user_id, text *device, text *app_type, int64 *cursor,
-		   bool *prev_null, TimestampTz *prev_sync)
+		   bool *prev_null, TimestampTz *prev_sync, int64 *resets)
 {
 	Datum		args[4];
 	bool		isnull;
@@ -910,7 +913,8 @@ lock_state(int32 inst, int64 user_id, text *device, text *app_type, int64 *curso
 	{
 		Oid			types[4] = {INT4OID, INT8OID, TEXTOID, TEXTOID};
 
-		state_select_plan = bc_prepare_kept("SELECT s.last_event_id, s.last_sync_time FROM bridgecore.sync_state s"
+		state_select_plan = bc_prepare_kept("SELECT s.last_event_id, s.last_sync_time, s.resets"
+											"  FROM bridgecore.sync_state s"
 											" WHERE s.instance_id = $1 AND s.user_id = $2 AND s.device_id = $3"
 											"   FOR UPDATE", 3, types);
 		state_insert_plan = bc_prepare_kept("INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type)"
@@ -929,12 +933,97 @@ lock_state(int32 inst, int64 user_id, text *device, text *app_type, int64 *curso
 			*cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			*prev_sync = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
 														   prev_null));
+			*resets = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 			return;
 		}
 		if (attempt == 0 && SPI_execute_plan(state_insert_plan, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not create the sync state");
 	}
 	elog(ERROR, "sync state of user " INT64_FORMAT " vanished", user_id);
+}
+
+/*
+ * On a hot standby: the device's state row as replayed, read without a lock
+ * (a standby takes no row locks); a missing row reads as a new device's.
+ */
+static void
+read_state(int32 inst, int64 user_id, text *device, int64 *cursor, bool *prev_null,
+		   TimestampTz *prev_sync, int64 *resets)
+{
+	Datum		args[3];
+	bool		isnull;
+
+	if (state_read_plan == NULL)
+	{
+		Oid			types[3] = {INT4OID, INT8OID, TEXTOID};
+
+		state_read_plan = bc_prepare_kept("SELECT s.last_event_id, s.last_sync_time, s.resets"
+										  "  FROM bridgecore.sync_state s"
+										  " WHERE s.instance_id = $1 AND s.user_id = $2 AND s.device_id = $3",
+										  3, types);
+	}
+	args[0] = Int32GetDatum(inst);
+	args[1] = Int64GetDatum(user_id);
+	args[2] = PointerGetDatum(device);
+	if (SPI_execute_plan(state_read_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read bridgecore.sync_state");
+	if (SPI_processed == 0)
+	{
+		*cursor = 0;
+		*prev_null = true;
+		*resets = 0;
+		return;
+	}
+	*cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*prev_sync = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, prev_null));
+	*resets = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+}
+
+/*
+ * Whether the log holds the position pos of the instance: an event of it
+ * at or above pos, or a retention horizon at or above it (retention removed
+ * it).  Every position an answer names is one of these, so a token beyond
+ * both names an event this server has not seen.
+ */
+static bool
+log_reaches(Relation parent, Snapshot snapshot, int32 inst, int64 pos)
+{
+	PartRange  *parts;
+	int			nparts;
+	int			k;
+	Datum		args[1];
+	bool		isnull;
+	Datum		d;
+
+	if (pos <= 0)
+		return true;
+	parts = partitions_in_order(parent, &nparts);
+	for (k = nparts - 1; k >= 0 && parts[k].hi > pos; k--)
+	{
+		Relation	rel = table_open(parts[k].relid, AccessShareLock);
+		PartInfo	pinfo;
+		int64		newest = newest_in(rel, partition_info(rel, &pinfo), snapshot, inst);
+
+		table_close(rel, NoLock);
+		CHECK_FOR_INTERRUPTS();
+		if (newest >= pos)
+			return true;
+		if (newest >= 0)
+			break;
+	}
+	if (horizon_plan == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		horizon_plan = bc_prepare_kept("SELECT max(p.through) FROM bridgecore.purged p WHERE p.instance_id = $1",
+									   1, types);
+	}
+	args[0] = Int32GetDatum(inst);
+	if (SPI_execute_snapshot(horizon_plan, args, NULL, snapshot, InvalidSnapshot, true, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read bridgecore.purged");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && DatumGetInt64(d) >= pos;
 }
 
 static int64
@@ -1042,8 +1131,11 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	bool		purged_null;
 	int64		purged;
 	bool		resync = false;
+	bool		standby;
+	bool		check_reach = false;
+	int64		resets = 0;
 	StringInfoData out;
-	char		token[64];
+	char		token[80];
 	text	   *result;
 
 	check_device(PG_ARGISNULL(0), user_id, device);
@@ -1074,29 +1166,81 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	 * JWT names one: apps that omit it keep working when an instance is
 	 * added.
 	 */
+	/*
+	 * A hot standby cannot store the device's state: it answers from the
+	 * token alone (the device's stored state catches up when the device
+	 * next pulls on the primary with the token it got here).
+	 */
+	standby = RecoveryInProgress();
+	if (standby && sync_token == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("bridgecore.sync_pull on a standby needs a sync_token"),
+				 errdetail("A standby cannot store the device's sync state; it answers from the token alone."),
+				 errhint("Pass the next_sync_token of the device's last answer (\"0\" on its first pull), or pull from the primary.")));
+
+	/*
+	 * An omitted instance is the one a 'bc1:' sync_token names, unless the
+	 * JWT names one: apps that omit it keep working when an instance is
+	 * added.
+	 */
 	inst = instance_id(instance, sync_token);
 	DirectFunctionCall4(bridgecore_rate_limit, CStringGetTextDatum("sync_pull"), Int32GetDatum(inst),
 						Int64GetDatum(user_id), PointerGetDatum(device));
 
-	lock_state(inst, user_id, device, app_type, &cursor, &prev_null, &prev_sync);
+	if (standby)
+		read_state(inst, user_id, device, &cursor, &prev_null, &prev_sync, &resets);
+	else
+		lock_state(inst, user_id, device, app_type, &cursor, &prev_null, &prev_sync, &resets);
 
 	/*
 	 * A token names the last answer the app processed: continue from there.
 	 * "0" is the starting token: a device's first pull may pass it, so that
 	 * a lost first answer can be asked for again.
+	 *
+	 * A token beyond the stored state comes from another device, from before
+	 * a sync_reset, or from a standby (whose answers store nothing).  A
+	 * standby's token carries the device's resets as the standby saw them:
+	 * when they are the stored ones, no reset came after the token's chain
+	 * began, and the token is good if this server's log holds its position
+	 * (checked with the page's snapshot, below).
 	 */
 	pos = cursor;
 	if (sync_token != NULL)
 	{
-		pos = DatumGetInt64(DirectFunctionCall2(bridgecore_token_position, PointerGetDatum(sync_token),
-												Int32GetDatum(inst)));
-		if (pos > cursor)
+		int64		token_resets;
+
+		pos = sync_token_position(sync_token, inst, &token_resets);
+		if (token_resets >= 0 && token_resets < resets)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("sync_token is from before this device's last sync_reset"),
+					 errdetail("The token counts " INT64_FORMAT " resets of this device; its state counts " INT64_FORMAT ".",
+							   token_resets, resets),
+					 errhint(standby ? "Pull from the primary without sync_token, and keep the token from that answer."
+							 : "Retry without sync_token, and keep the token from that answer.")));
+		if (token_resets > resets && standby)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("this standby has not yet replayed the device's sync state that the sync_token names"),
+					 errdetail("The token counts " INT64_FORMAT " resets of this device; this standby has replayed " INT64_FORMAT ".",
+							   token_resets, resets),
+					 errhint("Retry in a moment, or pull from the primary.")));
+		if (pos > cursor && token_resets < 0 && standby)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("this standby has not yet replayed the device's sync state that the sync_token names"),
+					 errdetail("The token names event " INT64_FORMAT "; this standby has the device's state at " INT64_FORMAT ".",
+							   pos, cursor),
+					 errhint("Retry in a moment, or pull from the primary.")));
+		if (pos > cursor && (token_resets < 0 || token_resets > resets))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("sync_token is ahead of this device's sync state"),
 					 errdetail("The token names event " INT64_FORMAT "; the device's state is at " INT64_FORMAT ".",
 							   pos, cursor),
 					 errhint("Pass a token this device received, or omit it to continue from the stored state.")));
+		check_reach = pos > cursor;
 	}
 
 	/*
@@ -1137,6 +1281,19 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	 */
 	AcceptInvalidationMessages();
 	read_page(parent, snapshot, inst, pos, lim, &wanted, &page);
+	if (check_reach && page.n == 0 && page.newest <= pos && !log_reaches(parent, snapshot, inst, pos))
+	{
+		if (standby)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("this standby has not yet replayed event " INT64_FORMAT ", which the sync_token names", pos),
+					 errhint("Retry in a moment, or pull from the primary.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sync_token is ahead of the event log"),
+				 errdetail("The token names event " INT64_FORMAT ", which this instance's log has not reached.", pos),
+				 errhint("Pass a token this device received, or omit it to continue from the stored state.")));
+	}
 	purged = purged_through(inst, &wanted, snapshot, &purged_null);
 	UnregisterSnapshot(snapshot);
 	table_close(parent, NoLock);
@@ -1161,9 +1318,10 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	 * answer (a lost answer, a second sync path) is served from its own
 	 * position, and every later token issued to this device stays valid.
 	 */
-	update_state(inst, user_id, device, app_type, pos, page.n,
-				 PG_ARGISNULL(7) ? (Datum) 0 : PG_GETARG_DATUM(7), PG_ARGISNULL(7),
-				 PG_ARGISNULL(8) ? (Datum) 0 : PG_GETARG_DATUM(8), PG_ARGISNULL(8));
+	if (!standby)
+		update_state(inst, user_id, device, app_type, pos, page.n,
+					 PG_ARGISNULL(7) ? (Datum) 0 : PG_GETARG_DATUM(7), PG_ARGISNULL(7),
+					 PG_ARGISNULL(8) ? (Datum) 0 : PG_GETARG_DATUM(8), PG_ARGISNULL(8));
 	DirectFunctionCall2(bridgecore_count_sync_pull, Int32GetDatum(inst), Int32GetDatum(page.n));
 
 	/* The answer, as json_build_object wrote it. */
@@ -1178,7 +1336,10 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	add_key(&out, false, "events");
 	appendBinaryStringInfo(&out, page.events.data, page.events.len);
 	add_key(&out, false, "next_sync_token");
-	snprintf(token, sizeof(token), "bc1:%d:" INT64_FORMAT, inst, pos);
+	if (standby)
+		snprintf(token, sizeof(token), "bc1:%d:" INT64_FORMAT ":" INT64_FORMAT, inst, pos, resets);
+	else
+		snprintf(token, sizeof(token), "bc1:%d:" INT64_FORMAT, inst, pos);
 	escape_json(&out, token);
 	add_key(&out, false, "last_sync_time");
 	if (prev_null)

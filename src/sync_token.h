@@ -6,6 +6,8 @@
 
 #include "bridgecore.h"
 
-extern bool sync_token_parse(const char *s, size_t len, int32 *instance_id, int64 *position);
+extern bool sync_token_parse(const char *s, size_t len, int32 *instance_id, int64 *position,
+							 int64 *resets);
+extern int64 sync_token_position(text *token, int32 inst, int64 *resets);
 
 #endif

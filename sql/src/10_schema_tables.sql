@@ -186,6 +186,8 @@ CREATE TABLE bridgecore.sync_state (
     device_info     jsonb,
     app_version     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
+    -- sync_resets of the device: a standby's sync tokens carry it.
+    resets          bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (instance_id, user_id, device_id)
 );
 COMMENT ON TABLE bridgecore.sync_state IS 'Per (instance, user, device) sync cursor.';

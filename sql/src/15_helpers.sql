@@ -78,3 +78,20 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Functions that write refuse to run on a hot standby with a hint (the
+-- server's own refusal, "cannot execute UPDATE in a read-only transaction",
+-- names no way out).
+CREATE FUNCTION bridgecore._primary_only(what text)
+RETURNS void LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION '% cannot run on a standby', what
+            USING ERRCODE = 'read_only_sql_transaction',
+                  DETAIL = 'This server is a hot standby: it accepts no writes.',
+                  HINT = 'Call it on the primary.';
+    END IF;
+END
+$$;

@@ -136,10 +136,11 @@ DECLARE
     inst_id integer;
 BEGIN
     PERFORM bridgecore._check_device(sync_reset.user_id, sync_reset.device_id);
+    PERFORM bridgecore._primary_only('bridgecore.sync_reset');
     inst_id := bridgecore._instance_id(sync_reset.instance);
     PERFORM bridgecore._rate_limit('sync_reset', inst_id, sync_reset.user_id, sync_reset.device_id);
     UPDATE bridgecore.sync_state s
-       SET last_event_id = 0, sync_count = 0, last_event_count = 0
+       SET last_event_id = 0, sync_count = 0, last_event_count = 0, resets = s.resets + 1
      WHERE s.instance_id = inst_id AND s.user_id = sync_reset.user_id AND s.device_id = sync_reset.device_id;
     IF NOT FOUND THEN
         PERFORM bridgecore._raise_state_not_found(sync_reset.user_id, sync_reset.device_id);
@@ -160,10 +161,11 @@ DECLARE
 BEGIN
     -- Same checks as sync_reset: valid user, and a JWT's user only.
     PERFORM bridgecore._check_device(sync_reset_all.user_id, '*');
+    PERFORM bridgecore._primary_only('bridgecore.sync_reset_all');
     inst_id := bridgecore._instance_id(sync_reset_all.instance);
     PERFORM bridgecore._rate_limit('sync_reset', inst_id, sync_reset_all.user_id, '*');
     UPDATE bridgecore.sync_state s
-       SET last_event_id = 0, sync_count = 0, last_event_count = 0
+       SET last_event_id = 0, sync_count = 0, last_event_count = 0, resets = s.resets + 1
      WHERE s.instance_id = inst_id AND s.user_id = sync_reset_all.user_id;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN jsonb_build_object('status', 'success', 'devices_reset', n,

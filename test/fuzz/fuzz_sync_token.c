@@ -3,9 +3,10 @@
  *
  * Invariants: the parser accepts exactly what a separate matcher of
  *
- *     ^[0-9]{1,18}$  |  ^bc1:([0-9]{1,9}):([0-9]{1,18})$
+ *     ^[0-9]{1,18}$  |  ^bc1:([0-9]{1,9}):([0-9]{1,18})(:([0-9]{1,18}))?$
  *
- * accepts, with the same numbers (instance id -1 for the bare form); a
+ * accepts, with the same numbers (instance id -1 for the bare form, resets
+ * -1 without the standby's fourth part); a
  * refused token leaves the outputs alone.  The SQL function, called on the
  * text the server would pass (valid UTF-8), returns the position for the
  * token's own instance and raises 22023 with the documented messages and
@@ -43,11 +44,12 @@ digit_run(const char *s, size_t len, size_t *i, int max, int64 *value)
 }
 
 static bool
-reference(const char *s, size_t len, int64 *inst, int64 *pos)
+reference(const char *s, size_t len, int64 *inst, int64 *pos, int64 *resets)
 {
 	size_t		i = 0;
 
 	*inst = -1;
+	*resets = -1;
 	if (digit_run(s, len, &i, 18, pos) && i == len)
 		return true;
 	i = 0;
@@ -57,7 +59,14 @@ reference(const char *s, size_t len, int64 *inst, int64 *pos)
 	if (!digit_run(s, len, &i, 9, inst) || i >= len || s[i] != ':')
 		return false;
 	i++;
-	return digit_run(s, len, &i, 18, pos) && i == len;
+	if (!digit_run(s, len, &i, 18, pos))
+		return false;
+	if (i == len)
+		return true;
+	if (s[i] != ':')
+		return false;
+	i++;
+	return digit_run(s, len, &i, 18, resets) && i == len;
 }
 
 typedef struct Call
@@ -125,21 +134,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *s = (const char *) data;
 	int32		inst = -7;
 	int64		pos = -7;
+	int64		resets = -7;
 	int64		want_inst;
 	int64		want_pos;
-	bool		ok = sync_token_parse(s, size, &inst, &pos);
-	bool		want = reference(s, size, &want_inst, &want_pos);
+	int64		want_resets;
+	bool		ok = sync_token_parse(s, size, &inst, &pos, &resets);
+	bool		want = reference(s, size, &want_inst, &want_pos, &want_resets);
 
 	FUZZ_CHECK(ok == want, "parser says %d, reference %d for \"%.*s\"", ok, want, (int) size, s);
 	if (ok)
 	{
-		FUZZ_CHECK(inst == want_inst && pos == want_pos, "(%d, %lld), reference (%lld, %lld)",
-				   inst, (long long) pos, (long long) want_inst, (long long) want_pos);
+		FUZZ_CHECK(inst == want_inst && pos == want_pos && resets == want_resets,
+				   "(%d, %lld, %lld), reference (%lld, %lld, %lld)", inst, (long long) pos,
+				   (long long) resets, (long long) want_inst, (long long) want_pos, (long long) want_resets);
+		FUZZ_CHECK(resets >= -1 && resets <= INT64CONST(999999999999999999), "resets %lld", (long long) resets);
 		FUZZ_CHECK(inst >= -1 && inst <= 999999999, "instance %d", inst);
 		FUZZ_CHECK(pos >= 0 && pos <= INT64CONST(999999999999999999), "position %lld", (long long) pos);
 	}
 	else
-		FUZZ_CHECK(inst == -7 && pos == -7, "a refused token wrote the outputs");
+		FUZZ_CHECK(inst == -7 && pos == -7 && resets == -7, "a refused token wrote the outputs");
 
 	/* The SQL function sees only text: valid UTF-8 without NUL. */
 	if (oracle_utf8(s, size, NULL))

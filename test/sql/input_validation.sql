@@ -41,6 +41,13 @@ SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'g
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'bc1:99:0') $$);
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => '-1') $$);
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => '12345') $$);
+-- A standby's token (it carries the device's resets): beyond the stored
+-- state it is taken only where the log holds its position, and with the
+-- device's own count of resets.
+SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'bc1:1:12345:0') $$);
+SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'bc1:1:12345:7') $$);
+SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'bc1:1:5:') $$);
+SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'bc1:1:5:1:2') $$);
 SELECT try($$ SELECT bridgecore.sync_pull(1, 'd1', 'sales_app', sync_token => 'bc1:1:99999999999999999999') $$);
 -- A REPEATABLE READ snapshot predates the log's lock: refused.
 BEGIN ISOLATION LEVEL REPEATABLE READ;
