@@ -14,5 +14,8 @@ export function loadConfig(env) {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`PORT must be a port number, got "${env.PORT}"`);
   const maxBodySize = Number(env.MAX_BODY_SIZE ?? 1024 * 1024);
   if (!Number.isInteger(maxBodySize) || maxBodySize < 1) throw new ConfigError(`MAX_BODY_SIZE must be a positive number of bytes, got "${env.MAX_BODY_SIZE}"`);
-  return { databaseUrl, secret, host: env.HOST || "127.0.0.1", port, maxBodySize };
+  // Hot standbys of the database: sync pulls that carry a sync_token go
+  // there (docs/gateway.md, "Standbys").
+  const standbyUrls = (env.DATABASE_STANDBY_URLS ?? "").split(",").map((u) => u.trim()).filter((u) => u !== "");
+  return { databaseUrl, standbyUrls, secret, host: env.HOST || "127.0.0.1", port, maxBodySize };
 }

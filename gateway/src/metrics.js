@@ -34,6 +34,7 @@ export class GatewayMetrics {
   constructor() {
     this.requests = new LabeledCounter(["route", "status"]);
     this.rings = new LabeledCounter(["instance", "outcome"]);
+    this.standbyPulls = new LabeledCounter(["outcome"]);
     this.durations = new Map();    // route -> { buckets, sum, count }
     this.websockets = 0;
     this.databaseUp = 1;
@@ -54,6 +55,12 @@ export class GatewayMetrics {
   // (woken, coalesced, no_poller, refused, rate_limited, error).
   countRing(instance, outcome) {
     this.rings.inc(instance ?? "", outcome);
+  }
+
+  // A sync pull sent to a standby: answered there, or answered by the
+  // primary after the standby could not (fell_back).
+  countStandbyPull(outcome) {
+    this.standbyPulls.inc(outcome);
   }
 
   // The open WebSocket connections (GraphQL subscriptions): their server
@@ -87,6 +94,8 @@ export class GatewayMetrics {
         this.requests.samples("bridgecore_gateway_requests_total")),
       family("bridgecore_gateway_request_duration_seconds", "histogram", "Time from a request's arrival to the end of its answer, by route.",
         durationLines),
+      family("bridgecore_gateway_standby_pulls_total", "counter", "Sync pulls sent to a standby, by outcome (answered there, or fell_back to the primary).",
+        this.standbyPulls.samples("bridgecore_gateway_standby_pulls_total")),
       family("bridgecore_gateway_database_up", "gauge", "1 when the last read of bridgecore.metrics() succeeded, else 0.",
         [`bridgecore_gateway_database_up ${this.databaseUp}\n`]),
     ].join("");

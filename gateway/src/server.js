@@ -14,7 +14,7 @@ import { makePgService } from "postgraphile/adaptors/pg";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import { bearerToken, claimsOf, missingToken, tokenError, verifyStatement, verifyToken } from "./auth.js";
 import { bridgecorePlugin, maskError } from "./graphql.js";
-import { HttpError, fromError, parseObject, readBody, sendError, sendJson, sqlstateOf } from "./http.js";
+import { DOWN_SQLSTATES, HttpError, fromError, parseObject, readBody, sendError, sendJson, sqlstateOf } from "./http.js";
 import { NotificationHub } from "./notifications.js";
 import { ROUTES, functionCall, requestValues } from "./routes.js";
 import { attachWebSocket } from "./websocket.js";
@@ -279,12 +279,51 @@ export async function startGateway(config) {
     throw e;
   }
 
+  // Standbys answer sync pulls that carry a token; one that is down or
+  // behind at start is used once it answers (its pool connects lazily).
+  const standbys = [];
+  for (const url of config.standbyUrls) {
+    const standby = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 2000 });
+    standby.on("error", () => {});
+    standbys.push(standby);
+    try {
+      const { rows } = await standby.query(
+        "SELECT pg_is_in_recovery() AS recovering, EXISTS (SELECT FROM pg_catalog.pg_proc p" +
+        " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = 'call_as') AS call_as",
+        [GATEWAY_SCHEMA]);
+      if (!rows[0].recovering) console.error("bridgecore gateway: a DATABASE_STANDBY_URLS server is not a standby; pulls go there all the same");
+      if (rows[0].call_as && poolsWithCallAs.has(pool)) poolsWithCallAs.add(standby);
+    } catch (e) {
+      console.error(`bridgecore gateway: a standby does not answer yet (${e.message}); its pulls go to the primary until it does`);
+    }
+  }
+  let nextStandby = 0;
+
+  // A sync pull with a sync_token on a standby, or on the primary when the
+  // standby is down, behind (40001) or refuses (25006): the answer is the
+  // same either way (docs/sql-api.md, "Hot standbys").
+  async function pullOnStandby(token, build) {
+    const standby = standbys[nextStandby++ % standbys.length];
+    try {
+      const answer = await callAs(standby, token, build);
+      metrics.countStandbyPull("answered");
+      return answer;
+    } catch (e) {
+      const code = sqlstateOf(e);
+      const down = e instanceof HttpError ? e.status === 503 : code === null || DOWN_SQLSTATES.has(code);
+      if (!down && code !== "40001" && code !== "25006") throw e;
+      metrics.countStandbyPull("fell_back");
+      return callAs(pool, token, build);
+    }
+  }
+
   const hub = new NotificationHub(config.databaseUrl);
   try {
     await hub.start();
   } catch (e) {
     await hub.close();
     await pool.end();
+    await Promise.all(standbys.map((p) => p.end().catch(() => {})));
     throw new StartupError(`cannot LISTEN for notifications: ${e.message}`);
   }
 
@@ -377,7 +416,11 @@ export async function startGateway(config) {
     if (req.method !== route.method) throw methodNotAllowed(route.method);
     const token = requireToken(req);
     const body = route.from.includes("body") ? parseObject(await readBody(req, config.maxBodySize)) : {};
-    return sendJson(res, 200, await callAs(pool, token, (claims) => functionCall(route.fn, route.args, requestValues(route, url, body, claims))));
+    const build = (claims) => functionCall(route.fn, route.args, requestValues(route, url, body, claims));
+    if (route.fn === "sync_pull" && standbys.length > 0 && typeof body.sync_token === "string" && body.sync_token !== "") {
+      return sendJson(res, 200, await pullOnStandby(token, build));
+    }
+    return sendJson(res, 200, await callAs(pool, token, build));
   }
 
   // The doorbell: an X-API-Key (the instance's push key, which names it) or
@@ -456,6 +499,7 @@ export async function startGateway(config) {
       await hub.close();
       await pgl.release();
       await pool.end();
+      await Promise.all(standbys.map((p) => p.end().catch(() => {})));
     },
   };
 }

@@ -70,9 +70,9 @@ def stop_process(proc):
 class Gateway:
     """gateway/run on a free port, against the test's database."""
 
-    def __init__(self):
+    def __init__(self, **extra_env):
         self.port = w.free_port()
-        env = dict(os.environ, BRIDGECORE_JWT_SECRET=SECRET, PORT=str(self.port),
+        env = dict(os.environ, BRIDGECORE_JWT_SECRET=SECRET, PORT=str(self.port), **extra_env,
                    DATABASE_URL="postgresql:///%s?host=%s&port=%s&user=%s" % (
                        os.environ.get("PGDATABASE", "postgres"), os.environ["PGHOST"],
                        os.environ["PGPORT"], os.environ.get("PGUSER", "postgres")))

@@ -11,7 +11,9 @@ stores nothing, and the device's stored state catches up on its next
 primary pull; what a standby cannot do is refused with a clear SQLSTATE and
 hint (a pull without a token 25006, sync_reset 25006, a token ahead of its
 replay 40001, which the primary then answers); a token from before a
-sync_reset is refused on both; the read-only functions work there.
+sync_reset is refused on both; the read-only functions work there; the
+gateway (DATABASE_STANDBY_URLS) sends pulls with a token to the standby and
+falls back to the primary when the standby is behind or down.
 
 Runs against a cluster with shared_preload_libraries = 'bridgecore' whose
 bridgecore.database is the database of the libpq environment, as root or
@@ -23,17 +25,21 @@ fails.  Needs Python 3 with psycopg2 only.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import traceback
+import urllib.error
+import urllib.request
 
 import psycopg2
 import psycopg2.errors
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_worker as w  # noqa: E402  (Tap, Standin, wait_for, free_port)
+import test_doorbell as bell  # noqa: E402  (Gateway, SECRET)
 
 T = w.T
 BINDIR = subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
@@ -158,7 +164,11 @@ def test_alternating(primary, standby, sd, inst):
     w.wait_for(caught_up(primary, standby), 30, "the standby to replay the log")
     for name, dev in devices.items():
         for k in range(200):
-            answer = pull(standby if k % 2 else primary, name, dev["token"])
+            try:
+                answer = pull(standby if k % 2 else primary, name, dev["token"])
+            except psycopg2.errors.SerializationFailure:
+                dev["fallbacks"] += 1       # the primary's last answer is not replayed yet
+                answer = pull(primary, name, dev["token"])
             dev["ids"].extend(e["id"] for e in answer["events"])
             dev["token"] = answer["next_sync_token"]
             if not answer["has_more"] and k >= 1:
@@ -250,6 +260,73 @@ def test_read_only_api(primary, standby, sd, inst):
     T.ok(n == one(primary, "SELECT count(*) FROM bridgecore.event"), "the standby holds the primary's log")
 
 
+def gateway_pull(gw, token, body):
+    """(HTTP status, JSON answer) of POST /api/v2/sync/pull."""
+    req = urllib.request.Request(gw.url + "/api/v2/sync/pull", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json", "Authorization": "Bearer " + token})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def standby_pulls(gw):
+    """{outcome: count} of bridgecore_gateway_standby_pulls_total."""
+    out = {}
+    for line in gw.metrics().splitlines():
+        m = re.match(r'bridgecore_gateway_standby_pulls_total\{outcome="(\w+)"\} (\d+)', line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def test_gateway(primary, standby, sd, inst, srv):
+    """The gateway sends pulls with a token to the standby, others to the primary."""
+    dbname = one(primary, "SELECT current_database()")
+    one(primary, "ALTER DATABASE %s SET bridgecore.jwt_secret = %%s" % dbname, (bell.SECRET,))
+    one(primary, "SET bridgecore.jwt_secret = %s", (bell.SECRET,))
+    token = json.loads(one(primary, "SELECT bridgecore.issue_token('bridgecore_app', 1, 'replicated')::text"))
+    token = token.get("access_token") or token.get("token")
+    w.wait_for(caught_up(primary, standby), 30, "the standby to replay the secret")
+    gw = bell.Gateway(DATABASE_STANDBY_URLS="postgresql:///%s?host=%s&port=%d&user=postgres"
+                      % (dbname, srv.dir, srv.port))
+    try:
+        body = {"user_id": 1, "device_id": "gw", "app_type": "sales_app", "limit": 6}
+        status, first = gateway_pull(gw, token, body)
+        T.ok(status == 200 and first["next_sync_token"].count(":") == 2 and standby_pulls(gw) == {},
+             "a pull without a token goes to the primary", (status, first))
+        w.wait_for(caught_up(primary, standby), 30, "the standby to replay the pull")
+        status, second = gateway_pull(gw, token, dict(body, sync_token=first["next_sync_token"]))
+        T.ok(status == 200 and second["next_sync_token"].endswith(":0") and standby_pulls(gw) == {"answered": 1},
+             "a pull with the token goes to the standby, which answers it", (status, second, standby_pulls(gw)))
+        T.ok([e["id"] for e in first["events"] + second["events"]] == wanted_ids(primary)[:12],
+             "the two answers are the device's first twelve events, in order")
+        one(standby, "SELECT pg_wal_replay_pause()")
+        try:
+            # Without a token the primary answers (and stores the state the
+            # paused standby does not replay); its token then meets the lag.
+            status, third = gateway_pull(gw, token, body)
+            status, fourth = gateway_pull(gw, token, {**body, "sync_token": third["next_sync_token"]})
+        finally:
+            one(standby, "SELECT pg_wal_replay_resume()")
+        T.ok(status == 200 and standby_pulls(gw) == {"answered": 1, "fell_back": 1}
+             and third["events"] == second["events"]     # the stored state had not seen the standby's answer
+             and fourth["events"][0]["id"] > third["events"][-1]["id"],
+             "a token the paused standby has not replayed is answered by the primary (fell back)",
+             (status, fourth, standby_pulls(gw)))
+        srv.stop()
+        status, fifth = gateway_pull(gw, token, dict(body, sync_token=fourth["next_sync_token"]))
+        T.ok(status == 200 and standby_pulls(gw) == {"answered": 1, "fell_back": 2}
+             and fifth["events"][0]["id"] > fourth["events"][-1]["id"],
+             "with the standby down, the primary answers", (status, fifth, standby_pulls(gw), gw.output()))
+        status, bad = gateway_pull(gw, token, dict(body, sync_token="bc1:%d:999999999:0" % inst))
+        T.ok(status == 400 and bad.get("code") == "22023", "a token ahead of the log is 400 from the primary", bad)
+    finally:
+        gw.stop()
+        one(primary, "ALTER DATABASE %s RESET bridgecore.jwt_secret" % dbname)
+
+
 def main():
     primary = connect()
     sd = standby_srv = standby = None
@@ -271,9 +348,12 @@ def main():
         w.wait_for(caught_up(primary, standby), 30, "the standby to replay the log")
         T.ok(one(standby, "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'bridgecore%%'") == 0,
              "no BridgeCore worker runs on the standby")
-        for test in (test_alternating, test_tokens, test_refusals, test_read_only_api):
+        for test in (test_alternating, test_tokens, test_refusals, test_read_only_api, test_gateway):
             try:
-                test(primary, standby, sd, inst)
+                if test is test_gateway:
+                    test(primary, standby, sd, inst, standby_srv)   # stops the standby
+                else:
+                    test(primary, standby, sd, inst)
             except Exception:
                 T.ok(False, "%s ran to its end" % test.__name__, traceback.format_exc(),
                      standby_srv.log() if standby_srv else "")
