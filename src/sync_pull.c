@@ -473,6 +473,29 @@ newest_in(Relation rel, PartInfo *pi, Snapshot snapshot, int32 inst)
 }
 
 /*
+ * The instance's newest id in the highest partition above pos that holds
+ * any of its events (partitions read from the highest down), or -1.
+ */
+static int64
+newest_from(PartRange *parts, int nparts, int64 pos, Snapshot snapshot, int32 inst)
+{
+	int			k;
+
+	for (k = nparts - 1; k >= 0 && parts[k].hi > pos; k--)
+	{
+		Relation	rel = table_open(parts[k].relid, AccessShareLock);
+		PartInfo	pinfo;
+		int64		newest = newest_in(rel, partition_info(rel, &pinfo), snapshot, inst);
+
+		table_close(rel, NoLock);
+		CHECK_FOR_INTERRUPTS();
+		if (newest >= 0)
+			return newest;
+	}
+	return -1;
+}
+
+/*
  * The page: the first lim events of the wanted models above pos, whether a
  * wanted one follows, and the newest id when it comes for free.
  */
@@ -605,23 +628,13 @@ read_page(Relation parent, Snapshot snapshot, int32 inst, int64 pos, int lim, co
 		table_close(rel, NoLock);
 	}
 
-	/* The newest id, when the device gets no more: highest partition first. */
+	/* The newest id, when the device gets no more. */
 	if (!page->more && !page->newest_known)
 	{
-		for (k = nparts - 1; k >= 0 && parts[k].hi > pos; k--)
-		{
-			Relation	rel = table_open(parts[k].relid, AccessShareLock);
-			PartInfo	pinfo;
-			int64		newest = newest_in(rel, partition_info(rel, &pinfo), snapshot, inst);
+		int64		newest = newest_from(parts, nparts, pos, snapshot, inst);
 
-			table_close(rel, NoLock);
-			CHECK_FOR_INTERRUPTS();
-			if (newest >= 0)
-			{
-				page->newest = Max(newest, pos);
-				break;
-			}
-		}
+		if (newest >= 0)
+			page->newest = Max(newest, pos);
 		page->newest_known = true;
 	}
 	appendStringInfoChar(&page->events, ']');
@@ -990,7 +1003,6 @@ log_reaches(Relation parent, Snapshot snapshot, int32 inst, int64 pos)
 {
 	PartRange  *parts;
 	int			nparts;
-	int			k;
 	Datum		args[1];
 	bool		isnull;
 	Datum		d;
@@ -998,19 +1010,8 @@ log_reaches(Relation parent, Snapshot snapshot, int32 inst, int64 pos)
 	if (pos <= 0)
 		return true;
 	parts = partitions_in_order(parent, &nparts);
-	for (k = nparts - 1; k >= 0 && parts[k].hi > pos; k--)
-	{
-		Relation	rel = table_open(parts[k].relid, AccessShareLock);
-		PartInfo	pinfo;
-		int64		newest = newest_in(rel, partition_info(rel, &pinfo), snapshot, inst);
-
-		table_close(rel, NoLock);
-		CHECK_FOR_INTERRUPTS();
-		if (newest >= pos)
-			return true;
-		if (newest >= 0)
-			break;
-	}
+	if (newest_from(parts, nparts, pos, snapshot, inst) >= pos)
+		return true;
 	if (horizon_plan == NULL)
 	{
 		Oid			types[1] = {INT4OID};

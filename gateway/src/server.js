@@ -282,7 +282,7 @@ export async function startGateway(config) {
   // Standbys answer sync pulls that carry a token; one that is down or
   // behind at start is used once it answers (its pool connects lazily).
   const standbys = [];
-  for (const url of config.standbyUrls) {
+  for (const url of config.standbyUrls ?? []) {
     const standby = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 2000 });
     standby.on("error", () => {});
     standbys.push(standby);
