@@ -75,7 +75,6 @@
 /* C functions of other files, called directly rather than through SQL. */
 extern Datum bridgecore_rate_limit(PG_FUNCTION_ARGS);
 extern Datum bridgecore_count_sync_pull(PG_FUNCTION_ARGS);
-extern Datum bridgecore_token_position(PG_FUNCTION_ARGS);
 
 #define MAX_LIMIT 500
 #define MAX_DEVICE_ID_CHARS 255
@@ -913,13 +912,28 @@ instance_id(text *instance, text *sync_token)
 	return DatumGetInt32(d);
 }
 
+/*
+ * The columns of the state row SPI just read: last_event_id,
+ * last_sync_time, resets (the select lists of lock_state and read_state).
+ */
+static void
+state_columns(int64 *cursor, bool *prev_null, TimestampTz *prev_sync, int64 *resets)
+{
+	HeapTuple	row = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		isnull;
+
+	*cursor = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+	*prev_sync = DatumGetTimestampTz(SPI_getbinval(row, desc, 2, prev_null));
+	*resets = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
+}
+
 /* The device's state row, locked; made when missing. */
 static void
 lock_state(int32 inst, int64 user_id, text *device, text *app_type, int64 *cursor,
 		   bool *prev_null, TimestampTz *prev_sync, int64 *resets)
 {
 	Datum		args[4];
-	bool		isnull;
 	int			attempt;
 
 	if (state_select_plan == NULL)
@@ -943,10 +957,7 @@ lock_state(int32 inst, int64 user_id, text *device, text *app_type, int64 *curso
 			elog(ERROR, "could not read bridgecore.sync_state");
 		if (SPI_processed == 1)
 		{
-			*cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			*prev_sync = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
-														   prev_null));
-			*resets = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+			state_columns(cursor, prev_null, prev_sync, resets);
 			return;
 		}
 		if (attempt == 0 && SPI_execute_plan(state_insert_plan, args, NULL, false, 0) != SPI_OK_INSERT)
@@ -964,7 +975,6 @@ read_state(int32 inst, int64 user_id, text *device, int64 *cursor, bool *prev_nu
 		   TimestampTz *prev_sync, int64 *resets)
 {
 	Datum		args[3];
-	bool		isnull;
 
 	if (state_read_plan == NULL)
 	{
@@ -987,9 +997,7 @@ read_state(int32 inst, int64 user_id, text *device, int64 *cursor, bool *prev_nu
 		*resets = 0;
 		return;
 	}
-	*cursor = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	*prev_sync = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, prev_null));
-	*resets = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	state_columns(cursor, prev_null, prev_sync, resets);
 }
 
 /*
@@ -1163,11 +1171,6 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 	wanted_models(app_type, filter, &wanted);
 
 	/*
-	 * An omitted instance is the one a 'bc1:' sync_token names, unless the
-	 * JWT names one: apps that omit it keep working when an instance is
-	 * added.
-	 */
-	/*
 	 * A hot standby cannot store the device's state: it answers from the
 	 * token alone (the device's stored state catches up when the device
 	 * next pulls on the primary with the token it got here).
@@ -1220,19 +1223,15 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 							   token_resets, resets),
 					 errhint(standby ? "Pull from the primary without sync_token, and keep the token from that answer."
 							 : "Retry without sync_token, and keep the token from that answer.")));
-		if (token_resets > resets && standby)
+		if (standby && (token_resets > resets || (token_resets < 0 && pos > cursor)))
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("this standby has not yet replayed the device's sync state that the sync_token names"),
-					 errdetail("The token counts " INT64_FORMAT " resets of this device; this standby has replayed " INT64_FORMAT ".",
-							   token_resets, resets),
-					 errhint("Retry in a moment, or pull from the primary.")));
-		if (pos > cursor && token_resets < 0 && standby)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("this standby has not yet replayed the device's sync state that the sync_token names"),
-					 errdetail("The token names event " INT64_FORMAT "; this standby has the device's state at " INT64_FORMAT ".",
-							   pos, cursor),
+					 token_resets > resets
+					 ? errdetail("The token counts " INT64_FORMAT " resets of this device; this standby has replayed " INT64_FORMAT ".",
+								 token_resets, resets)
+					 : errdetail("The token names event " INT64_FORMAT "; this standby has the device's state at " INT64_FORMAT ".",
+								 pos, cursor),
 					 errhint("Retry in a moment, or pull from the primary.")));
 		if (pos > cursor && (token_resets < 0 || token_resets > resets))
 			ereport(ERROR,

@@ -13,7 +13,7 @@ export class HttpError extends Error {
 
 // Errors of a database that cannot be reached or went away (no SQLSTATE).
 const DOWN_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ENOENT", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH"]);
-export const DOWN_SQLSTATES = new Set(["57P01", "57P02", "57P03", "53300"]);
+const DOWN_SQLSTATES = new Set(["57P01", "57P02", "57P03", "53300"]);
 
 // The SQLSTATE of an error the database sent, or null (a client or network
 // error, or one of the gateway's own).

@@ -14,7 +14,7 @@ import { makePgService } from "postgraphile/adaptors/pg";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import { bearerToken, claimsOf, missingToken, tokenError, verifyStatement, verifyToken } from "./auth.js";
 import { bridgecorePlugin, maskError } from "./graphql.js";
-import { DOWN_SQLSTATES, HttpError, fromError, parseObject, readBody, sendError, sendJson, sqlstateOf } from "./http.js";
+import { HttpError, fromError, parseObject, readBody, sendError, sendJson, sqlstateOf } from "./http.js";
 import { NotificationHub } from "./notifications.js";
 import { ROUTES, functionCall, requestValues } from "./routes.js";
 import { attachWebSocket } from "./websocket.js";
@@ -310,8 +310,7 @@ export async function startGateway(config) {
       return answer;
     } catch (e) {
       const code = sqlstateOf(e);
-      const down = e instanceof HttpError ? e.status === 503 : code === null || DOWN_SQLSTATES.has(code);
-      if (!down && code !== "40001" && code !== "25006") throw e;
+      if (fromError(e).status !== 503 && code !== "40001" && code !== "25006") throw e;
       metrics.countStandbyPull("fell_back");
       return callAs(pool, token, build);
     }
