@@ -10,7 +10,8 @@ OBJS = src/bridgecore.o src/ratelimit.o src/odoo_time.o src/launcher.o src/polle
 # first version and every upgrade script (sql/bridgecore--A--B.sql).
 SQL_SOURCES = $(sort $(wildcard sql/src/*.sql))
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA        = sql/$(EXTENSION)--0.1.0.sql $(wildcard sql/$(EXTENSION)--*--*.sql)
+DATA        = sql/$(EXTENSION)--0.1.0.sql $(wildcard sql/$(EXTENSION)--*--*.sql) \
+              $(wildcard sql/router/bridgecore_router.control sql/router/bridgecore_router--*.sql)
 DOCS = README.md
 
 # -Wextra minus the warnings PostgreSQL's own headers and PG_TRY macros trigger.

@@ -107,6 +107,7 @@ static SPIPlanPtr state_update_plan = NULL;
 static SPIPlanPtr purged_plan = NULL;
 static SPIPlanPtr state_read_plan = NULL;
 static SPIPlanPtr horizon_plan = NULL;
+static SPIPlanPtr moved_plan = NULL;
 
 /* The wanted models, as bytes, for the filter of the first way. */
 typedef struct Wanted
@@ -1006,6 +1007,32 @@ read_state(int32 inst, int64 user_id, text *device, int64 *cursor, bool *prev_nu
  * it).  Every position an answer names is one of these, so a token beyond
  * both names an event this server has not seen.
  */
+/*
+ * A token's position in this shard's ids: an instance moved here from
+ * another shard keeps its devices' tokens (bridgecore._moved_position,
+ * sql/src/65_shards.sql, says how; one index probe of an empty table on a
+ * server that never took an instance in).
+ */
+static int64
+moved_position(int32 inst, int64 pos)
+{
+	Oid			types[2] = {INT4OID, INT8OID};
+	Datum		args[2];
+	bool		isnull;
+	Datum		d;
+
+	if (pos <= 0)
+		return pos;
+	if (moved_plan == NULL)
+		moved_plan = bc_prepare_kept("SELECT bridgecore._moved_position($1, $2)", 2, types);
+	args[0] = Int32GetDatum(inst);
+	args[1] = Int64GetDatum(pos);
+	if (SPI_execute_plan(moved_plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not map the sync_token's position");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? pos : DatumGetInt64(d);
+}
+
 static bool
 log_reaches(Relation parent, Snapshot snapshot, int32 inst, int64 pos)
 {
@@ -1215,6 +1242,7 @@ bridgecore_sync_pull(PG_FUNCTION_ARGS)
 		int64		token_resets;
 
 		pos = sync_token_position(sync_token, inst, &token_resets);
+		pos = moved_position(inst, pos);
 		if (token_resets >= 0 && token_resets < resets)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

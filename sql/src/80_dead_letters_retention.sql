@@ -167,6 +167,27 @@ END
 $$;
 COMMENT ON FUNCTION bridgecore.partitions() IS 'The partitions of bridgecore.event, oldest first: ids covered, events held, newest event, size on disk.';
 
+-- The partition bridgecore.event_<lo> of the ids lo <= id < hi, with its
+-- indexes (see bridgecore.event). The caller holds SHARE UPDATE EXCLUSIVE
+-- on bridgecore.event (one creator at a time).
+CREATE FUNCTION bridgecore._create_partition(lo bigint, hi bigint)
+RETURNS void LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part text := 'bridgecore.' || quote_ident('event_' || lo);
+BEGIN
+    EXECUTE format('CREATE TABLE %s (LIKE bridgecore.event INCLUDING DEFAULTS INCLUDING GENERATED'
+                   ' INCLUDING STORAGE INCLUDING COMPRESSION, PRIMARY KEY (id))', part);
+    EXECUTE format('CREATE INDEX ON %s (instance_id, odoo_id)', part);
+    EXECUTE format('CREATE INDEX ON %s (instance_id, id)', part);
+    EXECUTE format('CREATE INDEX ON %s (occurred_at)', part);
+    EXECUTE format('CREATE INDEX ON %s (instance_id, model, id)', part);
+    EXECUTE format('ALTER TABLE bridgecore.event ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)',
+                   part, lo, hi);
+END
+$$;
+
 -- Makes partitions, with their indexes (see bridgecore.event), until every
 -- id up to upto has one; without upto, until there is room for a
 -- partition's width (bridgecore.partition_size) of ids beyond the next id.
@@ -191,7 +212,6 @@ DECLARE
     next_id bigint;
     wanted bigint;
     top bigint;
-    part text;
 BEGIN
     SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END INTO next_id
       FROM bridgecore.event_id_seq s;
@@ -204,15 +224,7 @@ BEGIN
     LOCK TABLE ONLY bridgecore.event IN SHARE UPDATE EXCLUSIVE MODE;
     SELECT coalesce(max(p.hi), next_id) INTO top FROM bridgecore._partitions() p;
     WHILE top <= wanted LOOP
-        part := 'bridgecore.' || quote_ident('event_' || top);
-        EXECUTE format('CREATE TABLE %s (LIKE bridgecore.event INCLUDING DEFAULTS INCLUDING GENERATED'
-                       ' INCLUDING STORAGE INCLUDING COMPRESSION, PRIMARY KEY (id))', part);
-        EXECUTE format('CREATE INDEX ON %s (instance_id, odoo_id)', part);
-        EXECUTE format('CREATE INDEX ON %s (instance_id, id)', part);
-        EXECUTE format('CREATE INDEX ON %s (occurred_at)', part);
-        EXECUTE format('CREATE INDEX ON %s (instance_id, model, id)', part);
-        EXECUTE format('ALTER TABLE bridgecore.event ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)',
-                       part, top, top + size);
+        PERFORM bridgecore._create_partition(top, top + size);
         top := top + size;
     END LOOP;
     RETURN top;

@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     make gcc libc6-dev python3 python3-psycopg2 curl ca-certificates \
-    postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-contrib \
+    postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-plproxy postgresql-contrib \
     libtap-parser-sourcehandler-pgtap-perl \
     libcurl4-openssl-dev libjson-c-dev \
     prometheus prometheus-postgres-exporter \
