@@ -170,7 +170,9 @@ async function checkDatabase(pool, secret) {
   let rows;
   try {
     ({ rows } = await pool.query(
-      "SELECT current_database() AS db, (SELECT extversion FROM pg_extension WHERE extname = 'bridgecore') AS version," +
+      // A router (extension bridgecore_router) serves the same API.
+      "SELECT current_database() AS db, (SELECT extversion FROM pg_extension WHERE extname IN ('bridgecore', 'bridgecore_router')" +
+      "  ORDER BY extname LIMIT 1) AS version," +
       // From the catalog, not to_regprocedure(): the documented login role
       // (NOINHERIT) has no USAGE on schema bridgecore, which that requires.
       " EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace" +

@@ -44,7 +44,10 @@ CREATE TABLE bridgecore.placement (
     instance        text PRIMARY KEY,
     instance_id     integer NOT NULL UNIQUE,
     shard           integer NOT NULL REFERENCES bridgecore.shard,
-    placed_at       timestamptz NOT NULL DEFAULT now()
+    placed_at       timestamptz NOT NULL DEFAULT now(),
+    -- Set while move_instance() runs (or stopped half way): whether the
+    -- instance's poller ran before the move stopped it.
+    moving_enabled  boolean
 );
 COMMENT ON TABLE bridgecore.placement IS 'The shard of each instance.';
 SELECT pg_catalog.pg_extension_config_dump('bridgecore.shard', '');
@@ -477,10 +480,11 @@ AS $$
 $$;
 COMMENT ON FUNCTION bridgecore.deactivate_idle_devices(interval, text) IS 'Marks devices that have not pulled for a while inactive.';
 
--- The password is in the call's text: a failed login must not log it.
+-- The password is in the call's text: a failed login must not log it
+-- (a superuser's setting: SECURITY DEFINER, as on a shard).
 CREATE FUNCTION bridgecore.login(username text, password text, instance text DEFAULT NULL)
 RETURNS jsonb LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET log_min_error_statement = panic
 AS $$
     SELECT bridgecore._route('login', jsonb_build_object('username', username, 'password', password, 'instance', instance),
@@ -538,6 +542,40 @@ AS $$
 $$;
 COMMENT ON FUNCTION bridgecore.status() IS 'The state of every instance of every shard.';
 
+-- Every shard's metrics (the Prometheus text of bridgecore.metrics() on
+-- each) as one exposition: each family once, with its HELP and TYPE, and
+-- every sample labelled with its shard.
+CREATE FUNCTION bridgecore.metrics() RETURNS text LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH per_shard AS (
+        SELECT sh.id AS shard_id, sh.name AS shard, bridgecore._on_shard(sh.id, 'metrics', '{}') AS body
+          FROM bridgecore.shard sh
+    ), lines AS (
+        SELECT p.shard_id, p.shard, l.line, l.n,
+               count(*) FILTER (WHERE l.line LIKE '# HELP %') OVER (PARTITION BY p.shard_id ORDER BY l.n) AS g
+          FROM per_shard p, regexp_split_to_table(rtrim(p.body, E'\n'), E'\n') WITH ORDINALITY l(line, n)
+    ), fam AS (
+        SELECT x.*, first_value(split_part(x.line, ' ', 3)) OVER (PARTITION BY x.shard_id, x.g ORDER BY x.n) AS family
+          FROM lines x
+    ), firsts AS (
+        SELECT f.family, min(f.shard_id) AS shard_id, min(f.shard_id::bigint * 100000000 + f.n) AS rank
+          FROM fam f GROUP BY f.family
+    )
+    SELECT string_agg(o.line, E'\n' ORDER BY fi.rank, o.sample, o.shard_id, o.n) || E'\n'
+      FROM (SELECT f.family, false AS sample, f.shard_id, f.n, f.line
+              FROM fam f JOIN firsts fi ON fi.family = f.family AND fi.shard_id = f.shard_id
+             WHERE f.line LIKE '# %'
+            UNION ALL
+            SELECT f.family, true, f.shard_id, f.n,
+                   CASE WHEN f.line ~ '^[a-zA-Z_:][a-zA-Z0-9_:]*\{'
+                        THEN regexp_replace(f.line, '^([a-zA-Z_:][a-zA-Z0-9_:]*)\{', '\1{shard="' || f.shard || '",')
+                        ELSE regexp_replace(f.line, '^([a-zA-Z_:][a-zA-Z0-9_:]*) ', '\1{shard="' || f.shard || '"} ') END
+              FROM fam f WHERE f.line !~ '^#' AND f.line <> '') o
+      JOIN firsts fi ON fi.family = o.family
+$$;
+COMMENT ON FUNCTION bridgecore.metrics() IS 'Prometheus metrics of every shard, each sample labelled with its shard.';
+
 -------------------------------------------------------------------------------
 -- Moving an instance to another shard
 -------------------------------------------------------------------------------
@@ -571,6 +609,8 @@ DECLARE
     deadline timestamptz;
     t0 timestamptz;
     paused_ms numeric;
+    was_enabled boolean;
+    sh record;
 BEGIN
     IF instance IS NULL OR to_shard IS NULL THEN
         RAISE EXCEPTION 'instance and to_shard must not be null' USING ERRCODE = 'null_value_not_allowed',
@@ -591,12 +631,24 @@ BEGIN
     END IF;
     src := p.shard;
     IF src = dst THEN
-        RAISE NOTICE 'instance "%" is on shard "%" already', instance, to_shard;
+        -- A move that stopped after the switch left the old copy: it goes.
+        FOR sh IN SELECT x.id, x.name FROM bridgecore.shard x WHERE x.id <> dst ORDER BY x.id LOOP
+            IF bridgecore._step(sh.id, 'instances', '{}') @> jsonb_build_array(jsonb_build_object('name', instance)) THEN
+                PERFORM bridgecore._step(sh.id, 'out_finish', jsonb_build_object('instance', instance));
+                RAISE NOTICE 'removed the copy of instance "%" that a move left on shard "%"', instance, sh.name;
+            END IF;
+        END LOOP;
+        RAISE NOTICE 'instance "%" is on shard "%"', instance, to_shard;
         RETURN;
     END IF;
 
     -- 1. The old shard's poller stops; the instance's log there is final.
+    -- A move that stopped half way stopped it already: the setting to
+    -- restore is the one its first try saw.
     meta := bridgecore._step(src, 'out_begin', jsonb_build_object('instance', instance));
+    UPDATE bridgecore.placement x SET moving_enabled = coalesce(x.moving_enabled, (meta ->> 'enabled')::boolean)
+     WHERE x.instance_id = p.instance_id
+    RETURNING x.moving_enabled INTO was_enabled;
     COMMIT;
     deadline := clock_timestamp() + interval '60 seconds';
     WHILE NOT bridgecore._step(src, 'out_paused', jsonb_build_object('id', p.instance_id))::boolean LOOP
@@ -606,6 +658,7 @@ BEGIN
         END IF;
         PERFORM pg_sleep(0.05);
     END LOOP;
+    meta := bridgecore._step(src, 'out_meta', jsonb_build_object('id', p.instance_id));
 
     -- 2. The copy of the instance on the new shard, then its events.
     shift := (bridgecore._step(dst, 'in_begin', jsonb_build_object('meta', meta)) ->> 'shift')::bigint;
@@ -635,9 +688,8 @@ BEGIN
         after_user := (batch -> -1 ->> 'user_id')::bigint;
         after_device := batch -> -1 ->> 'device_id';
     END LOOP;
-    PERFORM bridgecore._step(dst, 'in_finish', jsonb_build_object('id', p.instance_id,
-                                                                        'enabled', (meta #>> '{instance,enabled}')::boolean));
-    UPDATE bridgecore.placement x SET shard = dst, placed_at = now() WHERE x.instance_id = p.instance_id;
+    PERFORM bridgecore._step(dst, 'in_finish', jsonb_build_object('id', p.instance_id, 'enabled', was_enabled));
+    UPDATE bridgecore.placement x SET shard = dst, placed_at = now(), moving_enabled = NULL WHERE x.instance_id = p.instance_id;
     paused_ms := round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1);
     COMMIT;
 
@@ -683,4 +735,5 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION bridgecore._route(text, jsonb, text, text), bridgecore._first_shard(text, jsonb),
                           bridgecore._every_shard(text, jsonb)
     TO bridgecore_app, bridgecore_admin, bridgecore_monitor, bridgecore_anon;
+GRANT EXECUTE ON FUNCTION bridgecore.metrics() TO bridgecore_monitor;
 GRANT SELECT ON bridgecore.shard, bridgecore.placement TO bridgecore_admin;

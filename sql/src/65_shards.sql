@@ -55,7 +55,7 @@ $$;
 CREATE FUNCTION bridgecore._routable(fn text)
 RETURNS boolean LANGUAGE sql IMMUTABLE
 AS $$ SELECT fn = ANY ('{sync_pull,sync_state,sync_scope,sync_reset,sync_reset_all,events,check_updates,'
-                        'cleanup,deactivate_idle_devices,login,refresh_token,verify_token,issue_token,wake}'::text[]) $$;
+                        'cleanup,deactivate_idle_devices,login,refresh_token,verify_token,issue_token,wake,metrics}'::text[]) $$;
 
 -- A call forwarded by a router: bridgecore.<fn> with the named arguments of
 -- args (a JSON null is an SQL NULL; an absent key takes the function's
@@ -147,11 +147,12 @@ $$;
 -- The steps of bridgecore.move_instance() on the router (its source is the
 -- shard the instance leaves, its destination the one it goes to), each a
 -- transaction of its own. Returns what the router passes on.
---   out_begin {instance}: stops the instance's poller here (enabled false)
---     and returns what the destination needs: the instance row with its
---     secret, its models, gaps, horizons, earlier moves, the app types, and
---     through, the log's last id.
+--   out_begin {instance}: stops the instance's poller here (enabled false);
+--     returns its id and whether it was enabled.
 --   out_paused {id}: whether the poller let go of the instance.
+--   out_meta {id}: once it did, what the destination needs: the instance
+--     row with its secret, its models, gaps, horizons, earlier moves, the
+--     app types, and through, the log's last id.
 --   out_events {id, after, n}: the next n events above after, in id order.
 --   out_states {id, after_user, after_device, n}: device states, in key order.
 --   out_dead_letters {id}: the instance's dead letters.
@@ -183,6 +184,14 @@ BEGIN
             RAISE EXCEPTION 'unknown instance "%"', left(args ->> 'instance', 64)
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'The router''s placement names a shard that does not hold it.';
         END IF;
+        SELECT jsonb_build_object('id', i.id, 'enabled', i.enabled) INTO meta
+          FROM bridgecore.instance i WHERE i.id = inst_id;
+        UPDATE bridgecore.instance i SET enabled = false, config_version = i.config_version + 1 WHERE i.id = inst_id;
+        PERFORM bridgecore._wake_poller();
+        RETURN meta;
+    WHEN 'out_meta' THEN
+        -- After the poller let go (out_paused): nothing is stored for the
+        -- instance any more, so through is above every id it will have here.
         SELECT jsonb_build_object(
                    'instance', to_jsonb(i) || jsonb_build_object('push_key_hash', encode(i.push_key_hash, 'hex')),
                    'models', (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM bridgecore.odoo_model m WHERE m.instance_id = i.id),
@@ -193,8 +202,9 @@ BEGIN
                    'through', (SELECT s.last_value FROM bridgecore.event_id_seq s),
                    'events', (SELECT count(*) FROM bridgecore.event e WHERE e.instance_id = i.id))
           INTO meta FROM bridgecore.instance i WHERE i.id = inst_id;
-        UPDATE bridgecore.instance i SET enabled = false, config_version = i.config_version + 1 WHERE i.id = inst_id;
-        PERFORM bridgecore._wake_poller();
+        IF meta IS NULL THEN
+            RAISE EXCEPTION 'unknown instance id %', inst_id USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         RETURN meta;
     WHEN 'instances' THEN
         RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object('id', i.id, 'name', i.name) ORDER BY i.id), '[]')

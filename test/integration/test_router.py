@@ -18,6 +18,8 @@ of its own instance.  Checked:
   sync_token, or the only one;
 - an app role gains nothing by calling the router's internals, and the
   shard's entry point is not callable by apps;
+- the gateway, pointed at the router, logs in and serves the REST pull and
+  state of both shards' instances;
 - an instance moved between shards (CALL bridgecore.move_instance) while
   devices pull through the router and events keep arriving: every device
   gets every event of its models once and in order, a token from before
@@ -38,20 +40,24 @@ import threading
 import time
 import traceback
 
+import urllib.error
+import urllib.request
+
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_worker as w  # noqa: E402  (Tap, Standin, wait_for, free_port)
+import test_doorbell as bell  # noqa: E402  (Gateway, SECRET)
 
 T = w.T
 BINDIR = subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
 ROUTER_DB = "bridgecore_router_test"
 SALES = ("sale.order", "res.partner", "product.product", "mail.message")
 MODELS = SALES + ("stock.picking",)
-SECRET = "a-router-test-secret-of-32-characters!"
+SECRET = bell.SECRET             # the gateway's too
 ROUTED = ("sync_pull", "sync_state", "sync_scope", "sync_reset", "sync_reset_all", "events", "check_updates",
           "cleanup", "deactivate_idle_devices", "login", "refresh_token", "verify_token", "issue_token", "wake",
-          "status")
+          "status", "metrics")
 
 
 def as_owner(cmd):
@@ -369,6 +375,19 @@ def test_routing(s):
     err = outcome(s.r, "SELECT bridgecore.sync_state(3, 'route-1')")
     T.ok(err[0] == "error" and err[1] == "22004" and "acme, beta" in (err[4] or ""),
          "no instance, no token, two instances: 22004 with the instances in the hint", err)
+    text = one(s.r, "SELECT bridgecore.metrics()")
+    helps = [l.split(" ")[2] for l in text.splitlines() if l.startswith("# HELP ")]
+    samples = [l for l in text.splitlines() if l and not l.startswith("#")]
+    T.ok(len(helps) == len(set(helps)) > 5 and all('shard="a"' in l or 'shard="b"' in l for l in samples)
+         and any('instance="beta"' in l and 'shard="b"' in l for l in samples)
+         and any('instance="acme"' in l and 'shard="a"' in l for l in samples),
+         "metrics(): every shard's samples, labelled with their shard, each family once", text[:1500])
+    promtool = shutil.which("promtool")
+    if promtool:
+        check = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+        T.ok(check.returncode == 0, "promtool check metrics accepts the router's metrics", check.stdout + check.stderr)
+    else:
+        T.skip("promtool check metrics accepts the router's metrics", "no promtool")
     status = rows(s.r, "SELECT instance, state FROM bridgecore.status() ORDER BY 1")
     T.ok([x[0] for x in status] == ["acme", "beta"], "status() shows the instances of every shard", status)
 
@@ -402,6 +421,66 @@ def test_privileges(s):
     err = outcome(s.a, "SET ROLE bc_router_login; SELECT bridgecore._routed_call('remove_instance', '{}', 'bridgecore_admin', '{}')")
     one(s.a, "RESET ROLE")
     T.ok(err[0] == "error" and err[1] == "42883", "a routed call may call the routed API only", err)
+
+
+# ---- the gateway in front of the router ------------------------------------
+
+def http(gw, method, path, token=None, body=None):
+    """(HTTP status, JSON answer)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    req = urllib.request.Request(gw.url + path, json.dumps(body).encode() if body is not None else None,
+                                 headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_gateway(s):
+    """The gateway, pointed at the router, serves both shards' instances."""
+    s.sd_b.control("add_user", login="bob", password="bob-password", uid=8)
+    saved = os.environ.get("PGDATABASE")
+    os.environ["PGDATABASE"] = ROUTER_DB
+    try:
+        gw = bell.Gateway()
+    finally:
+        if saved is None:
+            del os.environ["PGDATABASE"]
+        else:
+            os.environ["PGDATABASE"] = saved
+    try:
+        status, alice = http(gw, "POST", "/auth/login", body={"username": "alice", "password": "alice-password",
+                                                              "instance": "acme"})
+        T.ok(status == 200 and alice.get("user_id") == 7, "POST /auth/login through the router: acme's Odoo", alice)
+        status, bob = http(gw, "POST", "/auth/login", body={"username": "bob", "password": "bob-password",
+                                                            "instance": "beta"})
+        T.ok(status == 200 and bob.get("user_id") == 8, "POST /auth/login through the router: beta's Odoo", bob)
+        status, wrong = http(gw, "POST", "/auth/login", body={"username": "bob", "password": "nope", "instance": "beta"})
+        T.ok(status == 401 and wrong.get("code") == "28P01", "wrong credentials through the router: 401", wrong)
+        body = {"device_id": "gw-phone", "app_type": "sales_app", "limit": 5}
+        status, a = http(gw, "POST", "/api/v2/sync/pull", alice["access_token"], body)
+        direct = one(s.a, "SELECT bridgecore.sync_pull(7, 'gw-phone-direct', 'sales_app', 5, instance => 'acme')")
+        T.ok(status == 200 and [e["id"] for e in a["events"]] == [e["id"] for e in direct["events"]] and a["events"],
+             "POST /api/v2/sync/pull with acme's token: acme's events from shard a", (status, a))
+        status, b = http(gw, "POST", "/api/v2/sync/pull", bob["access_token"], body)
+        direct = one(s.b, "SELECT bridgecore.sync_pull(8, 'gw-phone-direct', 'sales_app', 5, instance => 'beta')")
+        T.ok(status == 200 and [e["id"] for e in b["events"]] == [e["id"] for e in direct["events"]] and b["events"],
+             "POST /api/v2/sync/pull with beta's token: beta's events from shard b", (status, b))
+        status, st = http(gw, "GET", "/api/v2/sync/state?device_id=gw-phone", bob["access_token"])
+        T.ok(status == 200 and st.get("next_sync_token") == b["next_sync_token"],
+             "GET /api/v2/sync/state through the router", (status, st))
+        status, other = http(gw, "POST", "/api/v2/sync/pull", bob["access_token"], dict(body, user_id=7))
+        T.ok(status == 403 and other.get("code") == "42501", "a body naming another user: 403, from the shard", other)
+        status, other = http(gw, "POST", "/api/v2/sync/pull", bob["access_token"], dict(body, instance="acme"))
+        T.ok(status == 403 and other.get("code") == "42501", "a body naming another instance: 403", other)
+        status, bad = http(gw, "POST", "/api/v2/sync/pull", bob["access_token"], dict(body, app_type="nope"))
+        T.ok(status == 400 and bad.get("code") == "22023" and bad.get("detail") == 'unknown app_type "nope"'
+             and bad.get("hint"), "a shard's error reaches the app as the shard raised it", bad)
+    finally:
+        gw.stop()
 
 
 # ---- moving an instance ------------------------------------------------------
@@ -550,7 +629,8 @@ def main():
         s = Setup()
         T.ok(s.placed == {"ok": True, "added": 2, "removed": 0, "instances": 2},
              "sync_placement() finds acme on shard a and beta on shard b", s.placed)
-        for test in (test_signatures, test_same_answers, test_tokens, test_routing, test_privileges, test_move):
+        for test in (test_signatures, test_same_answers, test_tokens, test_routing, test_privileges, test_gateway,
+                     test_move):
             try:
                 test(s)
             except Exception:
