@@ -31,6 +31,7 @@
 #define NCOLS 11
 
 static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr moving_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static Oid	insert_plan_summary = InvalidOid;	/* the summary insert_plan writes */
 static SPIPlanPtr dead_letter_plan = NULL;
@@ -278,6 +279,29 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 	 */
 	AcceptInvalidationMessages();
 	prepare_plans();
+
+	/*
+	 * An instance that bridgecore.move_instance() is copying to another
+	 * shard stores nothing here any more (sql/src/65_shards.sql): whatever
+	 * Odoo or an administrator sends meanwhile is stored by the new shard.
+	 */
+	{
+		Oid			argtype = INT4OID;
+		Datum		arg = Int32GetDatum(instance_id);
+		bool		isnull;
+
+		if (moving_plan == NULL)
+			moving_plan = bc_prepare_kept("SELECT EXISTS (SELECT FROM bridgecore.moving_out m WHERE m.instance_id = $1)",
+										  1, &argtype);
+		if (SPI_execute_plan(moving_plan, &arg, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read bridgecore.moving_out");
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("instance \"%s\" is moving to another shard", instance_name),
+					 errdetail("bridgecore.move_instance() is copying it; this shard stores none of its events any more."),
+					 errhint("Its events are stored on the new shard once the move completes.")));
+	}
 
 	for (int i = 0; i < n; i++)
 	{

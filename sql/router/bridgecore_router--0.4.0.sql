@@ -147,6 +147,9 @@ BEGIN
         found := found || (SELECT coalesce(jsonb_agg(i || jsonb_build_object('shard', s.id)), '[]')
                              FROM jsonb_array_elements(bridgecore._step(s.id, 'instances', '{}')) i);
     END LOOP;
+    -- An instance being moved keeps its placement: move_instance() sets it.
+    SELECT coalesce(jsonb_agg(x), '[]') INTO found FROM jsonb_array_elements(found) x
+     WHERE NOT EXISTS (SELECT FROM bridgecore.placement p WHERE p.instance = x ->> 'name' AND p.moving_enabled IS NOT NULL);
     SELECT string_agg(x ->> 'name', ', ') INTO dup
       FROM (SELECT x FROM jsonb_array_elements(found) x) t
      WHERE (SELECT count(*) FROM jsonb_array_elements(found) y
@@ -157,7 +160,8 @@ BEGIN
                   HINT = 'Instance names and ids must be unique across shards: give each shard its own range of ids (ALTER TABLE bridgecore.instance ALTER COLUMN id RESTART WITH ...).';
     END IF;
     DELETE FROM bridgecore.placement p
-     WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(found) x
+     WHERE p.moving_enabled IS NULL
+       AND NOT EXISTS (SELECT FROM jsonb_array_elements(found) x
                         WHERE x ->> 'name' = p.instance AND (x ->> 'id')::integer = p.instance_id
                           AND (x ->> 'shard')::integer = p.shard);
     GET DIAGNOSTICS removed = ROW_COUNT;
@@ -230,12 +234,23 @@ $$;
 -- is the role it set (SET ROLE, as PostgREST and the gateway do), or else
 -- the session's user.
 CREATE FUNCTION bridgecore._caller_role()
-RETURNS text LANGUAGE sql STABLE
+RETURNS text LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT r FROM unnest('{bridgecore_admin,bridgecore_app,bridgecore_monitor,bridgecore_anon}'::text[]) WITH ORDINALITY t(r, o)
-     WHERE pg_has_role(CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role') END, r, 'USAGE')
-     ORDER BY o LIMIT 1
+DECLARE
+    caller text := CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role') END;
+BEGIN
+    IF pg_has_role(caller, 'bridgecore_admin', 'USAGE') THEN
+        RETURN 'bridgecore_admin';
+    ELSIF pg_has_role(caller, 'bridgecore_app', 'USAGE') THEN
+        RETURN 'bridgecore_app';
+    ELSIF pg_has_role(caller, 'bridgecore_monitor', 'USAGE') THEN
+        RETURN 'bridgecore_monitor';
+    ELSIF pg_has_role(caller, 'bridgecore_anon', 'USAGE') THEN
+        RETURN 'bridgecore_anon';
+    END IF;
+    RETURN NULL;
+END
 $$;
 
 -- Raises a shard's error as the shard raised it: PL/Proxy prefixes the
@@ -306,14 +321,14 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
--- A call of the API: to the shard of its instance, under the instance's
--- placement lock (shared).
-CREATE FUNCTION bridgecore._route(fn text, args jsonb, instance text, sync_token text DEFAULT NULL)
+-- A call of the API: to the shard of the instance its arguments name (or
+-- its JWT, or its sync_token), under the instance's placement lock (shared).
+CREATE FUNCTION bridgecore._route(fn text, args jsonb)
 RETURNS text LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    p bridgecore.placement := bridgecore._placement(instance, sync_token);
+    p bridgecore.placement := bridgecore._placement(args ->> 'instance', args ->> 'sync_token');
     shard integer;
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(bridgecore._placement_lock_key(), p.instance_id);
@@ -327,7 +342,7 @@ $$;
 -- call over every instance): on the first shard, or on each.
 CREATE FUNCTION bridgecore._first_shard(fn text, args jsonb)
 RETURNS text LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     shard integer := (SELECT min(s.id) FROM bridgecore.shard s);
@@ -341,10 +356,11 @@ END
 $$;
 
 -- Every shard's answer, summed: numbers add up, ok holds when it holds on
--- every shard, and shards holds each shard's own answer.
+-- every shard, messages are joined, and shards holds each shard's own
+-- answer (with what the sum leaves out, dropped_ids for one).
 CREATE FUNCTION bridgecore._every_shard(fn text, args jsonb)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s record;
@@ -353,22 +369,30 @@ BEGIN
     FOR s IN SELECT x.id, x.name FROM bridgecore.shard x ORDER BY x.id LOOP
         answers := answers || jsonb_build_object(s.name, bridgecore._on_shard(s.id, fn, args)::jsonb);
     END LOOP;
-    RETURN (SELECT coalesce(jsonb_object_agg(k, v), '{}')
+    RETURN (SELECT coalesce(jsonb_object_agg(t.k, t.v), '{}')
               FROM (SELECT a.key AS k,
-                           CASE WHEN bool_and(jsonb_typeof(a.value) = 'number') THEN to_jsonb(sum(a.value::text::numeric))
-                                WHEN bool_and(jsonb_typeof(a.value) = 'boolean') THEN to_jsonb(bool_and(a.value::text::boolean))
-                                WHEN a.key = 'message' THEN to_jsonb(string_agg(a.value #>> '{}', '; ' ORDER BY sh.key))
+                           CASE WHEN bool_and(jsonb_typeof(a.value) = 'number')
+                                THEN to_jsonb(sum((a.value #>> '{}')::numeric) FILTER (WHERE jsonb_typeof(a.value) = 'number'))
+                                WHEN bool_and(jsonb_typeof(a.value) = 'boolean')
+                                THEN to_jsonb(bool_and((a.value #>> '{}')::boolean) FILTER (WHERE jsonb_typeof(a.value) = 'boolean'))
+                                WHEN a.key = 'message'
+                                THEN to_jsonb(string_agg(sh.key || ': ' || (a.value #>> '{}'), '; ' ORDER BY sh.key)
+                                              FILTER (WHERE jsonb_typeof(a.value) = 'string'))
                            END AS v
                       FROM jsonb_each(answers) sh, jsonb_each(sh.value) a
                      GROUP BY a.key) t
-             WHERE v IS NOT NULL)
+             WHERE t.v IS NOT NULL)
            || jsonb_build_object('shards', answers);
 END
 $$;
 
 -------------------------------------------------------------------------------
 -- The API (the bridgecore extension's, sql/src/*.sql): same names,
--- arguments, defaults and answers. The rules are the shards'.
+-- arguments, defaults and answers. The rules are the shards'. SECURITY
+-- DEFINER: their own grants (the shards') are checked against their
+-- immediate caller, and only they call the routing functions above, which
+-- nobody else may. PL/pgSQL, whose plans last the session (an SQL
+-- function's are made again at every call).
 -------------------------------------------------------------------------------
 CREATE FUNCTION bridgecore.sync_pull(
     user_id bigint,
@@ -380,50 +404,57 @@ CREATE FUNCTION bridgecore.sync_pull(
     sync_token text DEFAULT NULL,
     device_info jsonb DEFAULT NULL,
     app_version text DEFAULT NULL)
-RETURNS json LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
+RETURNS json LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT bridgecore._route('sync_pull',
-        jsonb_build_object('user_id', user_id, 'device_id', device_id, 'app_type', app_type, 'limit', "limit",
-                           'models_filter', models_filter, 'instance', instance, 'sync_token', sync_token,
-                           'device_info', device_info, 'app_version', app_version),
-        instance, sync_token)::json
+BEGIN
+    RETURN bridgecore._route('sync_pull',
+            jsonb_build_object('user_id', user_id, 'device_id', device_id, 'app_type', app_type, 'limit', "limit",
+                               'models_filter', models_filter, 'instance', instance, 'sync_token', sync_token,
+                               'device_info', device_info, 'app_version', app_version))::json;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.sync_pull(bigint, text, text, integer, text[], text, text, jsonb, text)
     IS 'Incremental pull of the events a device has not seen yet.';
 
 CREATE FUNCTION bridgecore.sync_state(user_id bigint, device_id text, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT bridgecore._route('sync_state', jsonb_build_object('user_id', user_id, 'device_id', device_id, 'instance', instance),
-                             instance)::jsonb
+BEGIN
+    RETURN bridgecore._route('sync_state', jsonb_build_object('user_id', user_id, 'device_id', device_id, 'instance', instance))::jsonb;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.sync_state(bigint, text, text) IS 'The sync state of one device.';
 
 CREATE FUNCTION bridgecore.sync_scope(app_type text, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT bridgecore._route('sync_scope', jsonb_build_object('app_type', app_type, 'instance', instance), instance)::jsonb
+BEGIN
+    RETURN bridgecore._route('sync_scope', jsonb_build_object('app_type', app_type, 'instance', instance))::jsonb;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.sync_scope(text, text)
     IS 'The instance and models whose notifications concern an app type''s devices.';
 
 CREATE FUNCTION bridgecore.sync_reset(user_id bigint, device_id text, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT bridgecore._route('sync_reset', jsonb_build_object('user_id', user_id, 'device_id', device_id, 'instance', instance),
-                             instance)::jsonb
+BEGIN
+    RETURN bridgecore._route('sync_reset', jsonb_build_object('user_id', user_id, 'device_id', device_id, 'instance', instance))::jsonb;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.sync_reset(bigint, text, text) IS 'Moves a device''s cursor back to the start.';
 
 CREATE FUNCTION bridgecore.sync_reset_all(user_id bigint, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT bridgecore._route('sync_reset_all', jsonb_build_object('user_id', user_id, 'instance', instance), instance)::jsonb
+BEGIN
+    RETURN bridgecore._route('sync_reset_all', jsonb_build_object('user_id', user_id, 'instance', instance))::jsonb;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.sync_reset_all(bigint, text) IS 'Moves every device of a user back to the start.';
 
@@ -437,94 +468,115 @@ CREATE FUNCTION bridgecore.events(
     priority text DEFAULT NULL,
     category text DEFAULT NULL,
     instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT bridgecore._route('events',
-        jsonb_build_object('model_name', model_name, 'record_id', record_id, 'event', event, 'since', since,
-                           'limit', "limit", 'offset', "offset", 'priority', priority, 'category', category,
-                           'instance', instance),
-        instance)::jsonb
+BEGIN
+    RETURN bridgecore._route('events',
+            jsonb_build_object('model_name', model_name, 'record_id', record_id, 'event', event, 'since', since,
+                               'limit', "limit", 'offset', "offset", 'priority', priority, 'category', category,
+                               'instance', instance))::jsonb;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.events(text, bigint, text, timestamptz, integer, integer, text, text, text)
     IS 'Events of the log, newest first, filtered.';
 
 CREATE FUNCTION bridgecore.check_updates(since timestamptz DEFAULT NULL, "limit" integer DEFAULT 200, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT bridgecore._route('check_updates', jsonb_build_object('since', since, 'limit', "limit", 'instance', instance),
-                             instance)::jsonb
+BEGIN
+    RETURN bridgecore._route('check_updates', jsonb_build_object('since', since, 'limit', "limit", 'instance', instance))::jsonb;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.check_updates(timestamptz, integer, text) IS 'Which models changed since a time.';
 
 -- Without an instance (and no JWT instance): every shard's instances, as
 -- on one server every instance.
 CREATE FUNCTION bridgecore.cleanup(before timestamptz DEFAULT NULL, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN instance IS NULL AND NOT coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance', false)
-                THEN bridgecore._every_shard('cleanup', jsonb_build_object('before', before))
-                ELSE bridgecore._route('cleanup', jsonb_build_object('before', before, 'instance', instance), instance)::jsonb END
+BEGIN
+    RETURN CASE WHEN instance IS NULL AND NOT coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance', false)
+                    THEN bridgecore._every_shard('cleanup', jsonb_build_object('before', before))
+                    ELSE bridgecore._route('cleanup', jsonb_build_object('before', before, 'instance', instance))::jsonb END;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.cleanup(timestamptz, text) IS 'Removes events older than the retention, or than before.';
 
 CREATE FUNCTION bridgecore.deactivate_idle_devices(idle interval DEFAULT NULL, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN instance IS NULL AND NOT coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance', false)
-                THEN bridgecore._every_shard('deactivate_idle_devices', jsonb_build_object('idle', idle))
-                ELSE bridgecore._route('deactivate_idle_devices', jsonb_build_object('idle', idle, 'instance', instance), instance)::jsonb END
+BEGIN
+    RETURN CASE WHEN instance IS NULL AND NOT coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance', false)
+                    THEN bridgecore._every_shard('deactivate_idle_devices', jsonb_build_object('idle', idle))
+                    ELSE bridgecore._route('deactivate_idle_devices', jsonb_build_object('idle', idle, 'instance', instance))::jsonb END;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.deactivate_idle_devices(interval, text) IS 'Marks devices that have not pulled for a while inactive.';
 
 -- The password is in the call's text: a failed login must not log it
 -- (a superuser's setting: SECURITY DEFINER, as on a shard).
 CREATE FUNCTION bridgecore.login(username text, password text, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql VOLATILE
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET log_min_error_statement = panic
 AS $$
-    SELECT bridgecore._route('login', jsonb_build_object('username', username, 'password', password, 'instance', instance),
-                             instance)::jsonb
+BEGIN
+    RETURN bridgecore._route('login', jsonb_build_object('username', username, 'password', password, 'instance', instance))::jsonb;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.login(text, text, text)
     IS 'Checks an app user''s credentials against Odoo and returns a token.';
 
 -- Tokens are signed with the bridgecore.jwt_secret every shard shares.
 CREATE FUNCTION bridgecore.refresh_token(token text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bridgecore._first_shard('refresh_token', jsonb_build_object('token', token))::jsonb $$;
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN bridgecore._first_shard('refresh_token', jsonb_build_object('token', token))::jsonb;
+END
+$$;
 COMMENT ON FUNCTION bridgecore.refresh_token(text)
     IS 'A new token with the claims of a valid one, without the password.';
 
 CREATE FUNCTION bridgecore.verify_token(token text)
-RETURNS jsonb LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bridgecore._first_shard('verify_token', jsonb_build_object('token', token))::jsonb $$;
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN bridgecore._first_shard('verify_token', jsonb_build_object('token', token))::jsonb;
+END
+$$;
 COMMENT ON FUNCTION bridgecore.verify_token(text)
     IS 'The claims of a valid token signed with bridgecore.jwt_secret for bridgecore_app or bridgecore_admin.';
 
 CREATE FUNCTION bridgecore.issue_token(role text, user_id bigint DEFAULT NULL, instance text DEFAULT NULL,
                                        lifetime interval DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN instance IS NULL AND nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'instance' IS NULL
-                THEN bridgecore._first_shard('issue_token', jsonb_build_object('role', role, 'user_id', user_id, 'lifetime', lifetime))
-                ELSE bridgecore._route('issue_token', jsonb_build_object('role', role, 'user_id', user_id, 'instance', instance,
-                                                                         'lifetime', lifetime), instance) END::jsonb
+BEGIN
+    RETURN CASE WHEN instance IS NULL AND nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'instance' IS NULL
+                    THEN bridgecore._first_shard('issue_token', jsonb_build_object('role', role, 'user_id', user_id, 'lifetime', lifetime))
+                    ELSE bridgecore._route('issue_token', jsonb_build_object('role', role, 'user_id', user_id, 'instance', instance,
+                                                                             'lifetime', lifetime)) END::jsonb;
+END
 $$;
 COMMENT ON FUNCTION bridgecore.issue_token(text, bigint, text, interval)
     IS 'A token for a role, user and instance chosen by an administrator.';
 
 CREATE FUNCTION bridgecore.wake(instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT bridgecore._route('wake', jsonb_build_object('instance', instance), instance)::jsonb $$;
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN bridgecore._route('wake', jsonb_build_object('instance', instance))::jsonb;
+END
+$$;
 COMMENT ON FUNCTION bridgecore.wake(text) IS 'Makes an instance''s poller fetch now.';
 
 -- Every shard's instances, as bridgecore.status() shows them on each.
@@ -579,6 +631,32 @@ COMMENT ON FUNCTION bridgecore.metrics() IS 'Prometheus metrics of every shard, 
 -------------------------------------------------------------------------------
 -- Moving an instance to another shard
 -------------------------------------------------------------------------------
+-- The end of a move whose placement switched to shard dst: the poller
+-- starts there with the setting it had before the move (in_finish, which
+-- also marks the copy complete), and every other shard's copy goes. Each
+-- part may run again: a move that stopped after the switch ends by it.
+CREATE PROCEDURE bridgecore._finish_move(instance_id integer, instance text, dst integer)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    was_enabled boolean;
+    sh record;
+BEGIN
+    SELECT x.moving_enabled INTO was_enabled FROM bridgecore.placement x WHERE x.instance_id = _finish_move.instance_id;
+    IF was_enabled IS NOT NULL THEN
+        PERFORM bridgecore._step(dst, 'in_finish', jsonb_build_object('id', instance_id, 'enabled', was_enabled));
+        UPDATE bridgecore.placement x SET moving_enabled = NULL WHERE x.instance_id = _finish_move.instance_id;
+        COMMIT;
+    END IF;
+    FOR sh IN SELECT x.id, x.name FROM bridgecore.shard x WHERE x.id <> dst ORDER BY x.id LOOP
+        IF bridgecore._step(sh.id, 'instances', '{"all": true}') @> jsonb_build_array(jsonb_build_object('name', instance)) THEN
+            PERFORM bridgecore._step(sh.id, 'out_finish', jsonb_build_object('instance', instance));
+            COMMIT;
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- CALL bridgecore.move_instance('acme', 'shard2'): stops the instance's
 -- poller on its shard, copies its events (in batches, while its devices go
 -- on pulling there), then, holding its placement lock so that no call of it
@@ -610,7 +688,6 @@ DECLARE
     t0 timestamptz;
     paused_ms numeric;
     was_enabled boolean;
-    sh record;
 BEGIN
     IF instance IS NULL OR to_shard IS NULL THEN
         RAISE EXCEPTION 'instance and to_shard must not be null' USING ERRCODE = 'null_value_not_allowed',
@@ -631,13 +708,8 @@ BEGIN
     END IF;
     src := p.shard;
     IF src = dst THEN
-        -- A move that stopped after the switch left the old copy: it goes.
-        FOR sh IN SELECT x.id, x.name FROM bridgecore.shard x WHERE x.id <> dst ORDER BY x.id LOOP
-            IF bridgecore._step(sh.id, 'instances', '{}') @> jsonb_build_array(jsonb_build_object('name', instance)) THEN
-                PERFORM bridgecore._step(sh.id, 'out_finish', jsonb_build_object('instance', instance));
-                RAISE NOTICE 'removed the copy of instance "%" that a move left on shard "%"', instance, sh.name;
-            END IF;
-        END LOOP;
+        -- A move that stopped after the switch: it ends now.
+        CALL bridgecore._finish_move(p.instance_id, instance, dst);
         RAISE NOTICE 'instance "%" is on shard "%"', instance, to_shard;
         RETURN;
     END IF;
@@ -676,26 +748,27 @@ BEGIN
     COMMIT;
 
     -- 3. No call of the instance runs while its states are copied and its
-    -- placement switched.
+    -- placement switched; retention's horizons are copied again (it went on
+    -- during the copy).
     t0 := clock_timestamp();
     PERFORM pg_advisory_xact_lock(bridgecore._placement_lock_key(), p.instance_id);
     LOOP
         batch := bridgecore._step(src, 'out_states', jsonb_build_object('id', p.instance_id, 'after_user', after_user,
-                                                                              'after_device', after_device, 'n', batch_size));
+                                                                        'after_device', after_device, 'n', batch_size));
         EXIT WHEN jsonb_array_length(batch) = 0;
         PERFORM bridgecore._step(dst, 'in_states', jsonb_build_object('id', p.instance_id, 'shift', shift, 'states', batch));
         states := states + jsonb_array_length(batch);
         after_user := (batch -> -1 ->> 'user_id')::bigint;
         after_device := batch -> -1 ->> 'device_id';
     END LOOP;
-    PERFORM bridgecore._step(dst, 'in_finish', jsonb_build_object('id', p.instance_id, 'enabled', was_enabled));
-    UPDATE bridgecore.placement x SET shard = dst, placed_at = now(), moving_enabled = NULL WHERE x.instance_id = p.instance_id;
+    PERFORM bridgecore._step(dst, 'in_purged', jsonb_build_object('id', p.instance_id, 'shift', shift,
+        'purged', bridgecore._step(src, 'out_purged', jsonb_build_object('id', p.instance_id))));
+    UPDATE bridgecore.placement x SET shard = dst, placed_at = now() WHERE x.instance_id = p.instance_id;
     paused_ms := round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1);
     COMMIT;
 
-    -- 4. The old shard's copy goes.
-    PERFORM bridgecore._step(src, 'out_finish', jsonb_build_object('instance', instance));
-    COMMIT;
+    -- 4. The poller starts on the new shard; the old shard's copy goes.
+    CALL bridgecore._finish_move(p.instance_id, instance, dst);
     RAISE NOTICE 'moved instance "%" to shard "%": % events, % device states; its calls waited % ms',
         instance, to_shard, copied, states, paused_ms;
 END
@@ -729,11 +802,5 @@ GRANT EXECUTE ON FUNCTION
     bridgecore.wake(text),
     bridgecore.status()
     TO bridgecore_admin;
--- The API's SQL functions run as their caller and call these, which run as
--- the owner (the placement, the PL/Proxy cluster) and pass on the caller's
--- role, which the shard then acts as.
-GRANT EXECUTE ON FUNCTION bridgecore._route(text, jsonb, text, text), bridgecore._first_shard(text, jsonb),
-                          bridgecore._every_shard(text, jsonb)
-    TO bridgecore_app, bridgecore_admin, bridgecore_monitor, bridgecore_anon;
 GRANT EXECUTE ON FUNCTION bridgecore.metrics() TO bridgecore_monitor;
 GRANT SELECT ON bridgecore.shard, bridgecore.placement TO bridgecore_admin;

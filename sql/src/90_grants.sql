@@ -19,8 +19,7 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION bridgecore.metrics() TO bridgecore_monitor;
 
 -- A router's connections (65_shards.sql).
-GRANT EXECUTE ON FUNCTION bridgecore._routed_call(text, jsonb, text, jsonb), bridgecore._routable(text),
-                          bridgecore._shard_step(text, jsonb)
+GRANT EXECUTE ON FUNCTION bridgecore._routed_call(text, jsonb, text, jsonb), bridgecore._shard_step(text, jsonb)
                           TO bridgecore_router;
 GRANT SELECT ON bridgecore.stats, bridgecore.stats_errors, bridgecore.stats_models TO bridgecore_monitor;
 -- The views read the counters through these (functions run as the caller).
@@ -48,6 +47,6 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT SELECT ON bridgecore.instances, bridgecore.event, bridgecore.sync_state,
                 bridgecore.app_type, bridgecore.dead_letter, bridgecore.gap,
-                bridgecore.odoo_model, bridgecore.purged, bridgecore.partition_summary, bridgecore.moved_position,
+                bridgecore.odoo_model, bridgecore.purged, bridgecore.partition_summary, bridgecore.moved_position, bridgecore.moving_out,
                 bridgecore.dead_letters,
                 bridgecore.devices, bridgecore.user_stats TO bridgecore_admin;

@@ -388,6 +388,13 @@ def test_routing(s):
         T.ok(check.returncode == 0, "promtool check metrics accepts the router's metrics", check.stdout + check.stderr)
     else:
         T.skip("promtool check metrics accepts the router's metrics", "no promtool")
+    every = one(s.r, "SELECT bridgecore.cleanup('2000-01-01')")
+    T.ok(every.get("ok") is True and every.get("deleted") == 0 and set(every.get("shards", {})) == {"a", "b"}
+         and every["shards"]["a"] == one(s.a, "SELECT bridgecore.cleanup('2000-01-01')"),
+         "cleanup() without an instance runs on every shard and sums their answers", every)
+    every = one(s.r, "SELECT bridgecore.deactivate_idle_devices('1000 days')")
+    T.ok(every.get("ok") is True and every.get("deactivated") == 0 and set(every.get("shards", {})) == {"a", "b"},
+         "deactivate_idle_devices() without an instance runs on every shard", every)
     status = rows(s.r, "SELECT instance, state FROM bridgecore.status() ORDER BY 1")
     T.ok([x[0] for x in status] == ["acme", "beta"], "status() shows the instances of every shard", status)
 
@@ -398,9 +405,8 @@ def test_privileges(s):
     try:
         err = outcome(s.r, "SELECT bridgecore.cleanup('2000-01-01', 'acme')")
         T.ok(err[0] == "error" and err[1] == "42501", "an app may not call cleanup through the router", err)
-        err = outcome(s.r, "SELECT bridgecore._route('cleanup', '{\"before\": \"2000-01-01\"}', 'acme')")
-        T.ok(err[0] == "error" and err[1] == "42501" and "cleanup" in err[2],
-             "an app calling the router's _route() for cleanup is refused by the shard, as itself", err)
+        err = outcome(s.r, "SELECT bridgecore._route('cleanup', '{\"before\": \"2000-01-01\", \"instance\": \"acme\"}')")
+        T.ok(err[0] == "error" and err[1] == "42501", "an app may not call the router's _route()", err)
         err = outcome(s.r, "SELECT bridgecore._shard_call(0, 'cleanup', '{}', 'bridgecore_admin', '{}')")
         T.ok(err[0] == "error" and err[1] == "42501", "an app may not call the router's PL/Proxy functions", err)
         err = outcome(s.r, "SELECT * FROM bridgecore.placement")
@@ -421,6 +427,12 @@ def test_privileges(s):
     err = outcome(s.a, "SET ROLE bc_router_login; SELECT bridgecore._routed_call('remove_instance', '{}', 'bridgecore_admin', '{}')")
     one(s.a, "RESET ROLE")
     T.ok(err[0] == "error" and err[1] == "42883", "a routed call may call the routed API only", err)
+    one(s.b, "INSERT INTO bridgecore.moving_out (instance_id) VALUES (%s)", (s.beta,))
+    err = outcome(s.b, "SELECT bridgecore.ingest('beta', '[{\"id\": 99999, \"model\": \"sale.order\", \"record_id\": 1,"
+                       " \"event\": \"create\", \"timestamp\": \"2026-01-01 00:00:00\"}]')")
+    one(s.b, "DELETE FROM bridgecore.moving_out")
+    T.ok(err[0] == "error" and err[1] == "55000" and "moving to another shard" in err[2] and err[4],
+         "an instance being moved out stores nothing (an administrator's ingest() too): 55000", err)
 
 
 # ---- the gateway in front of the router ------------------------------------
@@ -569,6 +581,17 @@ def test_move(s):
     for p in pullers:
         p.start()
     try:
+        # A move that fails half way (an app type the shards disagree on),
+        # then succeeds once it is fixed: the devices pull all along.
+        one(s.a, "SELECT bridgecore.set_app_type('field_app', '{sale.order}')")
+        one(s.b, "SELECT bridgecore.set_app_type('field_app', '{stock.picking}')")
+        err = outcome(s.r, "CALL bridgecore.move_instance('acme', 'b')")
+        T.ok(err[0] == "error" and err[1] == "55000" and "field_app" in (err[3] or "") and err[4],
+             "a move to a shard whose app type has other models is refused", err)
+        T.ok(rows(s.r, "SELECT shard FROM bridgecore.placement WHERE instance = 'acme'") == [(0,)]
+             and one(s.b, "SELECT count(*) FROM bridgecore.instance WHERE name = 'acme'") == 0,
+             "the refused move left the placement and the other shard as they were")
+        one(s.b, "SELECT bridgecore.set_app_type('field_app', '{sale.order}')")
         move_while_pulling(s, "b", pullers, "a to b")
         placed = rows(s.r, "SELECT instance, shard FROM bridgecore.placement ORDER BY 1")
         T.ok(placed == [("acme", 1), ("beta", 1)], "the placement names shard b for acme", placed)
