@@ -289,13 +289,19 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 		Oid			argtype = INT4OID;
 		Datum		arg = Int32GetDatum(instance_id);
 		bool		isnull;
+		bool		moving = false;
 
-		if (moving_plan == NULL)
-			moving_plan = bc_prepare_kept("SELECT EXISTS (SELECT FROM bridgecore.moving_out m WHERE m.instance_id = $1)",
-										  1, &argtype);
-		if (SPI_execute_plan(moving_plan, &arg, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "could not read bridgecore.moving_out");
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		/* Versions before 0.4.0 have no such table (until ALTER EXTENSION UPDATE). */
+		if (OidIsValid(get_relname_relid("moving_out", get_namespace_oid("bridgecore", true))))
+		{
+			if (moving_plan == NULL)
+				moving_plan = bc_prepare_kept("SELECT EXISTS (SELECT FROM bridgecore.moving_out m WHERE m.instance_id = $1)",
+											  1, &argtype);
+			if (SPI_execute_plan(moving_plan, &arg, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "could not read bridgecore.moving_out");
+			moving = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		if (moving)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("instance \"%s\" is moving to another shard", instance_name),

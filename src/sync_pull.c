@@ -1023,6 +1023,9 @@ moved_position(int32 inst, int64 pos)
 
 	if (pos <= 0)
 		return pos;
+	/* Versions before 0.4.0 moved nothing (until ALTER EXTENSION UPDATE). */
+	if (!OidIsValid(get_relname_relid("moved_position", get_namespace_oid("bridgecore", true))))
+		return pos;
 	if (moved_plan == NULL)
 		moved_plan = bc_prepare_kept("SELECT bridgecore._moved_position($1, $2)", 2, types);
 	args[0] = Int32GetDatum(inst);
