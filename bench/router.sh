@@ -4,8 +4,10 @@
 #
 # 1. Pulls of 100 events (the same page each time: a token of position 0),
 #    by pgbench, on the shard directly and through the router, in
-#    alternating rounds of the same run: transactions per second and the
-#    router's ratio to the shard's.
+#    alternating rounds of the same run: transactions per second with two
+#    clients and the router's ratio to the shard's (the router's and the
+#    shard's backends share this machine's cores), then the average latency
+#    of one client and what the router adds to it.
 # 2. CALL bridgecore.move_instance() of an instance of EVENTS events and
 #    DEVICES device states to the other shard and back: the wall time, and
 #    how long the instance's calls waited (the state copy and the switch).
@@ -81,6 +83,16 @@ for r in $(seq 1 "$ROUNDS"); do
     direct=$(tps postgres)
     routed=$(tps router)
     echo "round $r: shard $direct tps, router $routed tps, ratio $(echo "scale=2; $routed / $direct" | bc)"
+done
+echo "== one client, one pull at a time: average latency"
+lat() {  # lat <database>
+    PGOPTIONS="-c bridgecore.rate_limit_sync_pull=0" pgbench -n -c 1 -T "$SECS" -f "$script" "$1" 2>&1 |
+        sed -n 's/^latency average = \([0-9.]*\) ms/\1/p'
+}
+for r in $(seq 1 "$ROUNDS"); do
+    direct=$(lat postgres)
+    routed=$(lat router)
+    echo "round $r: shard $direct ms, router $routed ms, the router adds $(echo "scale=3; $routed - $direct" | bc) ms"
 done
 rm -f "$script"
 

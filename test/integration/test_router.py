@@ -146,8 +146,7 @@ class Setup:
             one(conn, "SET bridgecore.jwt_secret = %s", (SECRET,))
             if not one(conn, "SELECT count(*) FROM pg_roles WHERE rolname = 'bc_router_login'"):
                 one(conn, "CREATE ROLE bc_router_login LOGIN IN ROLE bridgecore_router")
-            # The router's calls come from one login: the shards' per-user
-            # rate limits would count every device as that login's.
+            # The test's devices pull in tight loops.
             one(conn, "ALTER ROLE bc_router_login SET bridgecore.rate_limit_sync_pull = 0")
             one(conn, "ALTER ROLE bc_router_login SET bridgecore.rate_limit_sync_state = 0")
             one(conn, "ALTER ROLE bc_router_login SET bridgecore.rate_limit_sync_reset = 0")
