@@ -48,6 +48,7 @@ import psycopg2
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_worker as w  # noqa: E402  (Tap, Standin, wait_for, free_port)
 import test_doorbell as bell  # noqa: E402  (Gateway, SECRET)
+import test_standby as sb  # noqa: E402  (as_owner, connect, one)
 
 T = w.T
 BINDIR = subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
@@ -60,21 +61,9 @@ ROUTED = ("sync_pull", "sync_state", "sync_scope", "sync_reset", "sync_reset_all
           "status", "metrics")
 
 
-def as_owner(cmd):
-    return (["runuser", "-u", "postgres", "--"] + cmd) if os.geteuid() == 0 else cmd
-
-
-def connect(**kw):
-    conn = psycopg2.connect("", application_name="bridgecore router test", **kw)
-    conn.autocommit = True
-    return conn
-
-
-def one(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        row = cur.fetchone() if cur.description else None
-        return row[0] if row else None
+as_owner = sb.as_owner
+connect = sb.connect
+one = sb.one
 
 
 def rows(conn, sql, args=None):
