@@ -1925,6 +1925,8 @@ BEGIN
         RETURN bridgecore.wake(a ->> 'instance')::text;
     WHEN 'metrics' THEN
         RETURN bridgecore.metrics();
+    WHEN 'ring' THEN
+        RETURN bridgecore.ring(a ->> 'push_key', a ->> 'client')::text;
     ELSE
         RAISE EXCEPTION 'bridgecore.% cannot be called through a router', coalesce(pg_catalog.left(fn, 64), '<null>')
             USING ERRCODE = 'undefined_function', HINT = 'Call it on the shard.';
@@ -1981,6 +1983,8 @@ $$;
 -- And for bridgecore.sync_placement() on the router:
 --   instances {all?}: the instances served here (with all, those a move is
 --     copying in too).
+-- And for bridgecore.ring() on the router:
+--   push_key_instance {hash}: the instance whose push key has that SHA-256.
 CREATE FUNCTION bridgecore._shard_step(step text, args jsonb)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -2033,6 +2037,11 @@ BEGIN
                   FROM bridgecore.instance i
                  WHERE coalesce((args ->> 'all')::boolean, false)
                     OR NOT EXISTS (SELECT FROM bridgecore.moved_position p WHERE p.instance_id = i.id AND NOT p.complete));
+    WHEN 'push_key_instance' THEN
+        -- Which instance here has the push key of this SHA-256 (hex), if any.
+        RETURN to_jsonb((SELECT i.name FROM bridgecore.instance i
+                          WHERE i.push_key_hash = decode(args ->> 'hash', 'hex')
+                            AND NOT EXISTS (SELECT FROM bridgecore.moving_out m WHERE m.instance_id = i.id)));
     WHEN 'out_paused' THEN
         -- The poller of an instance holds this advisory lock (src/poller.c).
         RETURN to_jsonb(NOT EXISTS (SELECT FROM pg_locks l

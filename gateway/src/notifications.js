@@ -1,5 +1,5 @@
 // One LISTEN bridgecore_events connection for every subscriber of the
-// gateway. The extension sends one NOTIFY per (instance, model) and store,
+// gateway (one per shard when the database is a router). The extension sends one NOTIFY per (instance, model) and store,
 // at commit, with the payload {"instance", "model", "count", "max_id",
 // "high"} (docs/sql-api.md, Notifications); each subscriber gets those of
 // its scope (bridgecore.sync_scope: its instance, its app type's models).
@@ -137,40 +137,46 @@ class Subscription {
 }
 
 export class NotificationHub {
-  constructor(connectionString, { log = (m) => console.error(`bridgecore gateway: ${m}`) } = {}) {
-    this.connectionString = connectionString;
+  // targets: the connection string of the database, or a list of pg
+  // client settings (strings or objects), one LISTEN connection each: the
+  // shards behind a router, whose notifications are all this hub's.
+  constructor(targets, { log = (m) => console.error(`bridgecore gateway: ${m}`) } = {}) {
+    this.targets = (Array.isArray(targets) ? targets : [targets])
+      .map((t) => (typeof t === "string" ? { connectionString: t } : t));
     this.log = log;
-    this.client = null;
+    this.clients = this.targets.map(() => null);
     this.byInstance = new Map();   // instance name -> Set of Subscription
     this.count = 0;
     this.closed = false;
     this.reconnecting = null;
     this.ping = null;
-    this.listens = 0;              // LISTENs done (1 after start, +1 per reconnect)
+    this.listens = 0;              // LISTENs done (1 per target after start, +1 per reconnect)
   }
 
   get subscribers() {
     return this.count;
   }
 
+  // Every LISTEN connection is up.
   get listening() {
-    return this.client !== null;
+    return this.clients.every((c) => c !== null);
   }
 
-  // The first LISTEN; an error here is the caller's (the gateway does not start).
+  // The first LISTENs; an error here is the caller's (the gateway does not start).
   async start() {
-    await this.#listen();
+    await Promise.all(this.targets.map((_, i) => this.#listen(i)));
     this.ping = setInterval(() => {
-      const c = this.client;
-      if (c) c.query("SELECT 1").catch(() => this.#lost(c, "the listener did not answer"));
+      this.clients.forEach((c, i) => {
+        if (c) c.query("SELECT 1").catch(() => this.#lost(i, c, "the listener did not answer"));
+      });
     }, PING_MS);
     this.ping.unref();
   }
 
-  async #listen() {
-    const client = new pg.Client({ connectionString: this.connectionString, application_name: LISTENER_APPLICATION_NAME, keepAlive: true });
-    client.on("error", (e) => this.#lost(client, e.message));
-    client.on("end", () => this.#lost(client, "the connection ended"));
+  async #listen(i) {
+    const client = new pg.Client({ ...this.targets[i], application_name: LISTENER_APPLICATION_NAME, keepAlive: true });
+    client.on("error", (e) => this.#lost(i, client, e.message));
+    client.on("end", () => this.#lost(i, client, "the connection ended"));
     try {
       await client.connect();
       client.on("notification", (m) => this.#dispatch(m.payload));
@@ -185,27 +191,27 @@ export class NotificationHub {
       client.end().catch(() => {});
       return;
     }
-    this.client = client;
+    this.clients[i] = client;
     this.listens += 1;
   }
 
-  #lost(client, why) {
-    if (client !== this.client || this.closed) return;
-    this.client = null;
+  #lost(i, client, why) {
+    if (client !== this.clients[i] || this.closed) return;
+    this.clients[i] = null;
     client.removeAllListeners();
     client.on("error", () => {});
     client.end().catch(() => {});
-    this.log(`lost the LISTEN connection (${why}); connecting again`);
-    this.reconnecting = this.#reconnect();
+    this.log(`lost the LISTEN connection${this.targets.length > 1 ? ` ${i}` : ""} (${why}); connecting again`);
+    this.reconnecting = this.#reconnect(i);
   }
 
-  async #reconnect() {
+  async #reconnect(i) {
     let delay = 0;
     while (!this.closed) {
       if (delay > 0) await new Promise((r) => setTimeout(r, delay).unref());
       if (this.closed) return;
       try {
-        await this.#listen();
+        await this.#listen(i);
         this.log("listening again; subscribers are told to pull");
         this.#broadcastMissed();
         return;
@@ -251,7 +257,7 @@ export class NotificationHub {
     if (!set) this.byInstance.set(s.instance, (set = new Set()));
     set.add(s);
     this.count += 1;
-    if (this.client) s.push({ reason: "LISTENING", instance: s.instance });
+    if (this.listening) s.push({ reason: "LISTENING", instance: s.instance });
     return s;
   }
 
@@ -267,12 +273,12 @@ export class NotificationHub {
     this.closed = true;
     clearInterval(this.ping);
     for (const subs of [...this.byInstance.values()]) for (const s of [...subs]) s.end();
-    const c = this.client;
-    this.client = null;
-    if (c) {
+    const clients = this.clients;
+    this.clients = this.clients.map(() => null);
+    await Promise.all(clients.filter((c) => c).map((c) => {
       c.removeAllListeners();
       c.on("error", () => {});
-      await c.end().catch(() => {});
-    }
+      return c.end().catch(() => {});
+    }));
   }
 }

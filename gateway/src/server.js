@@ -173,6 +173,7 @@ async function checkDatabase(pool, secret) {
       // A router (extension bridgecore_router) serves the same API.
       "SELECT current_database() AS db, (SELECT extversion FROM pg_extension WHERE extname IN ('bridgecore', 'bridgecore_router')" +
       "  ORDER BY extname LIMIT 1) AS version," +
+      " EXISTS (SELECT FROM pg_extension WHERE extname = 'bridgecore_router') AS router," +
       // From the catalog, not to_regprocedure(): the documented login role
       // (NOINHERIT) has no USAGE on schema bridgecore, which that requires.
       " EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace" +
@@ -181,7 +182,7 @@ async function checkDatabase(pool, secret) {
   } catch (e) {
     throw new StartupError(`cannot connect to the database: ${e.message}`);
   }
-  const { db, version, has_login: hasLogin } = rows[0];
+  const { db, version, has_login: hasLogin, router } = rows[0];
   if (version === null) throw new StartupError(`the extension bridgecore is not installed in database "${db}" (CREATE EXTENSION bridgecore)`);
   if (!hasLogin) throw new StartupError(`bridgecore ${version} in database "${db}" has no bridgecore.login(): update it (ALTER EXTENSION bridgecore UPDATE)`);
   // The database must accept the gateway's tokens: the same secret.
@@ -192,7 +193,7 @@ async function checkDatabase(pool, secret) {
     if (e.status === 401) throw new StartupError(`BRIDGECORE_JWT_SECRET is not the bridgecore.jwt_secret of database "${db}"`);
     throw new StartupError(`cannot check the token secret: ${e.message}`);
   }
-  return db;
+  return { db, router };
 }
 
 // The function that runs a request with a known token in one prepared
@@ -269,13 +270,49 @@ export function pushedEventId(body) {
 // The outcome label of a refused ring, by HTTP status.
 const refusedOutcome = (status) => (status === 401 ? "refused" : status === 429 ? "rate_limited" : "error");
 
+// libpq's key=value connection string (values may be single-quoted, with
+// backslash escapes) as an object.
+export function parseConninfo(text) {
+  const out = {};
+  const re = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))/gy;
+  let m;
+  while ((m = re.exec(text)) !== null) out[m[1]] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3];
+  return out;
+}
+
+// The LISTEN connections for a router: one per shard (bridgecore.shard,
+// which an administrator reads), at the shard's host, port and database,
+// as the gateway's own login (add_shard refuses a user or a password).
+async function shardListenTargets(pool, databaseUrl) {
+  let shards;
+  try {
+    shards = JSON.parse(await callAs(pool, null, () => ({
+      text: "SELECT coalesce(json_agg(json_build_object('name', s.name, 'conninfo', s.conninfo) ORDER BY s.id), '[]')::text AS r" +
+        " FROM bridgecore.shard s",
+    }), "bridgecore_admin"));
+  } catch (e) {
+    throw new StartupError(`cannot read the router's shards (${e.message}): the gateway's login role must be able to SET ROLE bridgecore_admin`);
+  }
+  if (shards.length === 0) throw new StartupError("the router has no shard (bridgecore.add_shard())");
+  const url = new URL(databaseUrl);
+  const user = decodeURIComponent(url.username) || url.searchParams.get("user") || undefined;
+  const password = decodeURIComponent(url.password) || url.searchParams.get("password") || undefined;
+  return shards.map(({ conninfo }) => {
+    const c = parseConninfo(conninfo);
+    return { host: c.host ?? c.hostaddr, port: c.port ? Number(c.port) : undefined, database: c.dbname, user, password };
+  });
+}
+
 export async function startGateway(config) {
   const metrics = new GatewayMetrics();
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: 5000 });
   pool.on("error", () => {});   // an idle connection that dies is replaced on next use
+  let listenTargets = config.databaseUrl;
   try {
-    await checkDatabase(pool, config.secret);
+    const { router } = await checkDatabase(pool, config.secret);
     if (await ensureSchema(pool)) poolsWithCallAs.add(pool);
+    // A router sends no NOTIFY: the gateway LISTENs on its shards.
+    if (router) listenTargets = await shardListenTargets(pool, config.databaseUrl);
   } catch (e) {
     await pool.end();
     throw e;
@@ -318,7 +355,7 @@ export async function startGateway(config) {
     }
   }
 
-  const hub = new NotificationHub(config.databaseUrl);
+  const hub = new NotificationHub(listenTargets);
   try {
     await hub.start();
   } catch (e) {

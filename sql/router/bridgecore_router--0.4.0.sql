@@ -579,6 +579,37 @@ END
 $$;
 COMMENT ON FUNCTION bridgecore.wake(text) IS 'Makes an instance''s poller fetch now.';
 
+-- The doorbell: the shard whose instance has the push key rings it. The
+-- key is looked up by its SHA-256 (as each shard stores it); a key that no
+-- shard knows, or none, goes to the first shard, which refuses it (and
+-- counts the attempt against its push key rate limit).
+CREATE FUNCTION bridgecore.ring(push_key text DEFAULT NULL, client text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+DECLARE
+    k text := coalesce(ring.push_key, nullif(current_setting('request.headers', true), '')::jsonb ->> 'x-api-key');
+    target integer;
+    sh record;
+BEGIN
+    IF k <> '' AND length(k) <= 256 THEN
+        FOR sh IN SELECT x.id FROM bridgecore.shard x ORDER BY x.id LOOP
+            IF bridgecore._step(sh.id, 'push_key_instance',
+                                jsonb_build_object('hash', encode(sha256(convert_to(k, 'UTF8')), 'hex'))) <> 'null' THEN
+                target := sh.id;
+                EXIT;
+            END IF;
+        END LOOP;
+    END IF;
+    IF target IS NULL THEN
+        RETURN bridgecore._first_shard('ring', jsonb_build_object('push_key', ring.push_key, 'client', ring.client))::jsonb;
+    END IF;
+    RETURN bridgecore._on_shard(target, 'ring', jsonb_build_object('push_key', ring.push_key, 'client', ring.client))::jsonb;
+END
+$$;
+COMMENT ON FUNCTION bridgecore.ring(text, text) IS 'Odoo''s push: wakes the poller of the instance whose push key this is.';
+
 -- Every shard's instances, as bridgecore.status() shows them on each.
 CREATE FUNCTION bridgecore.status()
 RETURNS TABLE (instance text, state text, url text, lag interval, events_per_second numeric,
@@ -795,6 +826,7 @@ GRANT EXECUTE ON FUNCTION
     TO bridgecore_app;
 GRANT EXECUTE ON FUNCTION bridgecore.login(text, text, text), bridgecore.verify_token(text)
     TO bridgecore_anon, bridgecore_app;
+GRANT EXECUTE ON FUNCTION bridgecore.ring(text, text) TO bridgecore_anon, bridgecore_admin;
 GRANT EXECUTE ON FUNCTION
     bridgecore.cleanup(timestamptz, text),
     bridgecore.deactivate_idle_devices(interval, text),

@@ -19,7 +19,9 @@ of its own instance.  Checked:
 - an app role gains nothing by calling the router's internals, and the
   shard's entry point is not callable by apps;
 - the gateway, pointed at the router, logs in and serves the REST pull and
-  state of both shards' instances;
+  state of both shards' instances, LISTENs on both shards for its
+  subscribers, and rings the doorbell of the shard whose instance has the
+  push key;
 - an instance moved between shards (CALL bridgecore.move_instance) while
   devices pull through the router and events keep arriving: every device
   gets every event of its models once and in order, a token from before
@@ -58,7 +60,7 @@ MODELS = SALES + ("stock.picking",)
 SECRET = bell.SECRET             # the gateway's too
 ROUTED = ("sync_pull", "sync_state", "sync_scope", "sync_reset", "sync_reset_all", "events", "check_updates",
           "cleanup", "deactivate_idle_devices", "login", "refresh_token", "verify_token", "issue_token", "wake",
-          "status", "metrics")
+          "status", "metrics", "ring")
 
 
 as_owner = sb.as_owner
@@ -479,6 +481,30 @@ def test_gateway(s):
         status, bad = http(gw, "POST", "/api/v2/sync/pull", bob["access_token"], dict(body, app_type="nope"))
         T.ok(status == 400 and bad.get("code") == "22023" and bad.get("detail") == 'unknown app_type "nope"'
              and bad.get("hint"), "a shard's error reaches the app as the shard raised it", bad)
+
+        # Subscriptions: the gateway LISTENs on every shard of the router.
+        subs = {"acme": bell.Subscriber(gw, alice["access_token"]), "beta": bell.Subscriber(gw, bob["access_token"])}
+        try:
+            s.add(s.sd_b, 1, model="sale.order")
+            got = subs["beta"].wait_for(lambda m: m.get("reason") == "NOTIFIED", 15, "beta's notification")
+            T.ok(got.get("instance") == "beta" and got.get("model") == "sale.order",
+                 "a subscriber of beta hears of beta's new event, NOTIFYed on shard b", got)
+            s.add(s.sd_a, 1, model="sale.order")
+            got = subs["acme"].wait_for(lambda m: m.get("reason") == "NOTIFIED", 15, "acme's notification")
+            T.ok(got.get("instance") == "acme", "a subscriber of acme hears of acme's, NOTIFYed on shard a", got)
+            T.ok(not [m for m in subs["beta"].messages if m.get("instance") == "acme"],
+                 "beta's subscriber hears nothing of acme", subs["beta"].messages)
+        finally:
+            for sub in subs.values():
+                sub.stop()
+
+        # The doorbell: a push key routes the ring to its instance's shard.
+        one(s.b, "SELECT name FROM bridgecore.alter_instance('beta', push_key => 'beta-push-key-0123456789abcdef0123456789')")
+        status, rung = gw.ring("beta-push-key-0123456789abcdef0123456789", {"event_id": 42})
+        T.ok(status == 200 and rung.get("success") is True and rung.get("event_id") == 42
+             and "beta" in rung.get("message", ""), "POST /api/v1/webhooks/receive with beta's push key rings shard b", rung)
+        status, refused = gw.ring("not-a-push-key-at-all-0123456789abcdef0123")
+        T.ok(status == 401, "an unknown push key through the router: 401", (status, refused))
     finally:
         gw.stop()
 

@@ -2,7 +2,7 @@
 -- user check.
 \ir setup.psql
 
-SELECT plan(68);
+SELECT plan(72);
 
 DO $$ BEGIN
     PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key');
@@ -100,12 +100,27 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
           NULL, 'every SECURITY DEFINER function pins search_path = pg_catalog, pg_temp');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef),
-          ARRAY['add_instance', 'alter_instance', 'check_updates', 'cleanup',
+          -- _shard_step: granted to bridgecore_router only (a router's moves).
+          ARRAY['_shard_step', 'add_instance', 'alter_instance', 'check_updates', 'cleanup',
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
                 'initialize_audit', 'issue_token', 'login', 'metrics', 'partitions', 'refresh_token', 'remove_instance',
                 'retry_dead_letter', 'retry_dead_letters', 'ring', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
                 'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token', 'wake'],
-          'the SECURITY DEFINER functions are exactly the granted API');
+          'the SECURITY DEFINER functions are exactly the granted API (and a router''s move steps)');
+-- A router's entry points: its login only (it acts as any role, and moves read secrets).
+SELECT ok(NOT has_function_privilege('bridgecore_admin', 'bridgecore._shard_step(text, jsonb)', 'EXECUTE')
+          AND NOT has_function_privilege('bridgecore_app', 'bridgecore._shard_step(text, jsonb)', 'EXECUTE'),
+          'neither admins nor apps may run a move''s steps');
+SELECT ok(NOT has_function_privilege('bridgecore_admin', 'bridgecore._routed_call(text, jsonb, text, jsonb)', 'EXECUTE')
+          AND NOT has_function_privilege('bridgecore_app', 'bridgecore._routed_call(text, jsonb, text, jsonb)', 'EXECUTE'),
+          'neither admins nor apps may make a routed call');
+SELECT ok(has_function_privilege('bridgecore_router', 'bridgecore._shard_step(text, jsonb)', 'EXECUTE')
+          AND has_function_privilege('bridgecore_router', 'bridgecore._routed_call(text, jsonb, text, jsonb)', 'EXECUTE'),
+          'bridgecore_router may');
+SELECT ok(NOT EXISTS (SELECT FROM pg_auth_members m WHERE m.roleid = 'bridgecore_router'::regrole
+                         AND m.member IN ('bridgecore_app'::regrole, 'bridgecore_admin'::regrole, 'bridgecore_anon'::regrole,
+                                          'bridgecore_monitor'::regrole)),
+          'no BridgeCore role is a member of bridgecore_router');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'bridgecore'::regnamespace AND prosecdef
               AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = proowner)),
