@@ -621,7 +621,10 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     CLUSTER 'bridgecore_shards';
     RUN ON ALL;
-    SELECT * FROM bridgecore.status();
+    -- Not the half-made copy of an instance that a move is copying in.
+    SELECT s.* FROM bridgecore.status() s
+     WHERE NOT EXISTS (SELECT FROM bridgecore.moved_position p JOIN bridgecore.instance i ON i.id = p.instance_id
+                        WHERE i.name = s.instance AND NOT p.complete);
 $$;
 COMMENT ON FUNCTION bridgecore.status() IS 'The state of every instance of every shard.';
 
