@@ -297,7 +297,11 @@ ingest_batch(int32 instance_id, const char *instance_name, json_object *records,
 			if (moving_plan == NULL)
 				moving_plan = bc_prepare_kept("SELECT EXISTS (SELECT FROM bridgecore.moving_out m WHERE m.instance_id = $1)",
 											  1, &argtype);
-			if (SPI_execute_plan(moving_plan, &arg, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			/* Seen as of now, like the insert's existence check, below. */
+			if ((IsolationUsesXactSnapshot()
+				 ? SPI_execute_snapshot(moving_plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot,
+										true, false, 1)
+				 : SPI_execute_plan(moving_plan, &arg, NULL, false, 1)) != SPI_OK_SELECT || SPI_processed != 1)
 				elog(ERROR, "could not read bridgecore.moving_out");
 			moving = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		}

@@ -270,14 +270,39 @@ export function pushedEventId(body) {
 // The outcome label of a refused ring, by HTTP status.
 const refusedOutcome = (status) => (status === 401 ? "refused" : status === 429 ? "rate_limited" : "error");
 
-// libpq's key=value connection string (values may be single-quoted, with
-// backslash escapes) as an object.
+// A shard's conninfo (libpq's key=value form, values single-quoted with
+// backslash escapes where they hold spaces, or a postgresql:// URI) as pg
+// client settings: host, port, database and the TLS mode. Anything else it
+// cannot read is an error, not a silent default.
 export function parseConninfo(text) {
-  const out = {};
-  const re = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))/gy;
-  let m;
-  while ((m = re.exec(text)) !== null) out[m[1]] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3];
-  return out;
+  const c = {};
+  if (/^postgres(ql)?:\/\//.test(text)) {
+    const url = new URL(text);
+    if (url.hostname) c.host = decodeURIComponent(url.hostname);
+    if (url.port) c.port = url.port;
+    if (url.pathname.length > 1) c.dbname = decodeURIComponent(url.pathname.slice(1));
+    for (const [k, v] of url.searchParams) c[k] = v;
+  } else {
+    const re = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s']+))/y;
+    let m;
+    let end = 0;
+    while ((m = re.exec(text)) !== null) {
+      c[m[1]] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3];
+      end = re.lastIndex;
+    }
+    if (text.slice(end).trim() !== "") throw new StartupError(`cannot read the shard conninfo "${text}" after "${text.slice(0, end)}"`);
+  }
+  const known = new Set(["host", "hostaddr", "port", "dbname", "sslmode", "connect_timeout", "application_name"]);
+  const unknown = Object.keys(c).filter((k) => !known.has(k));
+  if (unknown.length) throw new StartupError(`the shard conninfo "${text}" has settings the gateway cannot apply: ${unknown.join(", ")}`);
+  const sslmode = c.sslmode ?? "prefer";
+  return {
+    // libpq's default is the local socket directory; node-postgres' would be TCP to localhost.
+    host: c.host ?? c.hostaddr ?? process.env.PGHOST ?? "/var/run/postgresql",
+    port: c.port ? Number(c.port) : undefined,
+    database: c.dbname,
+    ssl: ["require", "verify-ca", "verify-full"].includes(sslmode) ? { rejectUnauthorized: sslmode !== "require" } : undefined,
+  };
 }
 
 // The LISTEN connections for a router: one per shard (bridgecore.shard,
@@ -294,13 +319,15 @@ async function shardListenTargets(pool, databaseUrl) {
     throw new StartupError(`cannot read the router's shards (${e.message}): the gateway's login role must be able to SET ROLE bridgecore_admin`);
   }
   if (shards.length === 0) throw new StartupError("the router has no shard (bridgecore.add_shard())");
-  const url = new URL(databaseUrl);
+  let url;
+  try {
+    url = new URL(databaseUrl);
+  } catch {
+    throw new StartupError("DATABASE_URL must be a postgresql:// URI for the gateway to LISTEN on a router's shards");
+  }
   const user = decodeURIComponent(url.username) || url.searchParams.get("user") || undefined;
   const password = decodeURIComponent(url.password) || url.searchParams.get("password") || undefined;
-  return shards.map(({ conninfo }) => {
-    const c = parseConninfo(conninfo);
-    return { host: c.host ?? c.hostaddr, port: c.port ? Number(c.port) : undefined, database: c.dbname, user, password };
-  });
+  return shards.map(({ conninfo }) => ({ ...parseConninfo(conninfo), user, password }));
 }
 
 export async function startGateway(config) {

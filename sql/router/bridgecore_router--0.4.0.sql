@@ -581,8 +581,9 @@ COMMENT ON FUNCTION bridgecore.wake(text) IS 'Makes an instance''s poller fetch 
 
 -- The doorbell: the shard whose instance has the push key rings it. The
 -- key is looked up by its SHA-256 (as each shard stores it); a key that no
--- shard knows, or none, goes to the first shard, which refuses it (and
--- counts the attempt against its push key rate limit).
+-- shard knows, or none, goes to the first shard, which refuses it and
+-- counts the refusal against the client; a client refused too often there
+-- is refused before any lookup (push_key_check), as on one server.
 CREATE FUNCTION bridgecore.ring(push_key text DEFAULT NULL, client text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -594,6 +595,10 @@ DECLARE
     sh record;
 BEGIN
     IF k <> '' AND length(k) <= 256 THEN
+        -- The first shard, which counts the refused keys, says first whether
+        -- this client may try one (as a shard's ring does before its lookup).
+        PERFORM bridgecore._step((SELECT min(x.id) FROM bridgecore.shard x), 'push_key_check',
+                                 jsonb_build_object('client', ring.client));
         FOR sh IN SELECT x.id FROM bridgecore.shard x ORDER BY x.id LOOP
             IF bridgecore._step(sh.id, 'push_key_instance',
                                 jsonb_build_object('hash', encode(sha256(convert_to(k, 'UTF8')), 'hex'))) <> 'null' THEN
@@ -622,9 +627,8 @@ AS $$
     CLUSTER 'bridgecore_shards';
     RUN ON ALL;
     -- Not the half-made copy of an instance that a move is copying in.
-    SELECT s.* FROM bridgecore.status() s
-     WHERE NOT EXISTS (SELECT FROM bridgecore.moved_position p JOIN bridgecore.instance i ON i.id = p.instance_id
-                        WHERE i.name = s.instance AND NOT p.complete);
+    -- Nor the old copy of a moved instance that waits to be removed.
+    SELECT s.* FROM bridgecore.status() s WHERE NOT bridgecore._shard_step('moving', '{}') ? s.instance;
 $$;
 COMMENT ON FUNCTION bridgecore.status() IS 'The state of every instance of every shard.';
 
@@ -740,10 +744,23 @@ BEGIN
         RAISE EXCEPTION 'unknown shard "%"', left(to_shard, 64) USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Known shards: ' || coalesce((SELECT string_agg(s.name, ', ' ORDER BY s.id) FROM bridgecore.shard s), 'none') || '.';
     END IF;
+    -- One move of an instance at a time: a session lock, which outlives the
+    -- steps' commits, and a move that stops with an error until its session
+    -- ends (the same session may call it again).
+    IF NOT EXISTS (SELECT FROM pg_locks l
+                    WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+                      AND l.classid = (bridgecore._placement_lock_key() + 1)::oid AND l.objid = p.instance_id::oid
+                      AND l.objsubid = 2)
+       AND NOT pg_try_advisory_lock(bridgecore._placement_lock_key() + 1, p.instance_id) THEN
+        RAISE EXCEPTION 'instance "%" is being moved by another session', instance
+            USING ERRCODE = 'lock_not_available',
+                  HINT = 'Wait for that move to end (or its session to close), then call bridgecore.move_instance() again.';
+    END IF;
     src := p.shard;
     IF src = dst THEN
         -- A move that stopped after the switch: it ends now.
         CALL bridgecore._finish_move(p.instance_id, instance, dst);
+        PERFORM pg_advisory_unlock(bridgecore._placement_lock_key() + 1, p.instance_id);
         RAISE NOTICE 'instance "%" is on shard "%"', instance, to_shard;
         RETURN;
     END IF;
@@ -803,6 +820,7 @@ BEGIN
 
     -- 4. The poller starts on the new shard; the old shard's copy goes.
     CALL bridgecore._finish_move(p.instance_id, instance, dst);
+    PERFORM pg_advisory_unlock(bridgecore._placement_lock_key() + 1, p.instance_id);
     RAISE NOTICE 'moved instance "%" to shard "%": % events, % device states; its calls waited % ms',
         instance, to_shard, copied, states, paused_ms;
 END

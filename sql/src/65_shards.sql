@@ -197,9 +197,11 @@ $$;
 --   in_dead_letters {id, rows}: store the copies.
 --   in_finish {id, enabled}: the move is complete; the poller starts here.
 -- And for bridgecore.sync_placement() on the router:
---   instances {all?}: the instances served here (with all, those a move is
---     copying in too).
+--   instances {all?}: the instances served here: not those a move is
+--     copying in or out (with all, those too).
+--   moving {}: the names of those (for the router's status()).
 -- And for bridgecore.ring() on the router:
+--   push_key_check {client}: the rate limit a ring checks before its lookup;
 --   push_key_instance {hash}: the instance whose push key has that SHA-256.
 CREATE FUNCTION bridgecore._shard_step(step text, args jsonb)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
@@ -252,7 +254,17 @@ BEGIN
         RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object('id', i.id, 'name', i.name) ORDER BY i.id), '[]')
                   FROM bridgecore.instance i
                  WHERE coalesce((args ->> 'all')::boolean, false)
-                    OR NOT EXISTS (SELECT FROM bridgecore.moved_position p WHERE p.instance_id = i.id AND NOT p.complete));
+                    OR (NOT EXISTS (SELECT FROM bridgecore.moved_position p WHERE p.instance_id = i.id AND NOT p.complete)
+                        AND NOT EXISTS (SELECT FROM bridgecore.moving_out m WHERE m.instance_id = i.id)));
+    WHEN 'moving' THEN
+        -- The names of the instances a move is copying in or out here.
+        RETURN (SELECT coalesce(jsonb_agg(i.name), '[]') FROM bridgecore.instance i
+                 WHERE EXISTS (SELECT FROM bridgecore.moved_position p WHERE p.instance_id = i.id AND NOT p.complete)
+                    OR EXISTS (SELECT FROM bridgecore.moving_out m WHERE m.instance_id = i.id));
+    WHEN 'push_key_check' THEN
+        -- A ring's first check (bridgecore.ring()): may this client try a key?
+        PERFORM bridgecore._rate_limit('push_key_check', 0, 0, coalesce(nullif(left(args ->> 'client', 64), ''), '*'));
+        RETURN jsonb_build_object('ok', true);
     WHEN 'push_key_instance' THEN
         -- Which instance here has the push key of this SHA-256 (hex), if any.
         RETURN to_jsonb((SELECT i.name FROM bridgecore.instance i

@@ -599,9 +599,19 @@ def test_move(s):
         # then succeeds once it is fixed: the devices pull all along.
         one(s.a, "SELECT bridgecore.set_app_type('field_app', '{sale.order}')")
         one(s.b, "SELECT bridgecore.set_app_type('field_app', '{stock.picking}')")
-        err = outcome(s.r, "CALL bridgecore.move_instance('acme', 'b')")
-        T.ok(err[0] == "error" and err[1] == "55000" and "field_app" in (err[3] or "") and err[4],
-             "a move to a shard whose app type has other models is refused", err)
+        mover = connect(dbname=ROUTER_DB)
+        try:
+            err = outcome(mover, "CALL bridgecore.move_instance('acme', 'b')")
+            T.ok(err[0] == "error" and err[1] == "55000" and "field_app" in (err[3] or "") and err[4],
+                 "a move to a shard whose app type has other models is refused", err)
+            err2 = outcome(s.r, "CALL bridgecore.move_instance('acme', 'b')")
+            T.ok(err2[0] == "error" and err2[1] == "55P03",
+                 "while the session of the stopped move is open, another session may not move the instance", err2)
+        finally:
+            mover.close()
+        w.wait_for(lambda: one(s.r, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                    " AND classid = (bridgecore._placement_lock_key() + 1)::oid") == 0,
+                   15, "the stopped move's session to end")
         T.ok(rows(s.r, "SELECT shard FROM bridgecore.placement WHERE instance = 'acme'") == [(0,)]
              and one(s.b, "SELECT count(*) FROM bridgecore.instance WHERE name = 'acme'") == 0,
              "the refused move left the placement and the other shard as they were")
@@ -647,6 +657,15 @@ def test_move(s):
              "the device's state moved with it", state_r)
         ids = pullers[0].ids
         T.ok(all(x < y for x, y in zip(ids, ids[1:])), "the event ids a device sees only grow, across moves")
+        holder = connect(dbname=ROUTER_DB)
+        try:
+            one(holder, "SELECT pg_advisory_lock(bridgecore._placement_lock_key() + 1, %s)", (s.acme,))
+            err = outcome(s.r, "CALL bridgecore.move_instance('acme', 'b')")
+        finally:
+            holder.close()
+        T.ok(err[0] == "error" and err[1] == "55P03" and "another session" in err[2]
+             and rows(s.r, "SELECT shard FROM bridgecore.placement WHERE instance = 'acme'") == [(0,)],
+             "a second move of an instance while one runs is refused, and changes nothing", err)
         err = outcome(s.r, "CALL bridgecore.move_instance('acme', 'nowhere')")
         T.ok(err[0] == "error" and err[1] == "22023" and "a, b" in (err[4] or ""), "a move to an unknown shard: 22023", err)
     finally:
