@@ -8,9 +8,10 @@ of its own instance.  Checked:
 
 - the router's functions have the shard's names, arguments, defaults,
   result types and grants;
-- the sync API checks (the regression suite's input_validation cases and
-  the behaviour of sync_pull, sync_state, sync_reset, sync_scope, events,
-  check_updates, tokens) give through the router what they give on the
+- the sync API checks (the regression suite's input_validation cases, and
+  the pgTAP suite's pulls, pages, filters, tokens, resync_required after
+  cleanup, sync_reset and sync_reset_all, with sync_state, sync_scope,
+  events, check_updates) give through the router what they give on the
   shard: the same JSON, or the same error (SQLSTATE, message, detail, hint),
   as a superuser and as bridgecore_app with a JWT's claims (the user and
   instance binding), and login against the stand-in;
@@ -425,6 +426,43 @@ def test_privileges(s):
          "an instance being moved out stores nothing (an administrator's ingest() too): 55000", err)
 
 
+def test_resync(s):
+    """The pgTAP suite's resync, reset and paging checks: the router answers as the shard."""
+    # An instance of its own on shard b, its events a minute apart (the
+    # stand-ins' are all of the same few seconds), fed by ingest().
+    one(s.b, "SELECT name FROM bridgecore.add_instance('gamma', 'http://odoo.invalid', 'odoo', 'bot',"
+             " 'gamma-key-1234', enabled => false)")
+    one(s.b, "SELECT bridgecore.ingest('gamma', (SELECT json_agg(json_build_object('id', g, 'model', 'sale.order',"
+             " 'record_id', g, 'event', 'create', 'timestamp',"
+             " to_char(timestamp '2026-01-01' + g * interval '1 minute', 'YYYY-MM-DD HH24:MI:SS')))"
+             " FROM generate_series(1, 30) g))")
+    one(s.r, "SELECT bridgecore.sync_placement()")
+    pull = "SELECT bridgecore.sync_pull(4, %s, 'sales_app', 4, instance => 'gamma', sync_token => %s)"
+    tokens = {}
+    for conn, dev in ((s.r, "resync-r"), (s.b, "resync-d")):
+        tokens[dev] = one(conn, pull, (dev, "0"))["next_sync_token"]
+    removed = one(s.r, "SELECT bridgecore.cleanup('2026-01-01 00:10:30+00', 'gamma')")
+    T.ok(removed.get("deleted") == 10, "cleanup(before, instance) through the router removes gamma's 10 oldest events",
+         removed)
+    after = {dev: normal(outcome(conn, pull, (dev, tokens[dev])), dev)
+             for conn, dev in ((s.r, "resync-r"), (s.b, "resync-d"))}
+    T.ok(after["resync-r"] == after["resync-d"] and '"resync_required": true' in after["resync-r"],
+         "a device that missed removed events is told resync_required, through the router as on the shard",
+         after["resync-r"][:400], after["resync-d"][:400])
+    pages = {}
+    for conn, dev in ((s.r, "resync-r"), (s.b, "resync-d")):
+        one(conn, "SELECT bridgecore.sync_reset(4, %s, 'gamma')", (dev,))
+        pages[dev] = [normal(outcome(conn, "SELECT bridgecore.sync_pull(4, %s, 'sales_app', 3, instance => 'gamma')",
+                                     (dev,)), dev) for _ in range(3)]
+    T.ok(pages["resync-r"] == pages["resync-d"] and all('"has_more": true' in p for p in pages["resync-r"]),
+         "after sync_reset, pages of 3 with has_more: the same through the router", pages["resync-r"][0][:300],
+         pages["resync-d"][0][:300])
+    reset_all = [normal(outcome(conn, "SELECT bridgecore.sync_reset_all(4, 'gamma')"), "-") for conn in (s.r, s.b)]
+    T.ok(reset_all[0] == reset_all[1] and '"devices_reset": 2' in reset_all[0],
+         "sync_reset_all through the router answers as the shard", reset_all)
+    one(s.b, "SELECT bridgecore.remove_instance('gamma')")
+    one(s.r, "SELECT bridgecore.sync_placement()")
+
 # ---- the gateway in front of the router ------------------------------------
 
 def http(gw, method, path, token=None, body=None):
@@ -686,7 +724,7 @@ def main():
         T.ok(s.placed == {"ok": True, "added": 2, "removed": 0, "instances": 2},
              "sync_placement() finds acme on shard a and beta on shard b", s.placed)
         for test in (test_signatures, test_same_answers, test_tokens, test_routing, test_privileges, test_gateway,
-                     test_move):
+                     test_resync, test_move):
             try:
                 test(s)
             except Exception:
