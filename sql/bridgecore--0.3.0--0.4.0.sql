@@ -1885,11 +1885,11 @@ BEGIN
         PERFORM pg_catalog.set_config(r.key, r.value, true) FROM pg_catalog.jsonb_each_text(request) r;
     END IF;
     PERFORM pg_catalog.set_config('role', caller_role, true);
-    IF pg_catalog.jsonb_typeof(a -> 'models_filter') = 'array' THEN
-        models := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(a -> 'models_filter'));
-    END IF;
     CASE fn
     WHEN 'sync_pull' THEN
+        IF pg_catalog.jsonb_typeof(a -> 'models_filter') = 'array' THEN
+            models := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(a -> 'models_filter'));
+        END IF;
         RETURN bridgecore.sync_pull(user_id => (a ->> 'user_id')::bigint, device_id => a ->> 'device_id',
             app_type => a ->> 'app_type', "limit" => (a ->> 'limit')::integer, models_filter => models,
             instance => a ->> 'instance', sync_token => a ->> 'sync_token',
@@ -1996,8 +1996,11 @@ DECLARE
     meta jsonb;
     shift bigint;
     through bigint;
+    first_id bigint;
+    last_id bigint;
     n bigint;
     r jsonb;
+    conflicts text;
 BEGIN
     PERFORM bridgecore._primary_only('bridgecore._shard_step');
     CASE step
@@ -2097,13 +2100,12 @@ BEGIN
                 USING ERRCODE = 'unique_violation',
                       HINT = 'Instance ids must be unique across shards: give each shard its own range (ALTER TABLE bridgecore.instance ALTER COLUMN id RESTART WITH ...).';
         END IF;
-        IF EXISTS (SELECT FROM jsonb_array_elements(meta -> 'app_types') x, bridgecore.app_type a
-                    WHERE a.name = x ->> 'name' AND to_jsonb(a.models) <> x -> 'models') THEN
+        SELECT string_agg(a.name, ', ') INTO conflicts
+          FROM jsonb_array_elements(meta -> 'app_types') x, bridgecore.app_type a
+         WHERE a.name = x ->> 'name' AND to_jsonb(a.models) <> x -> 'models';
+        IF conflicts IS NOT NULL THEN
             RAISE EXCEPTION 'an app type of instance "%" has other models on this shard', meta #>> '{instance,name}'
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = 'App types: ' || (SELECT string_agg(a.name, ', ') FROM jsonb_array_elements(meta -> 'app_types') x,
-                                                        bridgecore.app_type a
-                                                  WHERE a.name = x ->> 'name' AND to_jsonb(a.models) <> x -> 'models') || '.',
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'App types: ' || conflicts || '.',
                       HINT = 'Make them the same on both shards with bridgecore.set_app_type(), then move the instance.';
         END IF;
         through := (meta ->> 'through')::bigint;
@@ -2139,12 +2141,12 @@ BEGIN
         RETURN jsonb_build_object('shift', shift);
     WHEN 'in_events' THEN
         shift := (args ->> 'shift')::bigint;
-        SELECT min((e ->> 'id')::bigint) + shift, max((e ->> 'id')::bigint) + shift INTO through, n
+        SELECT min((e ->> 'id')::bigint) + shift, max((e ->> 'id')::bigint) + shift INTO first_id, last_id
           FROM jsonb_array_elements(args -> 'events') e;
-        IF through IS NULL THEN
+        IF first_id IS NULL THEN
             RETURN jsonb_build_object('stored', 0);
         END IF;
-        PERFORM bridgecore._cover_ids(through, n);
+        PERFORM bridgecore._cover_ids(first_id, last_id);
         WITH stored AS (
             INSERT INTO bridgecore.event (id, instance_id, odoo_id, model, record_id, event, priority, category,
                                           payload, changed_fields, odoo_user_id, odoo_user_name, occurred_at, received_at)
@@ -2159,7 +2161,6 @@ BEGIN
         ON CONFLICT (part, instance_id, model, deleted) DO UPDATE
            SET events = s.events + excluded.events, max_id = greatest(s.max_id, excluded.max_id),
                newest_at = greatest(s.newest_at, excluded.newest_at);
-        GET DIAGNOSTICS n = ROW_COUNT;
         RETURN jsonb_build_object('stored', jsonb_array_length(args -> 'events'));
     WHEN 'in_states' THEN
         -- Positions in this shard's ids (the move's row is in place).

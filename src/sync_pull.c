@@ -1002,12 +1002,6 @@ read_state(int32 inst, int64 user_id, text *device, int64 *cursor, bool *prev_nu
 }
 
 /*
- * Whether the log holds the position pos of the instance: an event of it
- * at or above pos, or a retention horizon at or above it (retention removed
- * it).  Every position an answer names is one of these, so a token beyond
- * both names an event this server has not seen.
- */
-/*
  * A token's position in this shard's ids: an instance moved here from
  * another shard keeps its devices' tokens (bridgecore._moved_position,
  * sql/src/65_shards.sql, says how; one index probe of an empty table on a
@@ -1036,6 +1030,12 @@ moved_position(int32 inst, int64 pos)
 	return isnull ? pos : DatumGetInt64(d);
 }
 
+/*
+ * Whether the log holds the position pos of the instance: an event of it
+ * at or above pos, or a retention horizon at or above it (retention removed
+ * it).  Every position an answer names is one of these, so a token beyond
+ * both names an event this server has not seen.
+ */
 static bool
 log_reaches(Relation parent, Snapshot snapshot, int32 inst, int64 pos)
 {

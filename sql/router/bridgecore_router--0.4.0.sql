@@ -725,7 +725,6 @@ DECLARE
     deadline timestamptz;
     t0 timestamptz;
     paused_ms numeric;
-    was_enabled boolean;
 BEGIN
     IF instance IS NULL OR to_shard IS NULL THEN
         RAISE EXCEPTION 'instance and to_shard must not be null' USING ERRCODE = 'null_value_not_allowed',
@@ -770,8 +769,7 @@ BEGIN
     -- restore is the one its first try saw.
     meta := bridgecore._step(src, 'out_begin', jsonb_build_object('instance', instance));
     UPDATE bridgecore.placement x SET moving_enabled = coalesce(x.moving_enabled, (meta ->> 'enabled')::boolean)
-     WHERE x.instance_id = p.instance_id
-    RETURNING x.moving_enabled INTO was_enabled;
+     WHERE x.instance_id = p.instance_id;
     COMMIT;
     deadline := clock_timestamp() + interval '60 seconds';
     WHILE NOT bridgecore._step(src, 'out_paused', jsonb_build_object('id', p.instance_id))::boolean LOOP
