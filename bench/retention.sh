@@ -34,6 +34,13 @@
 # drop's cost is the file system freeing the files at commit, which depends
 # on that and on the file system (online discard, for one): the script says
 # where the cluster's files are and how that is mounted (TMPDIR chooses).
+#
+# FS=ext4 (as root) puts the cluster on a file system of its own: a new
+# ext4 in a sparse file of FS_SIZE (default 24G) under /var/tmp, mounted
+# through a loop device without online discard, the usual setting for a
+# database's disk (fstrim runs from a timer instead). With online discard
+# (the "discard" mount option) every dropped file waits for the device to
+# trim its blocks, whatever removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
@@ -46,7 +53,25 @@ CLIENTS=${5:-4}
 CUTOFF='2021-01-01 00:00:00+00'
 
 make -s >/dev/null && make -s install >/dev/null
-trap 'cluster_stop; rm -rf "$WORK"' EXIT
+FS_IMAGE= FS_MOUNT=
+fs_release() {
+    [ -n "$FS_MOUNT" ] && { umount "$FS_MOUNT" && rmdir "$FS_MOUNT"; }
+    [ -n "$FS_IMAGE" ] && rm -f "$FS_IMAGE"
+    return 0
+}
+trap 'cluster_stop; rm -rf "$WORK"; fs_release' EXIT
+if [ "${FS:-}" = ext4 ]; then
+    [ "$(id -u)" = 0 ] || { echo "FS=ext4 needs root (mkfs, mount)" >&2; exit 1; }
+    FS_IMAGE=$(mktemp /var/tmp/bridgecore-fs.XXXXXX)
+    truncate -s "${FS_SIZE:-24G}" "$FS_IMAGE"
+    mkfs.ext4 -q -F "$FS_IMAGE"
+    FS_MOUNT=$(mktemp -d /var/tmp/bridgecore-mnt.XXXXXX)
+    mount -o loop,nodiscard "$FS_IMAGE" "$FS_MOUNT" || { echo "cannot mount a loop device here" >&2; exit 1; }
+    chmod 1777 "$FS_MOUNT"
+    export TMPDIR=$FS_MOUNT
+elif [ -n "${FS:-}" ]; then
+    echo "FS: only ext4 is known" >&2; exit 1
+fi
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
 cluster_start "shared_buffers = '1GB'" "max_wal_size = '8GB'" "checkpoint_timeout = '30min'" \

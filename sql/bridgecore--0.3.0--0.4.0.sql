@@ -1730,6 +1730,220 @@ BEGIN
 END
 $$;
 
+-------------------------------------------------------------------------------
+-- Retention that waits for the devices that have not passed a partition
+-- (bridgecore.retention_max)
+-------------------------------------------------------------------------------
+DROP FUNCTION bridgecore._drop_partition(timestamptz);
+DROP FUNCTION bridgecore._drop_oldest_partition(timestamptz);
+
+CREATE FUNCTION bridgecore._drop_oldest_partition(cutoff timestamptz, devices_until timestamptz DEFAULT NULL,
+                                                  OUT lo bigint, OUT ids bigint, OUT events bigint,
+                                                  OUT devices_behind bigint)
+RETURNS record LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    p record;
+    last_id bigint;
+    newest timestamptz;
+BEGIN
+    ids := 0;
+    events := 0;
+    devices_behind := 0;
+    -- What is read below must include the partition's last writers.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'retention by partition needs a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'Call bridgecore.cleanup() outside REPEATABLE READ and SERIALIZABLE transactions.';
+    END IF;
+    SELECT x.part, x.lo, x.hi INTO p FROM bridgecore._partitions() x ORDER BY x.lo LIMIT 1;
+    SELECT s.last_value INTO last_id FROM bridgecore.event_id_seq s WHERE s.is_called;
+    IF p.part IS NULL OR last_id IS NULL OR p.hi > last_id THEN
+        RETURN;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.part);
+    IF NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.hi) THEN
+        RETURN;
+    END IF;
+    -- Its newest event, from the summary: nothing of the partition is read,
+    -- so that a partition no cache holds any more costs no disk read. A
+    -- partition without summary rows (empty, or filled by other means than
+    -- ingestion) is counted from its rows first, under the lock above that
+    -- keeps writers out: its drop then records the horizons of its models
+    -- and counts its events like any other's.
+    SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
+     WHERE s.part = p.part AND NOT s.deleted;
+    IF newest IS NULL THEN
+        EXECUTE format('INSERT INTO bridgecore.partition_summary'
+                       ' (part, instance_id, model, deleted, events, max_id, newest_at)'
+                       ' SELECT $1, e.instance_id, e.model, false, count(*), max(e.id), max(e.occurred_at)'
+                       '   FROM %s e GROUP BY e.instance_id, e.model', p.part) USING p.part;
+        SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
+         WHERE s.part = p.part AND NOT s.deleted;
+    END IF;
+    IF newest >= cutoff THEN
+        RETURN;
+    END IF;
+    IF newest >= devices_until THEN
+        SELECT count(*) INTO devices_behind FROM bridgecore.sync_state st
+         WHERE st.is_active
+           AND st.last_event_id < (SELECT max(s.max_id) FROM bridgecore.partition_summary s
+                                    WHERE s.part = p.part AND NOT s.deleted AND s.instance_id = st.instance_id);
+        IF devices_behind > 0 THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    -- Pulls read the horizons and the log in one snapshot: both change at commit.
+    LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
+    WITH gone AS (
+        DELETE FROM bridgecore.partition_summary s WHERE s.part = p.part
+        RETURNING s.instance_id, s.model, s.deleted, s.events, s.max_id
+    ), horizon AS (
+        INSERT INTO bridgecore.purged AS pu (instance_id, model, through)
+        SELECT g.instance_id, g.model, max(g.max_id) FROM gone g GROUP BY g.instance_id, g.model
+        ON CONFLICT (instance_id, model) DO UPDATE SET through = greatest(pu.through, EXCLUDED.through)
+        RETURNING 1
+    ), marked AS (
+        UPDATE bridgecore.instance i SET purged_through = greatest(i.purged_through, h.t)
+          FROM (SELECT g.instance_id, max(g.max_id) AS t FROM gone g GROUP BY g.instance_id) h
+         WHERE i.id = h.instance_id
+        RETURNING 1
+    )
+    SELECT coalesce(sum(CASE WHEN g.deleted THEN -g.events ELSE g.events END), 0) INTO events FROM gone g
+     WHERE (SELECT count(*) FROM horizon) >= 0 AND (SELECT count(*) FROM marked) >= 0;
+    EXECUTE format('DROP TABLE %s', p.part);
+    lo := p.lo;
+    ids := p.hi - p.lo;
+END
+$$;
+
+CREATE FUNCTION bridgecore._retention_devices_until()
+RETURNS timestamptz LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT now() - greatest(current_setting('bridgecore.retention')::interval, m.wait)
+      FROM (SELECT current_setting('bridgecore.retention_max')::interval AS wait) m
+     WHERE m.wait > interval '0'
+$$;
+
+CREATE OR REPLACE FUNCTION bridgecore.cleanup(before timestamptz DEFAULT NULL, instance text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inst_id integer;
+    cutoff timestamptz := before;
+    retention interval := current_setting('bridgecore.retention')::interval;
+    batch integer := current_setting('bridgecore.cleanup_batch_size')::integer;
+    n bigint;
+    total bigint := 0;
+    parts integer := 0;
+    first_id bigint;
+    busy boolean := false;
+    d record;
+    deleted bigint := 0;
+    devices_until timestamptz;
+    behind bigint := 0;
+BEGIN
+    IF cutoff IS NULL THEN
+        IF retention <= interval '0' THEN
+            RETURN jsonb_build_object('ok', true, 'deleted', 0, 'partitions_dropped', 0,
+                'message', 'Retention is disabled (bridgecore.retention = 0); pass before to delete');
+        END IF;
+        cutoff := now() - retention;
+        -- The retention's own cutoff waits for devices (bridgecore.retention_max);
+        -- a cutoff the caller gives does not.
+        devices_until := bridgecore._retention_devices_until();
+    END IF;
+    -- Omitted instance: every instance, unless a JWT confines the caller.
+    IF cleanup.instance IS NOT NULL
+       OR nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance' THEN
+        inst_id := bridgecore._instance_id(cleanup.instance);
+    END IF;
+
+    IF inst_id IS NOT NULL THEN
+        -- One instance: its events share partitions with the others', so
+        -- they are deleted, in bounded batches; readers are never blocked by
+        -- it. The instance loses a prefix of its log: an event newer than
+        -- the cutoff keeps every later one, so a late row with an old
+        -- timestamp waits until the events before it go.
+        LOOP
+            n := bridgecore._cleanup_step(cutoff, inst_id, batch);
+            total := total + n;
+            EXIT WHEN n = 0;
+        END LOOP;
+        RETURN jsonb_build_object(
+            'ok', true, 'deleted', total, 'partitions_dropped', 0,
+            'message', format('Deleted %s events older than %s (up to the first newer event of each instance)',
+                              total, bridgecore._iso(cutoff)));
+    END IF;
+
+    -- Every instance: whole partitions go, oldest first, while every event
+    -- in the next one is older than the cutoff. All of them in the
+    -- caller's transaction, whose end releases the log to pulls.
+    -- deleted is exact, as apps read it: the count of each partition is
+    -- kept in bridgecore.partition_summary, so nothing here reads the rows.
+    LOOP
+        BEGIN
+            d := bridgecore._drop_oldest_partition(cutoff, devices_until);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            busy := true;
+            EXIT;
+        END;
+        behind := d.devices_behind;
+        EXIT WHEN d.ids = 0;
+        first_id := coalesce(first_id, d.lo);
+        parts := parts + 1;
+        total := total + d.ids;
+        deleted := deleted + d.events;
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'ok', true, 'deleted', deleted, 'partitions_dropped', parts,
+        'dropped_ids', CASE WHEN parts > 0 THEN jsonb_build_object('from', first_id, 'to', first_id + total - 1) END,
+        'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
+                          'removes whole partitions of bridgecore.partition_size ids: an older event that '
+                          'shares a partition with a newer one, or with the newest, stays until its '
+                          'partition goes%s%s',
+                          parts, total, bridgecore._iso(cutoff),
+                          CASE WHEN behind > 0
+                               THEN format('; the next partition due waits for %s active devices that have not '
+                                           'pulled past it, until its newest event is older than %s '
+                                           '(bridgecore.retention_max)', behind, bridgecore._iso(devices_until))
+                               ELSE '' END,
+                          CASE WHEN busy THEN '; stopped at a partition in use (lock_timeout), call again' ELSE '' END));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bridgecore._maintenance_step()
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    retention interval := current_setting('bridgecore.retention')::interval;
+    n bigint := 0;
+BEGIN
+    PERFORM bridgecore._ensure_partitions();
+    IF retention > interval '0' THEN
+        BEGIN
+            n := (bridgecore._drop_oldest_partition(now() - retention, bridgecore._retention_devices_until())).ids;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            n := 0;
+        END;
+    END IF;
+    IF n = 0 THEN
+        PERFORM bridgecore.deactivate_idle_devices();
+    END IF;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION bridgecore._drop_oldest_partition(timestamptz, timestamptz),
+                       bridgecore._retention_devices_until() FROM PUBLIC;
+
 -- Shards behind a router (bridgecore_router): the router's entry point, moved
 -- instances' positions, the steps of a move; partitions made for ranges below
 -- the next id (sql/src/65_shards.sql, 80_dead_letters_retention.sql).

@@ -15,6 +15,7 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 int			bridgecore_retention_s = 30 * 86400;
+static int	bridgecore_retention_max_s = 0;
 int			bridgecore_cleanup_batch_size = 10000;
 int			bridgecore_partition_size = 1000000;
 
@@ -30,6 +31,11 @@ define_sql_gucs(void)
 	DefineCustomIntVariable("bridgecore.retention",
 							"Age after which events are removed by cleanup (0 = keep forever).",
 							NULL, &bridgecore_retention_s, 30 * 86400, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("bridgecore.retention_max",
+							"Age up to which a partition past bridgecore.retention waits for the active devices that have not pulled past it (0 = waits for none).",
+							"Below bridgecore.retention it counts as bridgecore.retention.",
+							&bridgecore_retention_max_s, 0, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("bridgecore.cleanup_batch_size",
 							"Events deleted per batch by cleanup.",

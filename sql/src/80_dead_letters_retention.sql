@@ -245,6 +245,13 @@ $$;
 -- first id the dropped partition spanned (lo), how many ids (ids, 0 when
 -- none was dropped) and how many events it held (events).
 --
+-- With devices_until (bridgecore.retention_max), a partition due by cutoff
+-- whose newest event is not older than devices_until waits for the active
+-- devices that have not passed it: those of an instance it holds events of
+-- whose position is below that instance's last event in it. It is kept, and
+-- devices_behind says how many there are (a read of the active devices'
+-- states of those instances).
+--
 -- Whether it is due, what it holds, and so the horizons, come from
 -- bridgecore.partition_summary, a few rows, not from the partition: the
 -- drop reads no block of it and frees its files at commit, which is what a
@@ -256,8 +263,9 @@ $$;
 -- then ACCESS EXCLUSIVE on bridgecore.event, which DROP needs, until the
 -- commit. lock_timeout keeps a long transaction on the log from queueing
 -- pulls behind the drop; the launcher tries again at its next maintenance.
-CREATE FUNCTION bridgecore._drop_oldest_partition(cutoff timestamptz,
-                                                  OUT lo bigint, OUT ids bigint, OUT events bigint)
+CREATE FUNCTION bridgecore._drop_oldest_partition(cutoff timestamptz, devices_until timestamptz DEFAULT NULL,
+                                                  OUT lo bigint, OUT ids bigint, OUT events bigint,
+                                                  OUT devices_behind bigint)
 RETURNS record LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms'
 AS $$
@@ -268,6 +276,7 @@ DECLARE
 BEGIN
     ids := 0;
     events := 0;
+    devices_behind := 0;
     -- What is read below must include the partition's last writers.
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'retention by partition needs a READ COMMITTED transaction'
@@ -302,6 +311,15 @@ BEGIN
     IF newest >= cutoff THEN
         RETURN;
     END IF;
+    IF newest >= devices_until THEN
+        SELECT count(*) INTO devices_behind FROM bridgecore.sync_state st
+         WHERE st.is_active
+           AND st.last_event_id < (SELECT max(s.max_id) FROM bridgecore.partition_summary s
+                                    WHERE s.part = p.part AND NOT s.deleted AND s.instance_id = st.instance_id);
+        IF devices_behind > 0 THEN
+            RETURN;
+        END IF;
+    END IF;
 
     -- Pulls read the horizons and the log in one snapshot: both change at commit.
     LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
@@ -327,12 +345,17 @@ BEGIN
 END
 $$;
 
--- The same, returning the ids the dropped partition spanned, 0 when none
--- was dropped: the launcher's maintenance step.
-CREATE FUNCTION bridgecore._drop_partition(cutoff timestamptz)
-RETURNS bigint LANGUAGE sql VOLATILE
+-- The instant from which partitions due by bridgecore.retention wait for
+-- the active devices that have not passed them (bridgecore.retention_max,
+-- at least bridgecore.retention); NULL when retention waits for no device.
+CREATE FUNCTION bridgecore._retention_devices_until()
+RETURNS timestamptz LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT d.ids FROM bridgecore._drop_oldest_partition(cutoff) d $$;
+AS $$
+    SELECT now() - greatest(current_setting('bridgecore.retention')::interval, m.wait)
+      FROM (SELECT current_setting('bridgecore.retention_max')::interval AS wait) m
+     WHERE m.wait > interval '0'
+$$;
 
 -- Makes bridgecore.partition_summary again from the rows of the log, a read
 -- of every partition, under the ordering lock (no batch is stored while it
@@ -437,6 +460,8 @@ DECLARE
     busy boolean := false;
     d record;
     deleted bigint := 0;
+    devices_until timestamptz;
+    behind bigint := 0;
 BEGIN
     IF cutoff IS NULL THEN
         IF retention <= interval '0' THEN
@@ -444,6 +469,9 @@ BEGIN
                 'message', 'Retention is disabled (bridgecore.retention = 0); pass before to delete');
         END IF;
         cutoff := now() - retention;
+        -- The retention's own cutoff waits for devices (bridgecore.retention_max);
+        -- a cutoff the caller gives does not.
+        devices_until := bridgecore._retention_devices_until();
     END IF;
     -- Omitted instance: every instance, unless a JWT confines the caller.
     IF cleanup.instance IS NOT NULL
@@ -475,11 +503,12 @@ BEGIN
     -- kept in bridgecore.partition_summary, so nothing here reads the rows.
     LOOP
         BEGIN
-            d := bridgecore._drop_oldest_partition(cutoff);
+            d := bridgecore._drop_oldest_partition(cutoff, devices_until);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             busy := true;
             EXIT;
         END;
+        behind := d.devices_behind;
         EXIT WHEN d.ids = 0;
         first_id := coalesce(first_id, d.lo);
         parts := parts + 1;
@@ -493,8 +522,13 @@ BEGIN
         'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
                           'removes whole partitions of bridgecore.partition_size ids: an older event that '
                           'shares a partition with a newer one, or with the newest, stays until its '
-                          'partition goes%s',
+                          'partition goes%s%s',
                           parts, total, bridgecore._iso(cutoff),
+                          CASE WHEN behind > 0
+                               THEN format('; the next partition due waits for %s active devices that have not '
+                                           'pulled past it, until its newest event is older than %s '
+                                           '(bridgecore.retention_max)', behind, bridgecore._iso(devices_until))
+                               ELSE '' END,
                           CASE WHEN busy THEN '; stopped at a partition in use (lock_timeout), call again' ELSE '' END));
 END
 $$;
@@ -547,7 +581,7 @@ BEGIN
     PERFORM bridgecore._ensure_partitions();
     IF retention > interval '0' THEN
         BEGIN
-            n := bridgecore._drop_partition(now() - retention);
+            n := (bridgecore._drop_oldest_partition(now() - retention, bridgecore._retention_devices_until())).ids;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             n := 0;
         END;

@@ -5,7 +5,7 @@
 \ir setup.psql
 SET LOCAL bridgecore.partition_size = 10;
 
-SELECT plan(56);
+SELECT plan(65);
 
 CREATE TEMP TABLE r (k text PRIMARY KEY, v jsonb);
 CREATE FUNCTION pg_temp.r(key text) RETURNS jsonb LANGUAGE sql AS $$ SELECT v FROM r WHERE k = key $$;
@@ -246,6 +246,55 @@ SELECT is((SELECT count(*)::int FROM bridgecore._partitions() p, old_part o WHER
           '... and the partition is gone');
 SELECT is((bridgecore.sync_pull(1, 'behind', 'sales_app', 1, sync_token => (SELECT (lo - 1)::text FROM old_part)))::jsonb
             -> 'resync_required', 'true'::jsonb, '... with its horizon: the device below it is told to resync');
+
+-------------------------------------------------------------------------------
+-- Retention that waits for the devices that have not passed a partition
+-- (bridgecore.retention_max)
+-------------------------------------------------------------------------------
+-- Events over several partitions, all ten days old but the newest
+-- partition's; the devices of the tests above out of the way.
+DO $$ BEGIN PERFORM pg_temp.ingest(ARRAY(SELECT generate_series(400, 445)::bigint), now()); END $$;
+UPDATE bridgecore.event SET occurred_at = now() - interval '10 days'
+ WHERE id < (SELECT max(p.lo) FROM bridgecore._partitions() p WHERE p.lo <= (SELECT max(e.id) FROM bridgecore.event e));
+DO $$ BEGIN PERFORM bridgecore._summarize_partitions(); END $$;
+UPDATE bridgecore.sync_state SET is_active = false;
+CREATE TEMP TABLE wp AS
+SELECT row_number() OVER (ORDER BY p.lo) AS n, p.lo, p.hi FROM bridgecore._partitions() p;
+INSERT INTO bridgecore.sync_state (instance_id, user_id, device_id, app_type, last_event_id)
+SELECT i.id, 7, 'waiting', 'sales_app', (SELECT lo - 1 FROM wp WHERE n = 1) FROM bridgecore.instance i WHERE i.name = 'main';
+SET LOCAL bridgecore.retention = '1d';
+SET LOCAL bridgecore.retention_max = '30d';
+
+SELECT is(bridgecore._maintenance_step(), 0::bigint,
+          'with retention_max, a partition past the retention waits for an active device below it');
+INSERT INTO r VALUES ('w1', bridgecore.cleanup());
+SELECT ok((pg_temp.r('w1') ->> 'partitions_dropped') = '0'
+          AND (pg_temp.r('w1') ->> 'message') LIKE '%waits for 1 active devices that have not pulled past it%',
+          '... and cleanup() without before says what it waits for');
+
+-- The device pulls past the first partition: that one goes, the next waits.
+UPDATE bridgecore.sync_state SET last_event_id = (SELECT hi - 1 FROM wp WHERE n = 1) WHERE device_id = 'waiting';
+SELECT is(bridgecore._maintenance_step(), 10::bigint, 'a partition every active device has passed goes');
+SELECT is(bridgecore._maintenance_step(), 0::bigint, '... and the next, which the device has not passed, waits');
+
+-- An inactive device holds nothing.
+UPDATE bridgecore.sync_state SET is_active = false WHERE device_id = 'waiting';
+SELECT is(bridgecore._maintenance_step(), 10::bigint, 'an inactive device below a partition does not keep it');
+
+-- Past retention_max a partition goes whatever the devices, and the device
+-- below it is told to resync.
+UPDATE bridgecore.sync_state SET is_active = true WHERE device_id = 'waiting';
+UPDATE bridgecore.event SET occurred_at = now() - interval '40 days' WHERE id < (SELECT hi FROM wp WHERE n = 3);
+DO $$ BEGIN PERFORM bridgecore._summarize_partitions(); END $$;
+SELECT is(bridgecore._maintenance_step(), 10::bigint, 'a partition older than retention_max goes without waiting');
+SELECT is((bridgecore.sync_pull(7, 'waiting', 'sales_app', 1))::jsonb -> 'resync_required', 'true'::jsonb,
+          '... and the device below it must resync');
+
+-- A cutoff the caller gives waits for no device.
+UPDATE bridgecore.sync_state SET last_event_id = (SELECT lo - 1 FROM wp WHERE n = 4) WHERE device_id = 'waiting';
+INSERT INTO r VALUES ('w2', bridgecore.cleanup(now() - interval '1 day'));
+SELECT cmp_ok((pg_temp.r('w2') ->> 'partitions_dropped')::int, '>=', 1, 'cleanup(before) does not wait for devices');
+SELECT is(pg_temp.summary_wrong(), 0::bigint, '... and the summary still matches the log');
 
 SELECT * FROM finish();
 ROLLBACK;
