@@ -312,10 +312,11 @@ BEGIN
         RETURN;
     END IF;
     IF newest >= devices_until THEN
-        SELECT count(*) INTO devices_behind FROM bridgecore.sync_state st
-         WHERE st.is_active
-           AND st.last_event_id < (SELECT max(s.max_id) FROM bridgecore.partition_summary s
-                                    WHERE s.part = p.part AND NOT s.deleted AND s.instance_id = st.instance_id);
+        SELECT count(*) INTO devices_behind
+          FROM (SELECT s.instance_id, max(s.max_id) AS last_id FROM bridgecore.partition_summary s
+                 WHERE s.part = p.part AND NOT s.deleted GROUP BY s.instance_id) held
+          JOIN bridgecore.sync_state st ON st.instance_id = held.instance_id
+         WHERE st.is_active AND st.last_event_id < held.last_id;
         IF devices_behind > 0 THEN
             RETURN;
         END IF;
