@@ -1285,6 +1285,13 @@ COMMENT ON FUNCTION bridgecore.partitions() IS 'The partitions of bridgecore.eve
 -- first id the dropped partition spanned (lo), how many ids (ids, 0 when
 -- none was dropped) and how many events it held (events).
 --
+-- With devices_until (bridgecore.retention_max), a partition due by cutoff
+-- whose newest event is not older than devices_until waits for the active
+-- devices that have not passed it: those of an instance it holds events of
+-- whose position is below that instance's last event in it. It is kept, and
+-- devices_behind says how many there are (a read of the active devices'
+-- states of those instances).
+--
 -- Whether it is due, what it holds, and so the horizons, come from
 -- bridgecore.partition_summary, a few rows, not from the partition: the
 -- drop reads no block of it and frees its files at commit, which is what a
@@ -1296,8 +1303,9 @@ COMMENT ON FUNCTION bridgecore.partitions() IS 'The partitions of bridgecore.eve
 -- then ACCESS EXCLUSIVE on bridgecore.event, which DROP needs, until the
 -- commit. lock_timeout keeps a long transaction on the log from queueing
 -- pulls behind the drop; the launcher tries again at its next maintenance.
-CREATE FUNCTION bridgecore._drop_oldest_partition(cutoff timestamptz,
-                                                  OUT lo bigint, OUT ids bigint, OUT events bigint)
+CREATE FUNCTION bridgecore._drop_oldest_partition(cutoff timestamptz, devices_until timestamptz DEFAULT NULL,
+                                                  OUT lo bigint, OUT ids bigint, OUT events bigint,
+                                                  OUT devices_behind bigint)
 RETURNS record LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms'
 AS $$
@@ -1308,6 +1316,7 @@ DECLARE
 BEGIN
     ids := 0;
     events := 0;
+    devices_behind := 0;
     -- What is read below must include the partition's last writers.
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'retention by partition needs a READ COMMITTED transaction'
@@ -1341,6 +1350,16 @@ BEGIN
     END IF;
     IF newest >= cutoff THEN
         RETURN;
+    END IF;
+    IF newest >= devices_until THEN
+        SELECT count(*) INTO devices_behind
+          FROM (SELECT s.instance_id, max(s.max_id) AS last_id FROM bridgecore.partition_summary s
+                 WHERE s.part = p.part AND NOT s.deleted GROUP BY s.instance_id) held
+          JOIN bridgecore.sync_state st ON st.instance_id = held.instance_id
+         WHERE st.is_active AND st.last_event_id < held.last_id;
+        IF devices_behind > 0 THEN
+            RETURN;
+        END IF;
     END IF;
 
     -- Pulls read the horizons and the log in one snapshot: both change at commit.
@@ -1572,7 +1591,7 @@ END
 $$;
 COMMENT ON FUNCTION bridgecore.remove_instance(text) IS 'Removes an Odoo instance with its events, sync states and dead letters.';
 
-REVOKE ALL ON FUNCTION bridgecore.partitions(), bridgecore._drop_oldest_partition(timestamptz),
+REVOKE ALL ON FUNCTION bridgecore.partitions(), bridgecore._drop_oldest_partition(timestamptz, timestamptz),
                        bridgecore._summarize_partitions() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bridgecore.partitions() TO bridgecore_admin;
 -- The events already in the log, counted once.
@@ -1735,91 +1754,6 @@ $$;
 -- (bridgecore.retention_max)
 -------------------------------------------------------------------------------
 DROP FUNCTION bridgecore._drop_partition(timestamptz);
-DROP FUNCTION bridgecore._drop_oldest_partition(timestamptz);
-
-CREATE FUNCTION bridgecore._drop_oldest_partition(cutoff timestamptz, devices_until timestamptz DEFAULT NULL,
-                                                  OUT lo bigint, OUT ids bigint, OUT events bigint,
-                                                  OUT devices_behind bigint)
-RETURNS record LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms'
-AS $$
-DECLARE
-    p record;
-    last_id bigint;
-    newest timestamptz;
-BEGIN
-    ids := 0;
-    events := 0;
-    devices_behind := 0;
-    -- What is read below must include the partition's last writers.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'retention by partition needs a READ COMMITTED transaction'
-            USING ERRCODE = 'invalid_transaction_state',
-                  HINT = 'Call bridgecore.cleanup() outside REPEATABLE READ and SERIALIZABLE transactions.';
-    END IF;
-    SELECT x.part, x.lo, x.hi INTO p FROM bridgecore._partitions() x ORDER BY x.lo LIMIT 1;
-    SELECT s.last_value INTO last_id FROM bridgecore.event_id_seq s WHERE s.is_called;
-    IF p.part IS NULL OR last_id IS NULL OR p.hi > last_id THEN
-        RETURN;
-    END IF;
-    EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.part);
-    IF NOT EXISTS (SELECT 1 FROM bridgecore.event e WHERE e.id >= p.hi) THEN
-        RETURN;
-    END IF;
-    -- Its newest event, from the summary: nothing of the partition is read,
-    -- so that a partition no cache holds any more costs no disk read. A
-    -- partition without summary rows (empty, or filled by other means than
-    -- ingestion) is counted from its rows first, under the lock above that
-    -- keeps writers out: its drop then records the horizons of its models
-    -- and counts its events like any other's.
-    SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
-     WHERE s.part = p.part AND NOT s.deleted;
-    IF newest IS NULL THEN
-        EXECUTE format('INSERT INTO bridgecore.partition_summary'
-                       ' (part, instance_id, model, deleted, events, max_id, newest_at)'
-                       ' SELECT $1, e.instance_id, e.model, false, count(*), max(e.id), max(e.occurred_at)'
-                       '   FROM %s e GROUP BY e.instance_id, e.model', p.part) USING p.part;
-        SELECT max(s.newest_at) INTO newest FROM bridgecore.partition_summary s
-         WHERE s.part = p.part AND NOT s.deleted;
-    END IF;
-    IF newest >= cutoff THEN
-        RETURN;
-    END IF;
-    IF newest >= devices_until THEN
-        SELECT count(*) INTO devices_behind
-          FROM (SELECT s.instance_id, max(s.max_id) AS last_id FROM bridgecore.partition_summary s
-                 WHERE s.part = p.part AND NOT s.deleted GROUP BY s.instance_id) held
-          JOIN bridgecore.sync_state st ON st.instance_id = held.instance_id
-         WHERE st.is_active AND st.last_event_id < held.last_id;
-        IF devices_behind > 0 THEN
-            RETURN;
-        END IF;
-    END IF;
-
-    -- Pulls read the horizons and the log in one snapshot: both change at commit.
-    LOCK TABLE ONLY bridgecore.event IN ACCESS EXCLUSIVE MODE;
-    WITH gone AS (
-        DELETE FROM bridgecore.partition_summary s WHERE s.part = p.part
-        RETURNING s.instance_id, s.model, s.deleted, s.events, s.max_id
-    ), horizon AS (
-        INSERT INTO bridgecore.purged AS pu (instance_id, model, through)
-        SELECT g.instance_id, g.model, max(g.max_id) FROM gone g GROUP BY g.instance_id, g.model
-        ON CONFLICT (instance_id, model) DO UPDATE SET through = greatest(pu.through, EXCLUDED.through)
-        RETURNING 1
-    ), marked AS (
-        UPDATE bridgecore.instance i SET purged_through = greatest(i.purged_through, h.t)
-          FROM (SELECT g.instance_id, max(g.max_id) AS t FROM gone g GROUP BY g.instance_id) h
-         WHERE i.id = h.instance_id
-        RETURNING 1
-    )
-    SELECT coalesce(sum(CASE WHEN g.deleted THEN -g.events ELSE g.events END), 0) INTO events FROM gone g
-     WHERE (SELECT count(*) FROM horizon) >= 0 AND (SELECT count(*) FROM marked) >= 0;
-    EXECUTE format('DROP TABLE %s', p.part);
-    lo := p.lo;
-    ids := p.hi - p.lo;
-END
-$$;
-
 CREATE FUNCTION bridgecore._retention_devices_until()
 RETURNS timestamptz LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1942,8 +1876,7 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION bridgecore._drop_oldest_partition(timestamptz, timestamptz),
-                       bridgecore._retention_devices_until() FROM PUBLIC;
+REVOKE ALL ON FUNCTION bridgecore._retention_devices_until() FROM PUBLIC;
 
 -- Shards behind a router (bridgecore_router): the router's entry point, moved
 -- instances' positions, the steps of a move; partitions made for ranges below
