@@ -670,7 +670,7 @@ BEGIN
     PERFORM bridgecore._ensure_partitions();
     IF retention > interval '0' THEN
         BEGIN
-            n := bridgecore._drop_partition(now() - retention);
+            n := (bridgecore._drop_oldest_partition(now() - retention, bridgecore._retention_devices_until())).ids;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             n := 0;
         END;
@@ -684,7 +684,6 @@ $$;
 
 REVOKE ALL ON FUNCTION bridgecore._partitions(), bridgecore._ensure_partitions(bigint),
                        bridgecore._drop_partition(timestamptz) FROM PUBLIC;
-
 
 -------------------------------------------------------------------------------
 -- App logins and their tokens: HS256 JWTs signed with the superuser-only
@@ -1479,7 +1478,6 @@ BEGIN
 END
 $$;
 
-
 CREATE OR REPLACE FUNCTION bridgecore.cleanup(before timestamptz DEFAULT NULL, instance text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1497,6 +1495,8 @@ DECLARE
     busy boolean := false;
     d record;
     deleted bigint := 0;
+    devices_until timestamptz;
+    behind bigint := 0;
 BEGIN
     IF cutoff IS NULL THEN
         IF retention <= interval '0' THEN
@@ -1504,6 +1504,9 @@ BEGIN
                 'message', 'Retention is disabled (bridgecore.retention = 0); pass before to delete');
         END IF;
         cutoff := now() - retention;
+        -- The retention's own cutoff waits for devices (bridgecore.retention_max);
+        -- a cutoff the caller gives does not.
+        devices_until := bridgecore._retention_devices_until();
     END IF;
     -- Omitted instance: every instance, unless a JWT confines the caller.
     IF cleanup.instance IS NOT NULL
@@ -1535,11 +1538,12 @@ BEGIN
     -- kept in bridgecore.partition_summary, so nothing here reads the rows.
     LOOP
         BEGIN
-            d := bridgecore._drop_oldest_partition(cutoff);
+            d := bridgecore._drop_oldest_partition(cutoff, devices_until);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             busy := true;
             EXIT;
         END;
+        behind := d.devices_behind;
         EXIT WHEN d.ids = 0;
         first_id := coalesce(first_id, d.lo);
         parts := parts + 1;
@@ -1553,13 +1557,17 @@ BEGIN
         'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
                           'removes whole partitions of bridgecore.partition_size ids: an older event that '
                           'shares a partition with a newer one, or with the newest, stays until its '
-                          'partition goes%s',
+                          'partition goes%s%s',
                           parts, total, bridgecore._iso(cutoff),
+                          CASE WHEN behind > 0
+                               THEN format('; the next partition due waits for %s active devices that have not '
+                                           'pulled past it, until its newest event is older than %s '
+                                           '(bridgecore.retention_max)', behind, bridgecore._iso(devices_until))
+                               ELSE '' END,
                           CASE WHEN busy THEN '; stopped at a partition in use (lock_timeout), call again' ELSE '' END));
 END
 $$;
 COMMENT ON FUNCTION bridgecore.cleanup(timestamptz, text) IS 'Drops the partitions of events older than before (default: now - bridgecore.retention), whole partitions only; with an instance, deletes that instance''s older events.';
-
 
 CREATE OR REPLACE FUNCTION bridgecore.remove_instance(name text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE
@@ -1761,119 +1769,6 @@ AS $$
     SELECT now() - greatest(current_setting('bridgecore.retention')::interval, m.wait)
       FROM (SELECT current_setting('bridgecore.retention_max')::interval AS wait) m
      WHERE m.wait > interval '0'
-$$;
-
-CREATE OR REPLACE FUNCTION bridgecore.cleanup(before timestamptz DEFAULT NULL, instance text DEFAULT NULL)
-RETURNS jsonb LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    inst_id integer;
-    cutoff timestamptz := before;
-    retention interval := current_setting('bridgecore.retention')::interval;
-    batch integer := current_setting('bridgecore.cleanup_batch_size')::integer;
-    n bigint;
-    total bigint := 0;
-    parts integer := 0;
-    first_id bigint;
-    busy boolean := false;
-    d record;
-    deleted bigint := 0;
-    devices_until timestamptz;
-    behind bigint := 0;
-BEGIN
-    IF cutoff IS NULL THEN
-        IF retention <= interval '0' THEN
-            RETURN jsonb_build_object('ok', true, 'deleted', 0, 'partitions_dropped', 0,
-                'message', 'Retention is disabled (bridgecore.retention = 0); pass before to delete');
-        END IF;
-        cutoff := now() - retention;
-        -- The retention's own cutoff waits for devices (bridgecore.retention_max);
-        -- a cutoff the caller gives does not.
-        devices_until := bridgecore._retention_devices_until();
-    END IF;
-    -- Omitted instance: every instance, unless a JWT confines the caller.
-    IF cleanup.instance IS NOT NULL
-       OR nullif(current_setting('request.jwt.claims', true), '')::jsonb ? 'instance' THEN
-        inst_id := bridgecore._instance_id(cleanup.instance);
-    END IF;
-
-    IF inst_id IS NOT NULL THEN
-        -- One instance: its events share partitions with the others', so
-        -- they are deleted, in bounded batches; readers are never blocked by
-        -- it. The instance loses a prefix of its log: an event newer than
-        -- the cutoff keeps every later one, so a late row with an old
-        -- timestamp waits until the events before it go.
-        LOOP
-            n := bridgecore._cleanup_step(cutoff, inst_id, batch);
-            total := total + n;
-            EXIT WHEN n = 0;
-        END LOOP;
-        RETURN jsonb_build_object(
-            'ok', true, 'deleted', total, 'partitions_dropped', 0,
-            'message', format('Deleted %s events older than %s (up to the first newer event of each instance)',
-                              total, bridgecore._iso(cutoff)));
-    END IF;
-
-    -- Every instance: whole partitions go, oldest first, while every event
-    -- in the next one is older than the cutoff. All of them in the
-    -- caller's transaction, whose end releases the log to pulls.
-    -- deleted is exact, as apps read it: the count of each partition is
-    -- kept in bridgecore.partition_summary, so nothing here reads the rows.
-    LOOP
-        BEGIN
-            d := bridgecore._drop_oldest_partition(cutoff, devices_until);
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            busy := true;
-            EXIT;
-        END;
-        behind := d.devices_behind;
-        EXIT WHEN d.ids = 0;
-        first_id := coalesce(first_id, d.lo);
-        parts := parts + 1;
-        total := total + d.ids;
-        deleted := deleted + d.events;
-    END LOOP;
-
-    RETURN jsonb_build_object(
-        'ok', true, 'deleted', deleted, 'partitions_dropped', parts,
-        'dropped_ids', CASE WHEN parts > 0 THEN jsonb_build_object('from', first_id, 'to', first_id + total - 1) END,
-        'message', format('Dropped %s partitions (%s event ids) whose every event is older than %s. Retention '
-                          'removes whole partitions of bridgecore.partition_size ids: an older event that '
-                          'shares a partition with a newer one, or with the newest, stays until its '
-                          'partition goes%s%s',
-                          parts, total, bridgecore._iso(cutoff),
-                          CASE WHEN behind > 0
-                               THEN format('; the next partition due waits for %s active devices that have not '
-                                           'pulled past it, until its newest event is older than %s '
-                                           '(bridgecore.retention_max)', behind, bridgecore._iso(devices_until))
-                               ELSE '' END,
-                          CASE WHEN busy THEN '; stopped at a partition in use (lock_timeout), call again' ELSE '' END));
-END
-$$;
-
-CREATE OR REPLACE FUNCTION bridgecore._maintenance_step()
-RETURNS bigint LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    retention interval := current_setting('bridgecore.retention')::interval;
-    n bigint := 0;
-BEGIN
-    PERFORM bridgecore._ensure_partitions();
-    IF retention > interval '0' THEN
-        BEGIN
-            n := (bridgecore._drop_oldest_partition(now() - retention, bridgecore._retention_devices_until())).ids;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            n := 0;
-        END;
-    END IF;
-    IF n = 0 THEN
-        PERFORM bridgecore.deactivate_idle_devices();
-    END IF;
-    RETURN n;
-END
 $$;
 
 REVOKE ALL ON FUNCTION bridgecore._retention_devices_until() FROM PUBLIC;
