@@ -16,6 +16,7 @@ import { bearerToken, claimsOf, missingToken, tokenError, verifyStatement, verif
 import { bridgecorePlugin, maskError } from "./graphql.js";
 import { HttpError, fromError, parseObject, readBody, sendError, sendJson, sqlstateOf } from "./http.js";
 import { NotificationHub } from "./notifications.js";
+import { AuthorizedCall, parameter } from "./pipeline.js";
 import { ROUTES, functionCall, requestValues } from "./routes.js";
 import { attachWebSocket } from "./websocket.js";
 import { GatewayMetrics } from "./metrics.js";
@@ -32,18 +33,11 @@ export const GATEWAY_SCHEMA = "bridgecore_gateway";
 
 export class StartupError extends Error {}
 
-// A value as an SQL literal, for the one-message form of callAs. Text
-// with a NUL character cannot travel in a query (nor as a parameter).
+// A value as an SQL literal, for the one-message forms of callAs (an array
+// as an array literal; a NUL character is refused, as for a parameter).
 function literal(client, v) {
-  if (v === null || v === undefined) return "NULL";
-  // An array is a PostgreSQL array literal of its elements, each quoted.
-  const text = Array.isArray(v)
-    ? `{${v.map((x) => (x === null ? "NULL" : `"${String(x).replace(/[\\"]/g, (c) => `\\${c}`)}"`)).join(",")}}`
-    : String(v);
-  if (text.includes("\0")) {
-    throw new HttpError(400, "a value contains a NUL character", { code: "22021", hint: "Remove the \\u0000 from the value." });
-  }
-  return client.escapeLiteral(text);
+  const text = parameter(v);
+  return text === null ? "NULL" : client.escapeLiteral(text);
 }
 
 // A query with its values inlined as literals.
@@ -79,16 +73,17 @@ function rememberClaims(token, claims) {
 // Runs a query in a transaction and returns the text of its one value:
 // with a token, as the token's role with request.jwt.claims set as
 // PostgREST sets them, after the database verified the token in the same
-// transaction; without one, as role. build(claims) makes the query, its
-// values inlined as literals. A known token costs one prepared statement,
-// bridgecore_gateway.call_as (the check, the role and claims, then the
-// query; one implicit transaction, which an error rolls back in the same
-// exchange), or where the gateway could not create it, one simple-protocol
-// message of verifyStatement and the query; none, one simple-protocol message (SET LOCAL ROLE and the
-// query, one implicit transaction too). A new token costs two (BEGIN and the check, then the query
-// and COMMIT), an error there a ROLLBACK more.
-// The pools whose database has the gateway's call_as (ensureSchema).
-const poolsWithCallAs = new WeakSet();
+// transaction; without one, as role. build(claims) makes the query. A known
+// token costs one round trip: the pipeline of pipeline.js (the check by
+// bridgecore_gateway.authorize, then the query, both prepared statements,
+// one implicit transaction, which an error rolls back in the same exchange),
+// or where the gateway could not create that function, one simple-protocol
+// message of verifyStatement and the query, its values inlined as literals;
+// none, one simple-protocol message (SET LOCAL ROLE and the query, one
+// implicit transaction too). A new token costs two (BEGIN and the check, then
+// the query and COMMIT), an error there a ROLLBACK more.
+// The pools whose database has the gateway's authorize (ensureSchema).
+const poolsWithAuthorize = new WeakSet();
 
 async function callAs(pool, token, build, role = "bridgecore_anon") {
   let client;
@@ -110,19 +105,19 @@ async function callAs(pool, token, build, role = "bridgecore_anon") {
     }
     const known = cachedClaims(token);
     if (known !== null) {
-      const text = inline(client, build(known));
+      const pipelined = poolsWithAuthorize.has(pool);
+      const call = pipelined ? new AuthorizedCall(token, build(known)) : null;
+      const text = pipelined ? null : inline(client, build(known));
       queried = true;
-      const prepared = poolsWithCallAs.has(pool);
       try {
-        results = prepared
-          ? await client.query({ name: "bridgecore_call_as", text: CALL_AS_STATEMENT, values: [token, text] })
-          : await client.query(`${verifyStatement(client, token)}; ${text}`);
+        if (pipelined) return await client.query(call).promise;
+        results = await client.query(`${verifyStatement(client, token)}; ${text}`);
       } catch (e) {
         const refused = tokenError(e);
         if (refused !== e) knownClaims.delete(token);
         throw refused;
       }
-      return prepared ? results.rows[0].r : results[2].rows[0].r;
+      return results[2].rows[0].r;
     }
     sent = true;
     let claims;
@@ -196,35 +191,31 @@ async function checkDatabase(pool, secret) {
   return { db, router };
 }
 
-// The function that runs a request with a known token in one prepared
-// statement: as bridgecore_anon it asks bridgecore.verify_token for the
-// token's claims, sets the token's role and request.jwt.claims (as
-// PostgREST does) and runs the call, in the statement's transaction. The
-// role is set before the call's statement starts, so its privileges are
-// checked as the token's role. Both settings (set_config(..., true)) last
-// until the end of the transaction, not of the function: the gateway calls
-// it only as a statement alone, its own implicit transaction, never inside
-// BEGIN, so they end with the call (or its error). Only its owner (the gateway's login role) may run it:
-// it runs the text it is given. The comment hides it from PostGraphile.
-const CALL_AS = `${GATEWAY_SCHEMA}.call_as(text, text)`;
-const CALL_AS_COMMENT = "@behavior -*\nbridgecore gateway: a request's call as its token's role (1)";
-const CALL_AS_STATEMENT = `SELECT ${GATEWAY_SCHEMA}.call_as($1, $2) AS r`;
-const CALL_AS_SQL = `CREATE OR REPLACE FUNCTION ${GATEWAY_SCHEMA}.call_as(token text, query text)
-RETURNS text LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+// The check of a known token's request, the first statement of its
+// pipeline (pipeline.js): as bridgecore_anon it asks bridgecore.verify_token
+// for the token's claims, then sets the token's role and request.jwt.claims
+// (as PostgREST does). Both settings (set_config(..., true)) last until the
+// end of the transaction, not of the function: the pipeline's one implicit
+// transaction, whose next statement is the call. Only its owner (the
+// gateway's login role) may run it. The comment hides it from PostGraphile.
+const AUTHORIZE = `${GATEWAY_SCHEMA}.authorize(text)`;
+const AUTHORIZE_COMMENT = "@behavior -*\nbridgecore gateway: the check of a request's token, then its role and claims (1)";
+const AUTHORIZE_SQL = `CREATE OR REPLACE FUNCTION ${GATEWAY_SCHEMA}.authorize(token text)
+RETURNS void LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c jsonb;
-    r text;
 BEGIN
     PERFORM set_config('role', 'bridgecore_anon', true);
     c := bridgecore.verify_token(token);
     PERFORM set_config('role', c ->> 'role', true), set_config('request.jwt.claims', c::text, true);
-    EXECUTE query INTO r;
-    RETURN r;
 END
 $$;
-REVOKE ALL ON FUNCTION ${CALL_AS} FROM PUBLIC;
-COMMENT ON FUNCTION ${CALL_AS} IS '${CALL_AS_COMMENT.replace(/'/g, "''")}'`;
+REVOKE ALL ON FUNCTION ${AUTHORIZE} FROM PUBLIC;
+COMMENT ON FUNCTION ${AUTHORIZE} IS '${AUTHORIZE_COMMENT.replace(/'/g, "''")}'`;
+// The function earlier gateways ran a known token's call with (the call's
+// text, run by EXECUTE): dropped where it is left.
+const OLD_CALL_AS = `${GATEWAY_SCHEMA}.call_as(text, text)`;
 
 async function ensureSchema(pool) {
   const { rows } = await pool.query("SELECT to_regnamespace($1) IS NOT NULL AS present", [GATEWAY_SCHEMA]);
@@ -238,14 +229,16 @@ async function ensureSchema(pool) {
   }
   try {
     const fn = await pool.query("SELECT obj_description(to_regprocedure($1), 'pg_proc') AS comment," +
-      " has_function_privilege(to_regprocedure($1), 'EXECUTE') AS runs", [CALL_AS]);
-    if (fn.rows[0].comment === CALL_AS_COMMENT && fn.rows[0].runs) return true;
-    await pool.query(CALL_AS_SQL);    // one message: one implicit transaction
+      " has_function_privilege(to_regprocedure($1), 'EXECUTE') AS runs, to_regprocedure($2) IS NOT NULL AS old",
+      [AUTHORIZE, OLD_CALL_AS]);
+    if (fn.rows[0].old) await pool.query(`DROP FUNCTION IF EXISTS ${OLD_CALL_AS}`).catch(() => {});
+    if (fn.rows[0].comment === AUTHORIZE_COMMENT && fn.rows[0].runs) return true;
+    await pool.query(AUTHORIZE_SQL);    // one message: one implicit transaction
     return true;
   } catch (e) {
     // Without it a known token's call is the message of verifyStatement
     // and the call (the same checks, one simple-protocol exchange).
-    console.error(`bridgecore gateway: cannot create the function ${CALL_AS} (${e.message}); calls go without it.` +
+    console.error(`bridgecore gateway: cannot create the function ${AUTHORIZE} (${e.message}); calls go without it.` +
       ` Let the gateway's login role own the schema ${GATEWAY_SCHEMA}.`);
     return false;
   }
@@ -337,7 +330,7 @@ export async function startGateway(config) {
   let listenTargets = config.databaseUrl;
   try {
     const { router } = await checkDatabase(pool, config.secret);
-    if (await ensureSchema(pool)) poolsWithCallAs.add(pool);
+    if (await ensureSchema(pool)) poolsWithAuthorize.add(pool);
     // A router sends no NOTIFY: the gateway LISTENs on its shards.
     if (router) listenTargets = await shardListenTargets(pool, config.databaseUrl);
   } catch (e) {
@@ -355,10 +348,10 @@ export async function startGateway(config) {
     try {
       const { rows } = await standby.query(
         "SELECT pg_is_in_recovery() AS recovering, EXISTS (SELECT FROM pg_catalog.pg_proc p" +
-        " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = 'call_as') AS call_as",
+        " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = 'authorize') AS authorize",
         [GATEWAY_SCHEMA]);
       if (!rows[0].recovering) console.error("bridgecore gateway: a DATABASE_STANDBY_URLS server is not a standby; pulls go there all the same");
-      if (rows[0].call_as && poolsWithCallAs.has(pool)) poolsWithCallAs.add(standby);
+      if (rows[0].authorize && poolsWithAuthorize.has(pool)) poolsWithAuthorize.add(standby);
     } catch (e) {
       console.error(`bridgecore gateway: a standby does not answer yet (${e.message}); its pulls go to the primary until it does`);
     }

@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { assertError, call, signToken } from "./helpers.js";
+import { assertError, call, signToken, waitFor } from "./helpers.js";
 import { startGateway } from "../src/server.js";
 
 const G = process.env.GATEWAY_URL;
@@ -249,8 +249,8 @@ test("DELETE /api/v1/webhooks/cleanup: admin tokens only", async () => {
   assert.equal(r.json.deleted, 0);
 });
 
-test("a token the gateway has seen still calls as its role: bridgecore_gateway.call_as checks the call's privileges as the token's", async () => {
-  // The first use of a token checks it alone; later ones go through call_as.
+test("a token the gateway has seen still calls as its role: the call after bridgecore_gateway.authorize is checked as the token's", async () => {
+  // The first use of a token checks it alone; later ones go as one pipeline (authorize, then the call).
   const app = await token({ role: "bridgecore_app", user_id: 7, instance: "acme", jti: "seen-app" });
   const admin = await token({ role: "bridgecore_admin", jti: "seen-admin" });
   for (let i = 1; i <= 3; i++) {
@@ -267,21 +267,80 @@ test("a token the gateway has seen still calls as its role: bridgecore_gateway.c
   assert.equal(bad.json.hint, "Pass a value from 1 to 500.");
 });
 
-test("bridgecore_gateway.call_as runs for the gateway's login role only", async () => {
+test("bridgecore_gateway.authorize runs for the gateway's login role only", async () => {
   for (const role of ["bridgecore_anon", "bridgecore_app", "bridgecore_admin", "bridgecore_monitor"]) {
     const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
     await c.connect();
     try {
       await c.query(`SET ROLE ${role}`);
-      await assert.rejects(c.query("SELECT bridgecore_gateway.call_as($1, 'SELECT current_user::text')", [APP]),
-        (e) => e.code === "42501", role);
+      await assert.rejects(c.query("SELECT bridgecore_gateway.authorize($1)", [APP]), (e) => e.code === "42501", role);
     } finally {
       await c.end();
     }
   }
 });
 
-test("a login role that may not create call_as: known tokens' calls go as one message, with the same checks", async () => {
+test("the documented login role (NOINHERIT, owner of bridgecore_gateway, no privilege on schema bridgecore): known tokens' calls in one pipeline; an earlier gateway's call_as is dropped", async () => {
+  await db.query("DROP ROLE IF EXISTS bridgecore_gateway_owner");
+  await db.query("CREATE ROLE bridgecore_gateway_owner LOGIN NOINHERIT;" +
+    " GRANT bridgecore_anon, bridgecore_app, bridgecore_admin, bridgecore_monitor TO bridgecore_gateway_owner;" +
+    " ALTER SCHEMA bridgecore_gateway OWNER TO bridgecore_gateway_owner;" +
+    " ALTER FUNCTION bridgecore_gateway.authorize(text) OWNER TO bridgecore_gateway_owner;" +
+    // what an earlier gateway left: its function that ran a call's text
+    " CREATE FUNCTION bridgecore_gateway.call_as(token text, query text) RETURNS text LANGUAGE sql AS 'SELECT NULL::text';" +
+    " ALTER FUNCTION bridgecore_gateway.call_as(text, text) OWNER TO bridgecore_gateway_owner;" +
+    // its sessions count their calls of PL/pgSQL functions: authorize's
+    " ALTER ROLE bridgecore_gateway_owner SET track_functions = 'pl'");
+  const url = new URL(process.env.DATABASE_URL);
+  url.searchParams.set("user", "bridgecore_gateway_owner");
+  let gw;
+  try {
+    const { rows } = await db.query("SELECT has_schema_privilege('bridgecore_gateway_owner', 'bridgecore', 'USAGE') AS usage");
+    assert.equal(rows[0].usage, false);
+    gw = await startGateway({ databaseUrl: url.toString(), secret: SECRET, host: "127.0.0.1", port: 0, maxBodySize: 1024 * 1024 });
+    const old = await db.query("SELECT to_regprocedure('bridgecore_gateway.call_as(text, text)') AS f");
+    assert.equal(old.rows[0].f, null);
+    const app = await token({ role: "bridgecore_app", user_id: 7, instance: "acme", jti: "owner-app" });
+    const admin = await token({ role: "bridgecore_admin", jti: "owner-admin" });
+    const send = (method, path, bearer, body) => fetch(gw.url + path, { method, headers: { Authorization: `Bearer ${bearer}` },
+      body: body === undefined ? undefined : JSON.stringify(body) });
+    for (let i = 1; i <= 3; i++) {    // the first use of each token, then the pipeline with its statements parsed, then reused
+      const pull = await send("POST", "/api/v2/sync/pull", app, { device_id: "owner-phone", app_type: "sales_app", models_filter: ["sale.order"] });
+      assert.equal(pull.status, 200, `pull ${i}: ${await pull.text()}`);
+      // One statement for both roles: refused for the app token, run for the admin's.
+      const refused = await send("DELETE", "/api/v1/webhooks/cleanup?before=2000-01-01T00:00:00Z", app);
+      assert.equal(refused.status, 403);
+      assert.equal((await refused.json()).detail, "permission denied for function cleanup");
+      const cleanup = await send("DELETE", "/api/v1/webhooks/cleanup?before=2000-01-01T00:00:00Z", admin);
+      assert.equal(cleanup.status, 200, `cleanup ${i}: ${await cleanup.text()}`);
+      const bad = await send("POST", "/api/v2/sync/pull", app, { device_id: "owner-phone", app_type: "sales_app", limit: 0 });
+      assert.equal(bad.status, 400);
+      assert.deepEqual(await bad.json(), { detail: "limit must be between 1 and 500, got 0", code: "22023", hint: "Pass a value from 1 to 500." });
+      const nul = await send("POST", "/api/v2/sync/pull", app, { device_id: "nul\u0000", app_type: "sales_app" });
+      assert.equal(nul.status, 400);
+      assert.equal((await nul.json()).code, "22021");
+      // another route, another statement
+      const state = await send("GET", "/api/v2/sync/state?device_id=owner-phone", app);
+      assert.equal(state.status, 200, `state ${i}: ${await state.text()}`);
+    }
+    // Every request of a known token went through authorize (not the call's
+    // text in one message): 11 of the app token's 15 (its first use is
+    // checked alone, the NUL is refused before any call), 2 of the admin's
+    // 3. The sessions' counts reach the statistics when they end.
+    await gw.close();
+    gw = null;
+    const counted = () => db.query("SELECT coalesce(sum(calls), 0)::int AS calls FROM pg_stat_user_functions" +
+      " WHERE schemaname = 'bridgecore_gateway' AND funcname = 'authorize'");
+    await waitFor(async () => (await counted()).rows[0].calls >= 13, 10000, "authorize's calls counted");
+    assert.equal((await counted()).rows[0].calls, 13);
+  } finally {
+    await gw?.close();
+    await db.query("ALTER FUNCTION bridgecore_gateway.authorize(text) OWNER TO CURRENT_USER;" +
+      " ALTER SCHEMA bridgecore_gateway OWNER TO CURRENT_USER; DROP ROLE bridgecore_gateway_owner");
+  }
+});
+
+test("a login role that may not create authorize: known tokens' calls go as one message, with the same checks", async () => {
   await db.query("DROP ROLE IF EXISTS bridgecore_gateway_guest");
   await db.query("CREATE ROLE bridgecore_gateway_guest LOGIN NOINHERIT;" +
     " GRANT bridgecore_anon, bridgecore_app, bridgecore_admin, bridgecore_monitor TO bridgecore_gateway_guest");

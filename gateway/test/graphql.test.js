@@ -161,12 +161,12 @@ test("the seed's query, verbatim, answers a list with Int ids and UTC timestamps
   }
 });
 
-test("the gateway's call_as is not a GraphQL field", async () => {
+test("the gateway's authorize is not a GraphQL field", async () => {
   const r = await gql("{ __schema { queryType { fields { name } } mutationType { fields { name } } } }");
   assert.equal(r.status, 200, r.text);
   const names = [...r.json.data.__schema.queryType.fields, ...(r.json.data.__schema.mutationType?.fields ?? [])].map((f) => f.name);
   assert.ok(names.length > 0);
-  assert.ok(!names.some((n) => /callAs/i.test(n)), names.join(", "));
+  assert.ok(!names.some((n) => /authorize|callAs/i.test(n)), names.join(", "));
 });
 
 test("webhookEvents: the filters, limit and offset of bridgecore.events", async () => {
