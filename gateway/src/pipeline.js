@@ -7,11 +7,13 @@
 // token's role; the role and the claims end with the call or with its error;
 // an error of the check skips the call. One round trip, as a function that
 // ran the call's text would be, without parsing and planning that text per
-// request: both statements are prepared once per connection. The call's
-// statement is parsed inside the pipeline, after the check, so as the
+// request: each statement is prepared on a connection once it has completed
+// there (again after a pipeline that failed, within the bounds below). The
+// call's statement is parsed inside the pipeline, after the check, so as the
 // token's role (the gateway's login role may have no USAGE on schema
-// bridgecore, as documented); later executions check privileges as the
-// role of their own request.
+// bridgecore, as documented); later executions check function privileges
+// as the role of their own request (every token role has USAGE on the
+// schema).
 //
 // Sent through node-postgres's submittable interface (client.query(object)
 // with submit() and the handle* callbacks), which pg-cursor and
@@ -29,17 +31,19 @@ const AUTHORIZE_TEXT = "SELECT bridgecore_gateway.authorize($1)";
 const MAX_NAMES = 1000;
 const MAX_PER_CONNECTION = 100;
 const names = new Map();
-// The statements known to exist on a connection (parsed by a pipeline that
-// completed); a connection that is replaced starts empty.
+// Per connection: the statements known to exist there (parsed by a
+// pipeline that completed), and every name ever sent in a Parse there (a
+// pipeline that failed may have left it), which the bound applies to; a
+// connection that is replaced starts empty.
 const parsedOn = new WeakMap();
 
-function statementName(text, parsed) {
+function statementName(text, state) {
   let name = names.get(text);
   if (name === undefined) {
     if (names.size >= MAX_NAMES) return "";
     names.set(text, (name = `bridgecore_gateway_call_${names.size + 1}`));
   }
-  return parsed.has(name) || parsed.size < MAX_PER_CONNECTION ? name : "";
+  return state.sent.has(name) || state.sent.size < MAX_PER_CONNECTION ? name : "";
 }
 
 // A parameter as the text PostgreSQL reads: a string as it is, an array as
@@ -66,18 +70,19 @@ export class AuthorizedCall {
     this.completed = 0;     // CommandComplete messages seen: the check's, then the call's
     this.value = null;
     this.parsing = [];      // names this pipeline parses
-    this.parsed = null;
+    this.state = null;
     this.promise = new Promise((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
     });
+    this.promise.catch(() => {});   // awaited by the caller; an error after it gave up is not unhandled
   }
 
   submit(connection) {
-    let parsed = parsedOn.get(connection);
-    if (parsed === undefined) parsedOn.set(connection, (parsed = new Set()));
-    this.parsed = parsed;
-    const call = statementName(this.text, parsed);
+    let state = parsedOn.get(connection);
+    if (state === undefined) parsedOn.set(connection, (state = { parsed: new Set(), sent: new Set([AUTHORIZE_NAME]) }));
+    this.state = state;
+    const call = statementName(this.text, state);
     connection.stream.cork?.();
     try {
       this.prepare(connection, AUTHORIZE_NAME, AUTHORIZE_TEXT);
@@ -97,10 +102,13 @@ export class AuthorizedCall {
   // an error when there is none: a pipeline that failed may or may not have
   // parsed it), then parsed.
   prepare(connection, name, text) {
-    if (name !== "" && this.parsed.has(name)) return;
+    if (name !== "" && this.state.parsed.has(name)) return;
     if (name !== "") connection.close({ type: "S", name });
     connection.parse({ name, text });
-    if (name !== "") this.parsing.push(name);
+    if (name !== "") {
+      this.parsing.push(name);
+      this.state.sent.add(name);
+    }
   }
 
   handleRowDescription() {}
@@ -124,13 +132,18 @@ export class AuthorizedCall {
   handleCopyData() {}
 
   // The database's error (the pipeline skips to the Sync), or the
-  // connection's.
+  // connection's. A statement that should exist and does not (26000: a
+  // DEALLOCATE, a pooler between) makes every statement of the connection
+  // be closed and parsed again.
   handleError(err) {
+    if (err?.code === "26000" && this.state !== null) this.state.parsed.clear();
     this.reject(err);
+    this.callback?.(err);   // node-postgres's query_timeout wraps it
   }
 
   handleReadyForQuery() {
-    for (const name of this.parsing) this.parsed.add(name);
+    for (const name of this.parsing) this.state.parsed.add(name);
     this.resolve(this.value);
+    this.callback?.(null, this.value);
   }
 }

@@ -49,7 +49,7 @@ function inline(client, query) {
 // The claims the database gave for a token, by the token's text: a token
 // seen before builds its request's query at once, so that the database's
 // check of it (which still runs, in the same transaction, and alone sets
-// the role and the claims) and the query travel in one message. The same
+// the role and the claims) and the query go in one round trip. The same
 // text always verifies to the same claims; an expired or refused token
 // fails in the database as on its first use. Bounded: the oldest go first.
 const CLAIMS_CACHE_SIZE = 10000;
@@ -213,10 +213,6 @@ END
 $$;
 REVOKE ALL ON FUNCTION ${AUTHORIZE} FROM PUBLIC;
 COMMENT ON FUNCTION ${AUTHORIZE} IS '${AUTHORIZE_COMMENT.replace(/'/g, "''")}'`;
-// The function earlier gateways ran a known token's call with (the call's
-// text, run by EXECUTE): dropped where it is left.
-const OLD_CALL_AS = `${GATEWAY_SCHEMA}.call_as(text, text)`;
-
 async function ensureSchema(pool) {
   const { rows } = await pool.query("SELECT to_regnamespace($1) IS NOT NULL AS present", [GATEWAY_SCHEMA]);
   if (!rows[0].present) {
@@ -229,9 +225,7 @@ async function ensureSchema(pool) {
   }
   try {
     const fn = await pool.query("SELECT obj_description(to_regprocedure($1), 'pg_proc') AS comment," +
-      " has_function_privilege(to_regprocedure($1), 'EXECUTE') AS runs, to_regprocedure($2) IS NOT NULL AS old",
-      [AUTHORIZE, OLD_CALL_AS]);
-    if (fn.rows[0].old) await pool.query(`DROP FUNCTION IF EXISTS ${OLD_CALL_AS}`).catch(() => {});
+      " has_function_privilege(to_regprocedure($1), 'EXECUTE') AS runs", [AUTHORIZE]);
     if (fn.rows[0].comment === AUTHORIZE_COMMENT && fn.rows[0].runs) return true;
     await pool.query(AUTHORIZE_SQL);    // one message: one implicit transaction
     return true;

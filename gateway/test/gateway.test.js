@@ -280,15 +280,12 @@ test("bridgecore_gateway.authorize runs for the gateway's login role only", asyn
   }
 });
 
-test("the documented login role (NOINHERIT, owner of bridgecore_gateway, no privilege on schema bridgecore): known tokens' calls in one pipeline; an earlier gateway's call_as is dropped", async () => {
+test("the documented login role (NOINHERIT, owner of bridgecore_gateway, no privilege on schema bridgecore): known tokens' calls in one pipeline", async () => {
   await db.query("DROP ROLE IF EXISTS bridgecore_gateway_owner");
   await db.query("CREATE ROLE bridgecore_gateway_owner LOGIN NOINHERIT;" +
     " GRANT bridgecore_anon, bridgecore_app, bridgecore_admin, bridgecore_monitor TO bridgecore_gateway_owner;" +
     " ALTER SCHEMA bridgecore_gateway OWNER TO bridgecore_gateway_owner;" +
     " ALTER FUNCTION bridgecore_gateway.authorize(text) OWNER TO bridgecore_gateway_owner;" +
-    // what an earlier gateway left: its function that ran a call's text
-    " CREATE FUNCTION bridgecore_gateway.call_as(token text, query text) RETURNS text LANGUAGE sql AS 'SELECT NULL::text';" +
-    " ALTER FUNCTION bridgecore_gateway.call_as(text, text) OWNER TO bridgecore_gateway_owner;" +
     // its sessions count their calls of PL/pgSQL functions: authorize's
     " ALTER ROLE bridgecore_gateway_owner SET track_functions = 'pl'");
   const url = new URL(process.env.DATABASE_URL);
@@ -298,8 +295,6 @@ test("the documented login role (NOINHERIT, owner of bridgecore_gateway, no priv
     const { rows } = await db.query("SELECT has_schema_privilege('bridgecore_gateway_owner', 'bridgecore', 'USAGE') AS usage");
     assert.equal(rows[0].usage, false);
     gw = await startGateway({ databaseUrl: url.toString(), secret: SECRET, host: "127.0.0.1", port: 0, maxBodySize: 1024 * 1024 });
-    const old = await db.query("SELECT to_regprocedure('bridgecore_gateway.call_as(text, text)') AS f");
-    assert.equal(old.rows[0].f, null);
     const app = await token({ role: "bridgecore_app", user_id: 7, instance: "acme", jti: "owner-app" });
     const admin = await token({ role: "bridgecore_admin", jti: "owner-admin" });
     const send = (method, path, bearer, body) => fetch(gw.url + path, { method, headers: { Authorization: `Bearer ${bearer}` },
