@@ -21,7 +21,7 @@
 import { HttpError } from "./http.js";
 
 // The statement of the check, prepared on each connection.
-export const AUTHORIZE_NAME = "bridgecore_gateway_authorize";
+const AUTHORIZE_NAME = "bridgecore_gateway_authorize";
 const AUTHORIZE_TEXT = "SELECT bridgecore_gateway.authorize($1)";
 
 // Statement names by text. The calls' texts are few (one per route and set

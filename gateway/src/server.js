@@ -105,12 +105,13 @@ async function callAs(pool, token, build, role = "bridgecore_anon") {
     }
     const known = cachedClaims(token);
     if (known !== null) {
-      const pipelined = poolsWithAuthorize.has(pool);
-      const call = pipelined ? new AuthorizedCall(token, build(known)) : null;
-      const text = pipelined ? null : inline(client, build(known));
+      const query = build(known);
+      // Both forms refuse a bad value (a NUL) here, before anything is sent.
+      const call = poolsWithAuthorize.has(pool) ? new AuthorizedCall(token, query) : null;
+      const text = call === null ? inline(client, query) : null;
       queried = true;
       try {
-        if (pipelined) return await client.query(call).promise;
+        if (call !== null) return await client.query(call).promise;
         results = await client.query(`${verifyStatement(client, token)}; ${text}`);
       } catch (e) {
         const refused = tokenError(e);
