@@ -2,7 +2,7 @@ EXTENSION  = bridgecore
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = bridgecore
-OBJS = src/bridgecore.o src/ratelimit.o src/odoo_time.o src/launcher.o src/poller.o src/odoo_client.o src/decode.o src/json_scan.o src/ingest.o src/ingest_direct.o src/stats.o src/odoo_call.o src/xact.o src/text_util.o src/sync_token.o src/partition.o src/jwt.o src/login.o src/doorbell.o src/curl_loop.o src/sync_pull.o
+OBJS = src/bridgecore.o src/ratelimit.o src/odoo_time.o src/launcher.o src/poller.o src/odoo_client.o src/decode.o src/json_scan.o src/ingest.o src/ingest_direct.o src/stats.o src/odoo_call.o src/xact.o src/text_util.o src/sync_token.o src/partition.o src/jwt.o src/login.o src/doorbell.o src/curl_loop.o src/sync_pull.o src/claims.o
 
 # The install script of the current version is built from the current
 # sources, sql/src/NN_<concern>.sql, concatenated in the order of their

@@ -24,6 +24,8 @@
 # out. The cursors go back to the start of the log before each session.
 #
 # Usage: bench/gateway_callgrind.sh [SMALL pulls, default 40] [LARGE pulls, default 120]
+# PROFILE_DIR=dir keeps each way's LARGE session's callgrind file there as
+# <way>.out, for callgrind_annotate --inclusive=yes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
@@ -131,6 +133,11 @@ session() {
         [ -n "$n" ] && [ "$n" -gt "$best" ] && best=$n
     done
     [ "$best" -gt 0 ] || { echo "no count written for the $1 session" >&2; exit 1; }
+    if [ -n "${PROFILE_DIR:-}" ] && [ "$2" = "$LARGE" ]; then
+        for f in $(comm -13 <(echo "$before") <(ls "$WORK/cg")); do
+            [ "$(sed -n 's/^totals: //p' "$WORK/cg/$f")" = "$best" ] && cp "$WORK/cg/$f" "$PROFILE_DIR/$1.out"
+        done
+    fi
     echo "$best"
 }
 

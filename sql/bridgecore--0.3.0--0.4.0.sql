@@ -2253,3 +2253,28 @@ REVOKE ALL ON bridgecore.moved_position, bridgecore.moving_out FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bridgecore._routed_call(text, jsonb, text, jsonb), bridgecore._shard_step(text, jsonb)
     TO bridgecore_router;
 GRANT SELECT ON bridgecore.moved_position, bridgecore.moving_out TO bridgecore_admin;
+
+-- The token's check and the instance rule in C (src/jwt.c, src/claims.c):
+-- a request's claims are parsed once, not by each function that reads them,
+-- and verify_token runs without a change of user or search_path (it reads
+-- the secret from the setting's variable, never through SQL). Same
+-- signatures, results and errors; grants and comments are kept.
+CREATE OR REPLACE FUNCTION bridgecore._instance_id(instance text)
+RETURNS integer LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'bridgecore_instance_id';
+CREATE OR REPLACE FUNCTION bridgecore.verify_token(token text)
+RETURNS jsonb LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'bridgecore_verify_token';
+
+-- What a gateway with one pool of connections for every user runs first in
+-- a request's transaction, as bridgecore_anon: verify_token's check, then
+-- the token's role and its claims in request.jwt.claims, both local to the
+-- transaction (the role as SET ROLE allows it: the session's user must be a
+-- member). In C (src/jwt.c): the claims are then known without parsing.
+CREATE FUNCTION bridgecore.authorize(token text)
+RETURNS void LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'bridgecore_authorize';
+COMMENT ON FUNCTION bridgecore.authorize(text)
+    IS 'Verifies a token, then acts as it for the rest of the transaction: its role and request.jwt.claims.';
+REVOKE ALL ON FUNCTION bridgecore.authorize(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bridgecore.authorize(text) TO bridgecore_anon;

@@ -20,6 +20,8 @@
 #endif
 #include "common/sha2.h"
 
+#include "claims.h"
+
 PG_FUNCTION_INFO_V1(bridgecore_jwt_sign);
 PG_FUNCTION_INFO_V1(bridgecore_jwt_verify);
 
@@ -229,6 +231,25 @@ jwt_secret_or_error(void)
 	return bridgecore_jwt_secret;
 }
 
+/* The base64url of JWT_HEADER, the header of the tokens this server signs. */
+static const char *
+own_header(void)
+{
+	static char encoded[64];
+
+	if (encoded[0] == '\0')
+	{
+		StringInfoData b;
+
+		initStringInfo(&b);
+		b64url_append(&b, (const uint8 *) JWT_HEADER, strlen(JWT_HEADER));
+		Assert(b.len < (int) sizeof(encoded));
+		memcpy(encoded, b.data, b.len + 1);
+		pfree(b.data);
+	}
+	return encoded;
+}
+
 /* The base64url signature of signing_input, appended to out. */
 static void
 append_signature(StringInfo out, const char *signing_input, size_t len)
@@ -257,7 +278,7 @@ bridgecore_jwt_sign(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("token claims must be a JSON object")));
 	initStringInfo(&token);
-	b64url_append(&token, (const uint8 *) JWT_HEADER, strlen(JWT_HEADER));
+	appendStringInfoString(&token, own_header());
 	appendStringInfoChar(&token, '.');
 	b64url_append(&token, (const uint8 *) payload, strlen(payload));
 	signing_len = token.len;
@@ -311,10 +332,9 @@ numeric_claim(Jsonb *claims, const char *key, double *out)
  * raises "invalid token" (28000, or PT401 through PostgREST) with the
  * reason in the detail.
  */
-Datum
-bridgecore_jwt_verify(PG_FUNCTION_ARGS)
+static Jsonb *
+jwt_verify(text *t)
 {
-	text	   *t;
 	const char *s;
 	size_t		len;
 	const char *dot1;
@@ -333,9 +353,8 @@ bridgecore_jwt_verify(PG_FUNCTION_ARGS)
 	double		nbf;
 	double		now;
 
-	if (PG_ARGISNULL(0))
+	if (t == NULL)
 		raise_unauthorized("No token was given.");
-	t = PG_GETARG_TEXT_PP(0);
 	s = VARDATA_ANY(t);
 	len = VARSIZE_ANY_EXHDR(t);
 	if (len > JWT_MAX_LENGTH)
@@ -357,16 +376,21 @@ bridgecore_jwt_verify(PG_FUNCTION_ARGS)
 	if (diff != 0)
 		raise_unauthorized("The signature does not match: the token was not issued with this server's bridgecore.jwt_secret, or it was changed.");
 
-	if (!b64url_decode(s, dot1 - s, &header, &header_len) ||
-		!b64url_decode(dot1 + 1, dot2 - dot1 - 1, &payload, &payload_len) ||
-		strlen(header) != header_len || strlen(payload) != payload_len)
+	if (!b64url_decode(dot1 + 1, dot2 - dot1 - 1, &payload, &payload_len) ||
+		strlen(payload) != payload_len)
 		raise_unauthorized("The token's header or claims are not base64url.");
-	hdr = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(header)));
-	alg = JB_ROOT_IS_OBJECT(hdr) && !JB_ROOT_IS_SCALAR(hdr)
-		? getKeyJsonValueFromContainer(&hdr->root, "alg", 3, NULL) : NULL;
-	if (alg == NULL || alg->type != jbvString ||
-		alg->val.string.len != 5 || memcmp(alg->val.string.val, "HS256", 5) != 0)
-		raise_unauthorized("The token's algorithm is not HS256.");
+	/* The header this server writes is HS256: only another one is read. */
+	if ((size_t) (dot1 - s) != strlen(own_header()) || memcmp(s, own_header(), dot1 - s) != 0)
+	{
+		if (!b64url_decode(s, dot1 - s, &header, &header_len) || strlen(header) != header_len)
+			raise_unauthorized("The token's header or claims are not base64url.");
+		hdr = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(header)));
+		alg = JB_ROOT_IS_OBJECT(hdr) && !JB_ROOT_IS_SCALAR(hdr)
+			? getKeyJsonValueFromContainer(&hdr->root, "alg", 3, NULL) : NULL;
+		if (alg == NULL || alg->type != jbvString ||
+			alg->val.string.len != 5 || memcmp(alg->val.string.val, "HS256", 5) != 0)
+			raise_unauthorized("The token's algorithm is not HS256.");
+	}
 	claims = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(payload)));
 	if (!JB_ROOT_IS_OBJECT(claims) || JB_ROOT_IS_SCALAR(claims))
 		raise_unauthorized("The token's claims are not a JSON object.");
@@ -378,5 +402,76 @@ bridgecore_jwt_verify(PG_FUNCTION_ARGS)
 		raise_unauthorized("The token has expired.");
 	if (numeric_claim(claims, "nbf", &nbf) && now < nbf)
 		raise_unauthorized("The token is not valid yet (nbf).");
-	PG_RETURN_JSONB_P(claims);
+	return claims;
+}
+
+Datum
+bridgecore_jwt_verify(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(jwt_verify(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0)));
+}
+
+/* Whether v is the JSON string s. */
+static bool
+is_string(const JsonbValue *v, const char *s)
+{
+	return v != NULL && v->type == jbvString &&
+		v->val.string.len == (int) strlen(s) && memcmp(v->val.string.val, s, v->val.string.len) == 0;
+}
+
+/*
+ * bridgecore.verify_token(token text) returns jsonb: the claims of a valid
+ * token (_jwt_verify) whose role is one a request may act as, bridgecore_app
+ * or bridgecore_admin.  A request acts as its token's role, so a token for
+ * any other role is refused here; the gateway verifies every request's
+ * token with this function only.  In C and not SECURITY DEFINER: the secret
+ * is read from the setting's variable, never through SQL, and a call costs
+ * no change of user or search_path.
+ */
+PG_FUNCTION_INFO_V1(bridgecore_verify_token);
+
+static Jsonb *
+request_claims(text *token, JsonbValue **role)
+{
+	Jsonb	   *claims = jwt_verify(token);
+
+	*role = getKeyJsonValueFromContainer(&claims->root, "role", 4, NULL);
+	if (!is_string(*role, "bridgecore_app") && !is_string(*role, "bridgecore_admin"))
+		raise_unauthorized("The token's role is not bridgecore_app or bridgecore_admin.");
+	return claims;
+}
+
+Datum
+bridgecore_verify_token(PG_FUNCTION_ARGS)
+{
+	JsonbValue *role;
+
+	PG_RETURN_JSONB_P(request_claims(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &role));
+}
+
+/*
+ * bridgecore.authorize(token text): verify_token's check, then the rest of
+ * the transaction acts as the token: its role, and its claims in
+ * request.jwt.claims, as set_config(..., true) sets them (so they end with
+ * the transaction, or with its error).  For a gateway that keeps one pool
+ * of connections for every user: it calls this as bridgecore_anon, then the
+ * request's statement.  The role is checked as SET ROLE checks it: the
+ * session's user must be a member of it.
+ */
+PG_FUNCTION_INFO_V1(bridgecore_authorize);
+
+Datum
+bridgecore_authorize(PG_FUNCTION_ARGS)
+{
+	JsonbValue *role;
+	Jsonb	   *claims = request_claims(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &role);
+	char	   *claims_text = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
+
+	DirectFunctionCall3(set_config_by_name, CStringGetTextDatum("role"),
+						PointerGetDatum(cstring_to_text_with_len(role->val.string.val, role->val.string.len)),
+						BoolGetDatum(true));
+	DirectFunctionCall3(set_config_by_name, CStringGetTextDatum("request.jwt.claims"),
+						CStringGetTextDatum(claims_text), BoolGetDatum(true));
+	bc_claims_remember(claims_text, claims);
+	PG_RETURN_VOID();
 }

@@ -70,6 +70,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "claims.h"
 #include "sync_token.h"
 
 /* C functions of other files, called directly rather than through SQL. */
@@ -100,7 +101,6 @@ static uint64 part_cache_generation = 0;
 static SPIPlanPtr app_type_plan = NULL;
 static SPIPlanPtr app_types_plan = NULL;
 static SPIPlanPtr model_names_plan = NULL;
-static SPIPlanPtr instance_plan = NULL;
 static SPIPlanPtr state_select_plan = NULL;
 static SPIPlanPtr state_insert_plan = NULL;
 static SPIPlanPtr state_update_plan = NULL;
@@ -644,36 +644,11 @@ read_page(Relation parent, Snapshot snapshot, int32 inst, int64 pos, int lim, co
  * The checks and the state row
  * --------------------------------------------------------------------- */
 
-static const char *
-jwt_claims(void)
-{
-	const char *claims = GetConfigOption("request.jwt.claims", true, false);
-
-	return (claims == NULL || claims[0] == '\0') ? NULL : claims;
-}
-
-/* claims::jsonb ->> key, or NULL. */
-static text *
-claim_text(const char *claims, const char *key)
-{
-	LOCAL_FCINFO(fcinfo, 2);
-	Datum		jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(claims));
-	Datum		result;
-
-	InitFunctionCallInfoData(*fcinfo, NULL, 2, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = jb;
-	fcinfo->args[0].isnull = false;
-	fcinfo->args[1].value = CStringGetTextDatum(key);
-	fcinfo->args[1].isnull = false;
-	result = jsonb_object_field_text(fcinfo);
-	return fcinfo->isnull ? NULL : DatumGetTextPP(result);
-}
-
 /* As bridgecore._check_device(): the user and device a request names. */
 static void
 check_device(bool user_null, int64 user_id, text *device)
 {
-	const char *claims;
+	text	   *claimed;
 
 	if (user_null)
 		ereport(ERROR,
@@ -706,14 +681,13 @@ check_device(bool user_null, int64 user_id, text *device)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("device_id must not contain control characters"),
 				 errhint("Pass a stable identifier of the device, 1 to 255 printable characters.")));
-	claims = jwt_claims();
-	if (claims != NULL)
+	claimed = bc_claim_user_id();
+	if (claimed != NULL)
 	{
-		text	   *claimed = claim_text(claims, "user_id");
 		char		buf[32];
 
 		snprintf(buf, sizeof(buf), INT64_FORMAT, user_id);
-		if (claimed != NULL &&
+		if (
 			(VARSIZE_ANY_EXHDR(claimed) != strlen(buf) ||
 			 memcmp(VARDATA_ANY(claimed), buf, strlen(buf)) != 0))
 			ereport(ERROR,
@@ -886,31 +860,26 @@ wanted_models(text *app_type, ArrayType *filter, Wanted *w)
 	}
 }
 
+/*
+ * The instance of the pull: the token's (claims), else the one named, else
+ * the one a "bc1:" sync token names, if it still exists, else the only one
+ * (bc_instance_id() is the rule of every function; the sync token's part is
+ * sync_pull's own).
+ */
 static int32
 instance_id(text *instance, text *sync_token)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		args[2];
-	char		nulls[2];
-	bool		isnull;
-	Datum		d;
+	if (instance == NULL && sync_token != NULL && bc_claim_instance() == NULL)
+	{
+		int32		named;
+		int64		position;
+		int64		resets;
 
-	if (instance_plan == NULL)
-		instance_plan = bc_prepare_kept("SELECT bridgecore._instance_id(coalesce($1,"
-										" (SELECT i.name FROM bridgecore.instance i"
-										"   WHERE i.id = bridgecore._token_instance_id($2)"
-										"     AND nullif(current_setting('request.jwt.claims', true), '')::jsonb"
-										"         ->> 'instance' IS NULL)))", 2, types);
-	args[0] = PointerGetDatum(instance);
-	nulls[0] = instance == NULL ? 'n' : ' ';
-	args[1] = PointerGetDatum(sync_token);
-	nulls[1] = sync_token == NULL ? 'n' : ' ';
-	if (SPI_execute_plan(instance_plan, args, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not resolve the instance");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-		elog(ERROR, "no instance id");
-	return DatumGetInt32(d);
+		if (sync_token_parse(VARDATA_ANY(sync_token), VARSIZE_ANY_EXHDR(sync_token), &named, &position, &resets) &&
+			named >= 0 && bc_instance_exists(named))
+			return named;
+	}
+	return bc_instance_id(instance);
 }
 
 /*

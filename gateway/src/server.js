@@ -193,16 +193,32 @@ async function checkDatabase(pool, secret) {
 }
 
 // The check of a known token's request, the first statement of its
-// pipeline (pipeline.js): as bridgecore_anon it asks bridgecore.verify_token
-// for the token's claims, then sets the token's role and request.jwt.claims
-// (as PostgREST does). Both settings (set_config(..., true)) last until the
-// end of the transaction, not of the function: the pipeline's one implicit
+// pipeline (pipeline.js): as bridgecore_anon it has the extension check the
+// token and set the token's role and request.jwt.claims (as PostgREST does):
+// bridgecore.authorize, or before 0.4.0 bridgecore.verify_token and two
+// set_config. Both settings (set_config(..., true)) last until the end of
+// the transaction, not of the function: the pipeline's one implicit
 // transaction, whose next statement is the call. Only its owner (the
-// gateway's login role) may run it. The comment hides it from PostGraphile.
+// gateway's login role) may run it. The comment hides it from PostGraphile
+// and says which body it has. The current body names the schema of
+// everything it calls, so it needs no SET search_path (whose save and
+// restore each call would pay).
 const AUTHORIZE = `${GATEWAY_SCHEMA}.authorize(text)`;
-const AUTHORIZE_COMMENT = "@behavior -*\nbridgecore gateway: the check of a request's token, then its role and claims (1)";
-const AUTHORIZE_SQL = `CREATE OR REPLACE FUNCTION ${GATEWAY_SCHEMA}.authorize(token text)
-RETURNS void LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+const AUTHORIZE_BODIES = {
+  current: {
+    comment: "@behavior -*\nbridgecore gateway: the check of a request's token, then its role and claims (2)",
+    body: `RETURNS void LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('role', 'bridgecore_anon', true);
+    PERFORM bridgecore.authorize(token);
+END
+$$`,
+  },
+  // An extension before 0.4.0 has no bridgecore.authorize.
+  verifyToken: {
+    comment: "@behavior -*\nbridgecore gateway: the check of a request's token, then its role and claims (1)",
+    body: `RETURNS void LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c jsonb;
@@ -211,9 +227,13 @@ BEGIN
     c := bridgecore.verify_token(token);
     PERFORM set_config('role', c ->> 'role', true), set_config('request.jwt.claims', c::text, true);
 END
-$$;
+$$`,
+  },
+};
+const authorizeSql = ({ comment, body }) => `CREATE OR REPLACE FUNCTION ${GATEWAY_SCHEMA}.authorize(token text)
+${body};
 REVOKE ALL ON FUNCTION ${AUTHORIZE} FROM PUBLIC;
-COMMENT ON FUNCTION ${AUTHORIZE} IS '${AUTHORIZE_COMMENT.replace(/'/g, "''")}'`;
+COMMENT ON FUNCTION ${AUTHORIZE} IS '${comment.replace(/'/g, "''")}'`;
 async function ensureSchema(pool) {
   const { rows } = await pool.query("SELECT to_regnamespace($1) IS NOT NULL AS present", [GATEWAY_SCHEMA]);
   if (!rows[0].present) {
@@ -225,10 +245,14 @@ async function ensureSchema(pool) {
     }
   }
   try {
+    // The catalog, not to_regprocedure: the login role need have no USAGE on bridgecore.
     const fn = await pool.query("SELECT obj_description(to_regprocedure($1), 'pg_proc') AS comment," +
-      " has_function_privilege(to_regprocedure($1), 'EXECUTE') AS runs", [AUTHORIZE]);
-    if (fn.rows[0].comment === AUTHORIZE_COMMENT && fn.rows[0].runs) return true;
-    await pool.query(AUTHORIZE_SQL);    // one message: one implicit transaction
+      " has_function_privilege(to_regprocedure($1), 'EXECUTE') AS runs," +
+      " EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace" +
+      "   WHERE n.nspname = 'bridgecore' AND p.proname = 'authorize') AS extension_authorizes", [AUTHORIZE]);
+    const wanted = AUTHORIZE_BODIES[fn.rows[0].extension_authorizes ? "current" : "verifyToken"];
+    if (fn.rows[0].comment === wanted.comment && fn.rows[0].runs) return true;
+    await pool.query(authorizeSql(wanted));    // one message: one implicit transaction
     return true;
   } catch (e) {
     // Without it a known token's call is the message of verifyStatement

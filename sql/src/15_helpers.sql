@@ -6,54 +6,13 @@ CREATE FUNCTION bridgecore._rate_limit(kind text, instance_id integer, user_id b
 RETURNS void LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'bridgecore_rate_limit';
 
--- Resolves an instance name to its id. NULL is allowed only when exactly
--- one instance exists.
+-- The instance a call acts on: the token's, when the request's claims name
+-- one (a call naming another is refused, 42501); else the one named; else
+-- the only one there is (none: 55000; several: 22004). In C (src/claims.c),
+-- which sync_pull calls directly: one implementation of the rule.
 CREATE FUNCTION bridgecore._instance_id(instance text)
-RETURNS integer LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    found_id integer;
-    n bigint;
-    claims text := nullif(current_setting('request.jwt.claims', true), '');
-    claimed text;
-BEGIN
-    -- A PostgREST caller whose JWT names an instance is confined to it.
-    IF claims IS NOT NULL THEN
-        claimed := claims::jsonb ->> 'instance';
-        IF claimed IS NOT NULL THEN
-            IF instance IS NOT NULL AND instance IS DISTINCT FROM claimed THEN
-                RAISE EXCEPTION 'instance "%" does not match the authenticated instance', left(instance, 64)
-                    USING ERRCODE = 'insufficient_privilege',
-                          HINT = 'Omit instance, or pass the one your token is for.';
-            END IF;
-            instance := claimed;
-        END IF;
-    END IF;
-    IF instance IS NOT NULL THEN
-        SELECT i.id INTO found_id FROM bridgecore.instance i WHERE i.name = instance;
-        IF NOT FOUND THEN
-            -- A caller confined by its token learns no other instance's name.
-            RAISE EXCEPTION 'unknown instance "%"', instance
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = CASE WHEN claimed IS NOT NULL THEN 'Check the instance named by your token.'
-                                  ELSE 'Known instances: ' || coalesce((SELECT string_agg(i.name, ', ' ORDER BY i.name) FROM bridgecore.instance i), 'none') || '.' END;
-        END IF;
-        RETURN found_id;
-    END IF;
-    SELECT min(i.id), count(*) INTO found_id, n FROM bridgecore.instance i;
-    IF n = 1 THEN
-        RETURN found_id;
-    ELSIF n = 0 THEN
-        RAISE EXCEPTION 'no Odoo instance is configured'
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'An administrator adds one with bridgecore.add_instance().';
-    END IF;
-    RAISE EXCEPTION 'instance must be given when several instances exist'
-        USING ERRCODE = 'null_value_not_allowed',
-              HINT = 'Pass instance => one of: ' || (SELECT string_agg(i.name, ', ' ORDER BY i.name) FROM bridgecore.instance i) || '.';
-END
-$$;
+RETURNS integer LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'bridgecore_instance_id';
 
 -- A page size or count from 1 to max_value. In C (src/sync_pull.c), which
 -- sync_pull calls directly: one implementation of the rule.

@@ -135,27 +135,24 @@ COMMENT ON FUNCTION bridgecore.refresh_token(text)
 
 -- A request acts as its token's role, so a token for any role but the two a
 -- request may have is refused here (the gateway verifies every request's
--- token with this function only).
+-- token with this function only). In C (src/jwt.c), not SECURITY DEFINER:
+-- it reads the secret from the setting's variable, never through SQL.
 CREATE FUNCTION bridgecore.verify_token(token text)
-RETURNS jsonb LANGUAGE plpgsql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    claims jsonb := bridgecore._jwt_verify(verify_token.token);
-BEGIN
-    IF jsonb_typeof(claims -> 'role') IS DISTINCT FROM 'string'
-       OR claims ->> 'role' NOT IN ('bridgecore_app', 'bridgecore_admin') THEN
-        RAISE EXCEPTION 'invalid token'
-            USING ERRCODE = CASE WHEN coalesce(current_setting('request.method', true), '') = ''
-                                 THEN 'invalid_authorization_specification' ELSE 'PT401' END,
-                  DETAIL = 'The token''s role is not bridgecore_app or bridgecore_admin.',
-                  HINT = 'Log in again with bridgecore.login().';
-    END IF;
-    RETURN claims;
-END
-$$;
+RETURNS jsonb LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'bridgecore_verify_token';
 COMMENT ON FUNCTION bridgecore.verify_token(text)
     IS 'The claims of a valid token signed with bridgecore.jwt_secret for bridgecore_app or bridgecore_admin.';
+
+-- What a gateway with one pool of connections for every user runs first in
+-- a request's transaction, as bridgecore_anon: verify_token's check, then
+-- the token's role and its claims in request.jwt.claims, both local to the
+-- transaction (the role as SET ROLE allows it: the session's user must be a
+-- member). In C (src/jwt.c): the claims are then known without parsing.
+CREATE FUNCTION bridgecore.authorize(token text)
+RETURNS void LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'bridgecore_authorize';
+COMMENT ON FUNCTION bridgecore.authorize(text)
+    IS 'Verifies a token, then acts as it for the rest of the transaction: its role and request.jwt.claims.';
 
 CREATE FUNCTION bridgecore.issue_token(
     role text,
@@ -203,10 +200,11 @@ REVOKE ALL ON FUNCTION bridgecore._jwt_sign(jsonb), bridgecore._jwt_verify(text)
                        bridgecore._odoo_authenticate(integer, text, text),
                        bridgecore._setting_seconds(text), bridgecore._issue_token(jsonb, integer),
                        bridgecore.login(text, text, text), bridgecore.refresh_token(text),
-                       bridgecore.verify_token(text),
+                       bridgecore.verify_token(text), bridgecore.authorize(text),
                        bridgecore.issue_token(text, bigint, text, interval) FROM PUBLIC;
 GRANT USAGE ON SCHEMA bridgecore TO bridgecore_anon;
 GRANT EXECUTE ON FUNCTION bridgecore.login(text, text, text), bridgecore.verify_token(text)
     TO bridgecore_anon, bridgecore_app;
 GRANT EXECUTE ON FUNCTION bridgecore.refresh_token(text) TO bridgecore_app;
+GRANT EXECUTE ON FUNCTION bridgecore.authorize(text) TO bridgecore_anon;
 GRANT EXECUTE ON FUNCTION bridgecore.issue_token(text, bigint, text, interval) TO bridgecore_admin;

@@ -83,6 +83,38 @@ SELECT regexp_replace(try(format($$ SELECT bridgecore.sync_reset(7, %L) $$, :'de
 SELECT try(format($$ SELECT bridgecore.sync_reset(7, %L) $$, :'dev_b')) AS other_device;
 RESET bridgecore.rate_limit_sync_reset;
 
+-- The instance rule (C, no SET search_path of its own) prepares its
+-- statements in the caller's session: they name the schema of every
+-- operator and function, so an operator earlier in the search_path is not
+-- theirs. A new session, so that they are prepared here.
+\c
+CREATE SCHEMA regress_bc_evil;
+CREATE FUNCTION regress_bc_evil.text_eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN RAISE NOTICE 'regress_bc_evil.= called'; RETURN a OPERATOR(pg_catalog.=) b; END $$;
+CREATE FUNCTION regress_bc_evil.int_eq(a integer, b integer) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN RAISE NOTICE 'regress_bc_evil.= called'; RETURN a OPERATOR(pg_catalog.=) b; END $$;
+CREATE OPERATOR regress_bc_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = regress_bc_evil.text_eq);
+CREATE OPERATOR regress_bc_evil.= (LEFTARG = integer, RIGHTARG = integer, FUNCTION = regress_bc_evil.int_eq);
+SET search_path = regress_bc_evil, pg_catalog, public;
+SELECT bridgecore._instance_id('main') OPERATOR(pg_catalog.=) (SELECT id FROM bridgecore.instance WHERE name OPERATOR(pg_catalog.=) 'main') AS by_name;
+SELECT bridgecore._instance_id(NULL) IS NOT NULL AS the_only_one;
+SET bridgecore.rate_limit_sync_pull = 0;
+SELECT (bridgecore.sync_pull(7, 'evil-path-device', 'sales_app',
+                             sync_token => 'bc1:' || (SELECT id FROM bridgecore.instance WHERE name OPERATOR(pg_catalog.=) 'main') || ':0')
+        ->> 'status') AS pulled;
+-- Claims are parsed once per distinct text, and read anew when it changes;
+-- claims that are not JSON are refused as before.
+SELECT set_config('request.jwt.claims', '{"instance": "gone"}', false) IS NOT NULL AS claims_set;
+SELECT try($$ SELECT bridgecore._instance_id(NULL) $$);
+SELECT set_config('request.jwt.claims', '{"instance": "main"}', false) IS NOT NULL AS claims_set;
+SELECT try($$ SELECT bridgecore._instance_id('gone') $$);
+SELECT bridgecore._instance_id(NULL) IS NOT NULL AS confined;
+SELECT set_config('request.jwt.claims', '{"instance": ', false) IS NOT NULL AS claims_set;
+SELECT try($$ SELECT bridgecore._instance_id(NULL) $$);
+SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS claims_cleared;
+RESET search_path;
+DROP SCHEMA regress_bc_evil CASCADE;
+
 DROP OWNED BY regress_bc_device, regress_bc_admin;
 DROP ROLE regress_bc_device;
 DROP ROLE regress_bc_admin;
