@@ -221,12 +221,20 @@ bc_instance_id(text *instance)
 			elog(ERROR, "could not look up an instance");
 		if (SPI_processed == 1)
 			return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		/* A caller confined by its token learns no other instance's name. */
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown instance \"%s\"", text_to_cstring(instance)),
-				 claimed != NULL ? errhint("Check the instance named by your token.")
-				 : errhint("Known instances: %s.", instance_names())));
+		/*
+		 * A caller confined by its token learns no other instance's name.
+		 * The hint's query runs before ereport(), so that its own failure
+		 * cannot replace this error midway.
+		 */
+		{
+			char	   *hint = claimed != NULL ? pstrdup("Check the instance named by your token.")
+				: psprintf("Known instances: %s.", instance_names());
+
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown instance \"%s\"", text_to_cstring(instance)),
+					 errhint("%s", hint)));
+		}
 	}
 
 	if (only_plan == NULL)
@@ -242,10 +250,14 @@ bc_instance_id(text *instance)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("no Odoo instance is configured"),
 				 errhint("An administrator adds one with bridgecore.add_instance().")));
-	ereport(ERROR,
-			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-			 errmsg("instance must be given when several instances exist"),
-			 errhint("Pass instance => one of: %s.", instance_names())));
+	{
+		char	   *names = instance_names();
+
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("instance must be given when several instances exist"),
+				 errhint("Pass instance => one of: %s.", names)));
+	}
 	pg_unreachable();
 }
 

@@ -8,8 +8,8 @@
 // acting as bridgecore_app, a prepared SELECT bridgecore.sync_pull(...).
 // Each client pulls its own fixed sequence of devices (a PRNG seeded with
 // seed and the client's number), so both sides make the same calls.
-// CLIENT=minimal: on both sides the least a client can do instead of
-// node:http's client and node-postgres: one socket per client, one write per
+// CLIENT=minimal (the default; CLIENT=node for node:http's client and
+// node-postgres): on both sides the least a client can do: one socket per client, one write per
 // pull, the answer's bytes framed by hand (HTTP/1.1 with Content-Length; the
 // PostgreSQL protocol), its JSON parsed as before. Prints one JSON line: {"side", "seconds", "pulls", "events", "pps", "client_cpu_ms"
 // (this process's CPU time during the pulls)}; exits
@@ -181,7 +181,7 @@ async function sqlClient() {
 async function main() {
   const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS });
   const calls = [];
-  const minimal = process.env.CLIENT === "minimal";
+  const minimal = (process.env.CLIENT ?? "minimal") !== "node";
   for (let c = 0; c < CLIENTS; c++) {
     if (side === "rest") calls.push(minimal ? minimalRestClient() : restClient(agent));
     else calls.push(minimal ? await minimalSqlClient() : await sqlClient());

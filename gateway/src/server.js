@@ -249,7 +249,8 @@ async function ensureSchema(pool) {
     const fn = await pool.query("SELECT obj_description(to_regprocedure($1), 'pg_proc') AS comment," +
       " has_function_privilege(to_regprocedure($1), 'EXECUTE') AS runs," +
       " EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace" +
-      "   WHERE n.nspname = 'bridgecore' AND p.proname = 'authorize') AS extension_authorizes", [AUTHORIZE]);
+      "   WHERE n.nspname = 'bridgecore' AND p.proname = 'authorize' AND p.proargtypes = '25'" +
+      "     AND has_function_privilege('bridgecore_anon', p.oid, 'EXECUTE')) AS extension_authorizes", [AUTHORIZE]);
     const wanted = AUTHORIZE_BODIES[fn.rows[0].extension_authorizes ? "current" : "verifyToken"];
     if (fn.rows[0].comment === wanted.comment && fn.rows[0].runs) return true;
     await pool.query(authorizeSql(wanted));    // one message: one implicit transaction
