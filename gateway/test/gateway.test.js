@@ -335,6 +335,43 @@ test("the documented login role (NOINHERIT, owner of bridgecore_gateway, no priv
   }
 });
 
+test("bridgecore_gateway.authorize calls bridgecore.authorize where bridgecore_anon may, else checks with verify_token as before 0.4.0", async () => {
+  const body = async () => (await db.query("SELECT p.prosrc, p.proconfig, obj_description(p.oid, 'pg_proc') AS comment" +
+    " FROM pg_proc p WHERE p.oid = 'bridgecore_gateway.authorize(text)'::regprocedure")).rows[0];
+  const current = await body();
+  assert.match(current.prosrc, /bridgecore\.authorize\(token\)/);
+  assert.equal(current.proconfig, null);    // no SET search_path: everything it calls is schema-qualified
+  assert.match(current.comment, /\(2\)$/);
+  await db.query("REVOKE EXECUTE ON FUNCTION bridgecore.authorize(text) FROM bridgecore_anon");
+  let gw;
+  try {
+    gw = await startGateway({ databaseUrl: process.env.DATABASE_URL, secret: SECRET, host: "127.0.0.1", port: 0, maxBodySize: 1024 * 1024 });
+    const older = await body();
+    assert.match(older.prosrc, /bridgecore\.verify_token\(token\)/);
+    assert.match(older.comment, /\(1\)$/);
+    const app = await token({ role: "bridgecore_app", user_id: 7, instance: "acme", jti: "older-app" });
+    for (let i = 1; i <= 2; i++) {    // the token's first use, then the pipeline through the older body
+      const pull = await fetch(gw.url + "/api/v2/sync/pull", { method: "POST", headers: { Authorization: `Bearer ${app}` },
+        body: JSON.stringify({ device_id: "older-phone", app_type: "sales_app" }) });
+      assert.equal(pull.status, 200, await pull.text());
+      const other = await fetch(gw.url + "/api/v2/sync/pull", { method: "POST", headers: { Authorization: `Bearer ${app}` },
+        body: JSON.stringify({ user_id: 8, device_id: "older-phone", app_type: "sales_app" }) });
+      assert.equal(other.status, 403);
+      const refused = await fetch(gw.url + "/api/v1/webhooks/cleanup?before=2000-01-01T00:00:00Z",
+        { method: "DELETE", headers: { Authorization: `Bearer ${app}` } });
+      assert.equal(refused.status, 403);
+      assert.equal((await refused.json()).code, "42501");
+    }
+  } finally {
+    await gw?.close();
+    await db.query("GRANT EXECUTE ON FUNCTION bridgecore.authorize(text) TO bridgecore_anon");
+  }
+  // The next start puts the current body back.
+  gw = await startGateway({ databaseUrl: process.env.DATABASE_URL, secret: SECRET, host: "127.0.0.1", port: 0, maxBodySize: 1024 * 1024 });
+  await gw.close();
+  assert.match((await body()).comment, /\(2\)$/);
+});
+
 test("a login role that may not create authorize: known tokens' calls go as one message, with the same checks", async () => {
   await db.query("DROP ROLE IF EXISTS bridgecore_gateway_guest");
   await db.query("CREATE ROLE bridgecore_gateway_guest LOGIN NOINHERIT;" +
