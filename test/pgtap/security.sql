@@ -2,7 +2,7 @@
 -- user check.
 \ir setup.psql
 
-SELECT plan(72);
+SELECT plan(74);
 
 DO $$ BEGIN
     PERFORM bridgecore.add_instance('main', 'https://erp.example.com', 'prod', 'bot', 's3cret-secret-key');
@@ -42,8 +42,8 @@ SELECT is(pg_temp.executable('bridgecore_app'),
           ARRAY['check_updates', 'events', 'login', 'refresh_token', 'sync_pull', 'sync_reset', 'sync_reset_all',
                 'sync_scope', 'sync_state', 'verify_token'],
           'the app role can execute exactly the sync, query and token functions');
-SELECT is(pg_temp.executable('bridgecore_anon'), ARRAY['login', 'ring', 'verify_token'],
-          'the anonymous role can only log in, verify tokens and ring with a push key');
+SELECT is(pg_temp.executable('bridgecore_anon'), ARRAY['authorize', 'login', 'ring', 'verify_token'],
+          'the anonymous role can only log in, verify tokens (and act as one: authorize) and ring with a push key');
 -- Admins are monitors too; the stats views and bridgecore.instances read
 -- shared memory through the read-only _stats/_error_kinds/_last_success
 -- helpers, so monitors may call them (and _doorbell_stats, the doorbell's).
@@ -105,8 +105,24 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
                 'deactivate_idle_devices', 'discover_models', 'events', 'ignore_dead_letter', 'ingest',
                 'initialize_audit', 'issue_token', 'login', 'metrics', 'partitions', 'refresh_token', 'remove_instance',
                 'retry_dead_letter', 'retry_dead_letters', 'ring', 'set_app_type', 'stats_reset', 'status', 'sync_pull',
-                'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'verify_token', 'wake'],
-          'the SECURITY DEFINER functions are exactly the granted API (and a router''s move steps)');
+                'sync_reset', 'sync_reset_all', 'sync_scope', 'sync_state', 'wake'],
+          'the SECURITY DEFINER functions are exactly the granted API (and a router''s move steps), but for the two below');
+-- The granted functions that run as their caller: C that runs no SQL (the
+-- secret is read from the setting's variable), so nothing for a definer's
+-- rights to protect.
+SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
+            WHERE p.pronamespace = 'bridgecore'::regnamespace AND NOT p.prosecdef
+              AND p.proname !~ '^_'    -- the API; the views' C readers (_stats_models...) are not
+              AND (has_function_privilege('bridgecore_anon', p.oid, 'EXECUTE')
+                   OR has_function_privilege('bridgecore_app', p.oid, 'EXECUTE')
+                   OR has_function_privilege('bridgecore_monitor', p.oid, 'EXECUTE')
+                   OR has_function_privilege('bridgecore_admin', p.oid, 'EXECUTE'))),
+          ARRAY['authorize', 'verify_token'],
+          'the granted API functions that are not SECURITY DEFINER are authorize and verify_token, C that runs no SQL');
+SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
+            WHERE p.oid IN ('bridgecore.authorize(text)'::regprocedure, 'bridgecore.verify_token(text)'::regprocedure)
+              AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')),
+          ARRAY['authorize', 'verify_token'], '(both are C)');
 -- A router's entry points: its login only (it acts as any role, and moves read secrets).
 SELECT ok(NOT has_function_privilege('bridgecore_admin', 'bridgecore._shard_step(text, jsonb)', 'EXECUTE')
           AND NOT has_function_privilege('bridgecore_app', 'bridgecore._shard_step(text, jsonb)', 'EXECUTE'),
