@@ -16,7 +16,6 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -32,8 +31,8 @@ static SPIPlanPtr by_name_plan = NULL;
 static SPIPlanPtr by_id_plan = NULL;
 static SPIPlanPtr only_plan = NULL;
 
-const char *
-bc_request_claims(void)
+static const char *
+request_claims(void)
 {
 	const char *claims = GetConfigOption("request.jwt.claims", true, false);
 
@@ -69,31 +68,16 @@ copy_text_in(MemoryContext context, const text *t)
 	return copy;
 }
 
-static void remember(const char *claims, text *user_id, text *instance);
-
 /*
- * Makes the cache hold the claims of this text.  An invalid JSON text
- * raises the same error as claims::jsonb did, and leaves the cache as it
- * was.
+ * The claims of a text (its jsonb), into the cache: from parse_claims(), and
+ * from bridgecore.authorize() for the claims it just set, which the
+ * request's reads then need not parse again.
  */
-static void
-parse_claims(const char *claims)
+void
+bc_claims_remember(const char *claims_text, Jsonb *claims)
 {
-	Datum		jb;
-	text	   *user_id;
-	text	   *instance;
-
-	if (parsed_text != NULL && strcmp(parsed_text, claims) == 0)
-		return;
-	jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(claims));
-	user_id = field_text(jb, "user_id");
-	instance = field_text(jb, "instance");
-	remember(claims, user_id, instance);
-}
-
-static void
-remember(const char *claims, text *user_id, text *instance)
-{
+	text	   *user_id = field_text(JsonbPGetDatum(claims), "user_id");
+	text	   *instance = field_text(JsonbPGetDatum(claims), "instance");
 	char	   *old_text = parsed_text;
 
 	/* Emptied first: a failed allocation below leaves no half-filled entry. */
@@ -107,42 +91,44 @@ remember(const char *claims, text *user_id, text *instance)
 	parsed_user_id = parsed_instance = NULL;
 	parsed_user_id = copy_text_in(TopMemoryContext, user_id);
 	parsed_instance = copy_text_in(TopMemoryContext, instance);
-	parsed_text = MemoryContextStrdup(TopMemoryContext, claims);
+	parsed_text = MemoryContextStrdup(TopMemoryContext, claims_text);
 }
 
 /*
- * The claims just set as request.jwt.claims by bridgecore.authorize(), from
- * their own text: the request's reads need not parse it again.
+ * Makes the cache hold the claims of this text.  An invalid JSON text
+ * raises the same error as claims::jsonb did, and leaves the cache as it
+ * was.
  */
-void
-bc_claims_remember(const char *claims_text, Jsonb *claims)
+static void
+parse_claims(const char *claims)
 {
-	text	   *user_id = field_text(JsonbPGetDatum(claims), "user_id");
-	text	   *instance = field_text(JsonbPGetDatum(claims), "instance");
+	if (parsed_text != NULL && strcmp(parsed_text, claims) == 0)
+		return;
+	bc_claims_remember(claims, DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(claims))));
+}
 
-	remember(claims_text, user_id, instance);
+/* A copy of one claim of the request (*field, once the cache holds its claims), or NULL. */
+static text *
+request_claim(text *const *field)
+{
+	const char *claims = request_claims();
+
+	if (claims == NULL)
+		return NULL;
+	parse_claims(claims);
+	return copy_text_in(CurrentMemoryContext, *field);
 }
 
 text *
 bc_claim_user_id(void)
 {
-	const char *claims = bc_request_claims();
-
-	if (claims == NULL)
-		return NULL;
-	parse_claims(claims);
-	return copy_text_in(CurrentMemoryContext, parsed_user_id);
+	return request_claim(&parsed_user_id);
 }
 
 text *
 bc_claim_instance(void)
 {
-	const char *claims = bc_request_claims();
-
-	if (claims == NULL)
-		return NULL;
-	parse_claims(claims);
-	return copy_text_in(CurrentMemoryContext, parsed_instance);
+	return request_claim(&parsed_instance);
 }
 
 /* The instances' names, "a, b", or "none" (for hints). */
@@ -157,19 +143,6 @@ instance_names(void)
 		elog(ERROR, "could not list the instances");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? pstrdup("none") : TextDatumGetCString(d);
-}
-
-/* The first 64 characters of t, as left(t, 64) does. */
-static char *
-left64(const text *t)
-{
-	const char *s = VARDATA_ANY(t);
-	int			len = VARSIZE_ANY_EXHDR(t);
-	int			pos = 0;
-
-	for (int n = 0; n < 64 && pos < len; n++)
-		pos += pg_mblen(s + pos);
-	return pnstrdup(s, Min(pos, len));
 }
 
 bool
@@ -205,7 +178,8 @@ bc_instance_id(text *instance)
 			 memcmp(VARDATA_ANY(instance), VARDATA_ANY(claimed), VARSIZE_ANY_EXHDR(claimed)) != 0))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("instance \"%s\" does not match the authenticated instance", left64(instance)),
+					 errmsg("instance \"%s\" does not match the authenticated instance", pnstrdup(VARDATA_ANY(instance), pg_mbcharcliplen(VARDATA_ANY(instance),
+																					VARSIZE_ANY_EXHDR(instance), 64))),
 					 errhint("Omit instance, or pass the one your token is for.")));
 		instance = claimed;
 	}

@@ -9,7 +9,6 @@
 
 #include "utils/jsonb.h"
 
-extern const char *bc_request_claims(void);
 extern void bc_claims_remember(const char *claims_text, Jsonb *claims);
 extern text *bc_claim_user_id(void);
 extern text *bc_claim_instance(void);

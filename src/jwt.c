@@ -419,17 +419,7 @@ is_string(const JsonbValue *v, const char *s)
 		v->val.string.len == (int) strlen(s) && memcmp(v->val.string.val, s, v->val.string.len) == 0;
 }
 
-/*
- * bridgecore.verify_token(token text) returns jsonb: the claims of a valid
- * token (_jwt_verify) whose role is one a request may act as, bridgecore_app
- * or bridgecore_admin.  A request acts as its token's role, so a token for
- * any other role is refused here; the gateway verifies every request's
- * token with this function only.  In C and not SECURITY DEFINER: the secret
- * is read from the setting's variable, never through SQL, and a call costs
- * no change of user or search_path.
- */
-PG_FUNCTION_INFO_V1(bridgecore_verify_token);
-
+/* The claims of a valid token whose role a request may act as, and that role. */
 static Jsonb *
 request_claims(text *token, JsonbValue **role)
 {
@@ -440,6 +430,17 @@ request_claims(text *token, JsonbValue **role)
 		raise_unauthorized("The token's role is not bridgecore_app or bridgecore_admin.");
 	return claims;
 }
+
+/*
+ * bridgecore.verify_token(token text) returns jsonb: the claims of a valid
+ * token (_jwt_verify) whose role is one a request may act as, bridgecore_app
+ * or bridgecore_admin.  A request acts as its token's role, so a token for
+ * any other role is refused here; the gateway verifies every request's
+ * token with this function only.  In C and not SECURITY DEFINER: the secret
+ * is read from the setting's variable, never through SQL, and a call costs
+ * no change of user or search_path.
+ */
+PG_FUNCTION_INFO_V1(bridgecore_verify_token);
 
 Datum
 bridgecore_verify_token(PG_FUNCTION_ARGS)

@@ -687,9 +687,8 @@ check_device(bool user_null, int64 user_id, text *device)
 		char		buf[32];
 
 		snprintf(buf, sizeof(buf), INT64_FORMAT, user_id);
-		if (
-			(VARSIZE_ANY_EXHDR(claimed) != strlen(buf) ||
-			 memcmp(VARDATA_ANY(claimed), buf, strlen(buf)) != 0))
+		if (VARSIZE_ANY_EXHDR(claimed) != strlen(buf) ||
+			memcmp(VARDATA_ANY(claimed), buf, strlen(buf)) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("user_id " INT64_FORMAT " does not match the authenticated user", user_id),
